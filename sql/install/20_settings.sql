@@ -1,0 +1,42 @@
+-- ---------------------------------------------------------------------------------------------
+-- Settings and time (src/settings.c).  Every billing function reads the time from
+-- credits.now() and the minimum deposit from credits.minimum_deposit().
+-- ---------------------------------------------------------------------------------------------
+
+-- now(), or the timestamptz in the superuser-only setting credits.clock.
+CREATE FUNCTION credits.now() RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'credits_now' LANGUAGE C STABLE PARALLEL SAFE;
+
+-- The smallest deposit: the superuser-only setting credits.minimum_deposit (default 5.00).
+CREATE FUNCTION credits._minimum_deposit_text() RETURNS text
+    AS 'MODULE_PATHNAME', 'credits_minimum_deposit_text' LANGUAGE C STABLE PARALLEL SAFE;
+CREATE FUNCTION credits.minimum_deposit() RETURNS credits.credits
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN credits._minimum_deposit_text()::credits.credits;
+
+-- How long a claimed event stays with its worker (setting credits.event_lease, default 5 min).
+CREATE FUNCTION credits.event_lease() RETURNS interval
+    AS 'MODULE_PATHNAME', 'credits_event_lease_interval' LANGUAGE C STABLE PARALLEL SAFE;
+
+-- Start of the UTC hour that ts falls in: billing hours are UTC hours [h, h+1).
+CREATE FUNCTION credits.hour_of(ts timestamptz) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN date_trunc('hour', ts, 'UTC');
+
+-- Exact accrual (src/usage_math.c): rate-microseconds over [from, upto), and their amount.
+CREATE FUNCTION credits._accrual(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
+    RETURNS numeric AS 'MODULE_PATHNAME', 'credits_accrual' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION credits._accrued_amount(units numeric) RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_accrued_amount' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION credits._amount_units(amount credits.credits) RETURNS numeric
+    AS 'MODULE_PATHNAME', 'credits_amount_units' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- The UTC hours that [from, upto) touches, with the rate-microseconds accrued in each.
+CREATE FUNCTION credits._hour_segments(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
+    RETURNS TABLE (usage_hour timestamptz, units numeric)
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT h, credits._accrual(rate_per_hour, greatest(from_ts, h), least(upto, h + interval '1 hour'))
+      FROM generate_series(credits.hour_of(from_ts), upto - interval '1 microsecond', interval '1 hour') AS h
+     WHERE upto > from_ts;
+END;

@@ -1,0 +1,104 @@
+-- ---------------------------------------------------------------------------------------------
+-- The ledger: accounts, payment methods, transactions and the events outbox.
+--
+-- Money rules the database itself enforces:
+--   * a balance is never negative                        (CHECK on accounts.balance)
+--   * one usage transaction per (project, resource, hour) (unique index)
+--   * at most one pending auto-recharge per project     (unique partial index)
+--   * an idempotency key names one deposit per project   (unique partial index)
+--   * status moves only pending → completed | failed and accumulating → completed, and a
+--     completed or failed transaction never changes      (trigger transactions_guard)
+-- The balance equals the sum of completed transactions' collected amounts; verify() checks it.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TYPE credits.transaction_type AS ENUM ('deposit', 'usage', 'auto_recharge');
+CREATE TYPE credits.transaction_status AS ENUM ('pending', 'completed', 'failed', 'accumulating');
+
+CREATE TABLE credits.accounts (
+    project_id  bigint PRIMARY KEY,
+    balance     credits.credits NOT NULL DEFAULT '0'
+                CONSTRAINT balance_not_negative CHECK (balance >= '0'::credits.credits),
+    -- Zero-balance enforcement is in force: instances were terminated and volumes locked.
+    -- Set when the balance reaches zero or accrued usage uses up the available balance;
+    -- cleared when a deposit makes the available balance positive (src/zero_balance.c).
+    depleted    boolean NOT NULL DEFAULT false,
+    opened_at   timestamptz NOT NULL
+);
+
+CREATE TABLE credits.payment_methods (
+    method_id    bigserial PRIMARY KEY,
+    project_id   bigint NOT NULL REFERENCES credits.accounts,
+    provider_ref text NOT NULL CHECK (length(provider_ref) BETWEEN 1 AND 200),
+    label        text CHECK (length(label) <= 200),
+    is_default   boolean NOT NULL DEFAULT false,
+    added_at     timestamptz NOT NULL,
+    removed_at   timestamptz,
+    CHECK (NOT (is_default AND removed_at IS NOT NULL))
+);
+CREATE UNIQUE INDEX payment_methods_one_default ON credits.payment_methods (project_id) WHERE is_default;
+CREATE UNIQUE INDEX payment_methods_active_ref ON credits.payment_methods (project_id, provider_ref)
+    WHERE removed_at IS NULL;
+
+CREATE TABLE credits.transactions (
+    transaction_id  bigserial PRIMARY KEY,
+    project_id      bigint NOT NULL REFERENCES credits.accounts,
+    type            credits.transaction_type NOT NULL,
+    status          credits.transaction_status NOT NULL,
+    -- Signed: deposits and auto-recharges positive, usage negative (what was, or so far would
+    -- be, taken).  For usage it is -round_half_even(accrued_units / 3.6e9).
+    amount          credits.credits NOT NULL,
+    -- Usage only: the part of the charge the balance could not cover.
+    uncollected     credits.credits NOT NULL DEFAULT '0',
+    -- Deposits: when requested.  Usage: the start of its UTC hour.
+    created_at      timestamptz NOT NULL,
+    description     text NOT NULL,
+    -- Usage: the resource and hour, and the exact rate-microseconds accrued (src/usage_math.c).
+    resource_id     text,
+    usage_hour      timestamptz,
+    accrued_units   numeric,
+    -- Deposits and auto-recharges.
+    method_id       bigint REFERENCES credits.payment_methods,
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    invoice_url     text CHECK (length(invoice_url) BETWEEN 1 AND 2048),
+    failure_reason  text CHECK (length(failure_reason) <= 2000),
+    completed_at    timestamptz,
+    failed_at       timestamptz,
+    CONSTRAINT usage_shape CHECK (
+        CASE WHEN type = 'usage'
+             THEN resource_id IS NOT NULL AND usage_hour IS NOT NULL AND accrued_units IS NOT NULL
+                  AND status IN ('accumulating', 'completed') AND amount <= '0'::credits.credits
+                  AND uncollected >= '0'::credits.credits AND uncollected <= -amount
+                  AND method_id IS NULL AND idempotency_key IS NULL
+             ELSE resource_id IS NULL AND usage_hour IS NULL AND accrued_units IS NULL
+                  AND status IN ('pending', 'completed', 'failed') AND amount > '0'::credits.credits
+                  AND uncollected = '0'::credits.credits
+        END),
+    CONSTRAINT status_times CHECK (
+        (completed_at IS NOT NULL) = (status = 'completed')
+        AND (failed_at IS NOT NULL) = (status = 'failed'))
+);
+CREATE UNIQUE INDEX transactions_one_usage_per_hour
+    ON credits.transactions (project_id, resource_id, usage_hour) WHERE type = 'usage';
+CREATE UNIQUE INDEX transactions_idempotency_key
+    ON credits.transactions (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX transactions_one_pending_auto_recharge
+    ON credits.transactions (project_id) WHERE type = 'auto_recharge' AND status = 'pending';
+CREATE INDEX transactions_accumulating
+    ON credits.transactions (project_id, usage_hour) WHERE status = 'accumulating';
+CREATE INDEX transactions_history ON credits.transactions (project_id, created_at DESC);
+
+-- The outbox: what the outside world must act on, written in the transaction that caused it.
+CREATE TABLE credits.events (
+    event_id       bigserial PRIMARY KEY,
+    project_id     bigint NOT NULL,
+    kind           text NOT NULL CHECK (kind IN ('charge_requested', 'instance_terminated',
+                       'volume_inaccessible', 'volume_available', 'balance_depleted')),
+    resource_id    text,
+    transaction_id bigint,
+    payload        jsonb NOT NULL,
+    created_at     timestamptz NOT NULL,
+    claimed_until  timestamptz,          -- handed to a worker until then
+    claims         integer NOT NULL DEFAULT 0,
+    acked_at       timestamptz
+);
+CREATE INDEX events_unacked ON credits.events (event_id) WHERE acked_at IS NULL;

@@ -1,0 +1,61 @@
+-- ---------------------------------------------------------------------------------------------
+-- Metered resources and API usage.
+--
+-- Instances and volumes carry a billing clock, accrued_until: all billable time before it is
+-- already booked into usage transactions; time after it is accruing "live".  It is set while
+-- an instance runs or a volume is accessible, and null otherwise.  Booking happens when a
+-- resource stops, changes rate or is cut off, and for every running resource at the hour
+-- boundary in run_hourly_deductions.
+--
+-- API usage is appended to usage_events by record_usage (no shared row is updated per call)
+-- and folded into the usage transactions by the periodic runs.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE credits.resources (
+    project_id    bigint NOT NULL REFERENCES credits.accounts,
+    resource_id   text NOT NULL CHECK (length(resource_id) BETWEEN 1 AND 200),
+    kind          text NOT NULL CHECK (kind IN ('instance', 'volume')),
+    state         text NOT NULL,
+    rate_per_hour credits.credits NOT NULL CHECK (rate_per_hour > '0'::credits.credits),
+    state_since   timestamptz NOT NULL,
+    accrued_until timestamptz,
+    created_at    timestamptz NOT NULL,
+    PRIMARY KEY (project_id, resource_id),
+    CONSTRAINT state_of_kind CHECK (
+        kind = 'instance' AND state IN ('running', 'stopped', 'terminated')
+        OR kind = 'volume' AND state IN ('available', 'inaccessible', 'deleted')),
+    CONSTRAINT billing_clock_while_billable CHECK (
+        (accrued_until IS NOT NULL) = (state IN ('running', 'available')))
+);
+CREATE INDEX resources_billable ON credits.resources (accrued_until) WHERE accrued_until IS NOT NULL;
+
+-- Recorded API usage not yet folded into its usage transaction.  Append-only between folds.
+CREATE TABLE credits.usage_events (
+    project_id  bigint NOT NULL,
+    resource_id text NOT NULL,
+    usage_hour  timestamptz NOT NULL,
+    amount      credits.credits NOT NULL CHECK (amount > '0'::credits.credits)
+);
+CREATE INDEX usage_events_project ON credits.usage_events (project_id);
+
+-- Idempotency keys of record_usage: a key is counted once, forever.
+CREATE TABLE credits.usage_keys (
+    project_id      bigint NOT NULL,
+    idempotency_key text NOT NULL,
+    resource_id     text NOT NULL,
+    amount          credits.credits NOT NULL,
+    recorded_at     timestamptz NOT NULL,
+    PRIMARY KEY (project_id, idempotency_key)
+);
+
+-- Auto-recharge settings.  armed is cleared by a failed auto-recharge and set again by a
+-- completed deposit or by saving the settings.
+CREATE TABLE credits.auto_recharge (
+    project_id bigint PRIMARY KEY REFERENCES credits.accounts,
+    enabled    boolean NOT NULL,
+    threshold  credits.credits NOT NULL CHECK (threshold >= '0'::credits.credits),
+    amount     credits.credits NOT NULL CHECK (amount > '0'::credits.credits),
+    method_id  bigint REFERENCES credits.payment_methods,
+    armed      boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL
+);

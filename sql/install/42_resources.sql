@@ -1,0 +1,112 @@
+-- ---------------------------------------------------------------------------------------------
+-- Instances (running | stopped | terminated) and volumes (available | inaccessible | deleted).
+-- An instance is charged for every microsecond it runs, a volume for every microsecond it is
+-- accessible, at rate_per_hour, split at UTC hour boundaries.
+-- ---------------------------------------------------------------------------------------------
+
+-- Raises unless the project may start something: not cut off and a positive available balance.
+-- Takes a share lock on the account so that a concurrent cut-off waits for this transaction
+-- and then sees (and terminates) what it started.
+CREATE FUNCTION credits._require_available_balance(project_id bigint) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    is_depleted boolean;
+BEGIN
+    SELECT a.depleted INTO is_depleted FROM credits.accounts a
+     WHERE a.project_id = _require_available_balance.project_id FOR SHARE;
+    IF is_depleted OR credits.available_balance(project_id) <= '0'::credits.credits THEN
+        RAISE EXCEPTION 'project % has no available balance', project_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Add credits with credits.add_credits() first.';
+    END IF;
+END $$;
+
+-- Starts billing a resource (start_instance, attach_volume): creates it, restarts a stopped
+-- instance, or changes the rate of one already billing (the time so far is booked at the old
+-- rate).  Calling it again with the same rate does nothing.
+CREATE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
+                                  rate_per_hour credits.credits) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
+    PERFORM credits._require_available_balance(project_id);
+
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
+                                       accrued_until, created_at)
+        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
+                credits._billing_start(project_id, resource_id, at), at);
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is a %, not a %', resource_id, project_id, r.kind, kind
+            USING ERRCODE = 'wrong_object_type';
+    ELSIF r.state = active_state THEN
+        IF r.rate_per_hour <> rate_per_hour THEN
+            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
+                                           accrued_until = greatest(x.accrued_until, at)
+             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+        END IF;
+    ELSIF r.state = 'stopped' THEN
+        UPDATE credits.resources x
+           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
+               accrued_until = credits._billing_start(project_id, resource_id, at)
+         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+    ELSE
+        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
+                           'inaccessible volumes come back when the balance is positive again.';
+    END IF;
+END $$;
+
+-- Stops billing a resource (stop_instance, delete_volume): books its time up to now and moves
+-- it to final_state.  Does nothing when it is not billing and already at rest.
+CREATE FUNCTION credits._deactivate(project_id bigint, resource_id text, kind text, final_state text)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _deactivate.project_id AND x.resource_id = _deactivate.resource_id FOR UPDATE;
+    IF NOT FOUND OR r.kind <> kind THEN
+        RAISE EXCEPTION 'project % has no % %', project_id, kind, resource_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF r.accrued_until IS NOT NULL THEN
+        PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+    END IF;
+    IF r.state IN ('running', 'available') OR (kind = 'volume' AND r.state = 'inaccessible') THEN
+        UPDATE credits.resources x SET state = final_state, state_since = at, accrued_until = NULL
+         WHERE x.project_id = _deactivate.project_id AND x.resource_id = _deactivate.resource_id;
+    END IF;
+END $$;
+
+-- Starts (or restarts) an instance billed at rate_per_hour.
+CREATE FUNCTION credits.start_instance(project_id bigint, resource_id text, rate_per_hour credits.credits)
+    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._activate(project_id, resource_id, 'instance', rate_per_hour);
+
+-- Stops a running instance; a stopped one may be started again.
+CREATE FUNCTION credits.stop_instance(project_id bigint, resource_id text)
+    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._deactivate(project_id, resource_id, 'instance', 'stopped');
+
+-- Attaches a volume billed at rate_per_hour while it is accessible.
+CREATE FUNCTION credits.attach_volume(project_id bigint, resource_id text, rate_per_hour credits.credits)
+    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._activate(project_id, resource_id, 'volume', rate_per_hour);
+
+-- Deletes a volume; its id cannot be used again.
+CREATE FUNCTION credits.delete_volume(project_id bigint, resource_id text)
+    RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._deactivate(project_id, resource_id, 'volume', 'deleted');

@@ -1,0 +1,135 @@
+-- ---------------------------------------------------------------------------------------------
+-- The periodic work: hourly deductions and the minute's balance checks.  pg_cron never replays
+-- runs missed while the server was down, so each run catches up by itself, and each is safe to
+-- call at any time, any number of times, concurrently: runs take one advisory lock and wait
+-- for each other, and every (resource, hour) moves accumulating → completed exactly once.
+-- ---------------------------------------------------------------------------------------------
+
+-- Waits for any other periodic run of this database to finish.
+CREATE FUNCTION credits._lock_periodic_runs() RETURNS void
+    LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(hashtext('credits periodic run')::bigint << 32) $$;
+
+-- Books every billing resource's time up to the hour boundary cur (all of its ended hours).
+CREATE FUNCTION credits._book_ended_hours(cur timestamptz) RETURNS void
+    LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT r.project_id, r.resource_id, r.kind, r.rate_per_hour, r.accrued_until
+          FROM credits.resources r
+         WHERE r.accrued_until < cur
+           FOR UPDATE),
+    advanced AS (
+        UPDATE credits.resources r SET accrued_until = cur
+          FROM due WHERE r.project_id = due.project_id AND r.resource_id = due.resource_id)
+    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
+                                           resource_id, usage_hour, accrued_units)
+    SELECT due.project_id, 'usage', 'accumulating', -credits._accrued_amount(s.units), s.usage_hour,
+           credits._describe(due.kind, due.resource_id), due.resource_id, s.usage_hour, s.units
+      FROM due, LATERAL credits._hour_segments(due.rate_per_hour, due.accrued_until, cur) AS s
+    ON CONFLICT (project_id, resource_id, usage_hour) WHERE type = 'usage' DO UPDATE
+       SET accrued_units = t.accrued_units + excluded.accrued_units,
+           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units);
+$$;
+
+-- Completes every accumulating usage transaction of an hour before cur and takes it from the
+-- balance, oldest first per project.  A charge larger than what is left takes exactly what is
+-- left and records the rest as uncollected; the balance lands on zero and the zero-balance
+-- trigger cuts the project off.  Returns the number of transactions completed.
+CREATE FUNCTION credits._deduct_ended_hours(cur timestamptz, at timestamptz) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    expected bigint;
+    completed bigint;
+BEGIN
+    WITH charged_projects AS (
+        SELECT a.project_id, a.balance
+          FROM credits.accounts a
+         WHERE a.project_id IN (SELECT t.project_id FROM credits.transactions t
+                                 WHERE t.status = 'accumulating' AND t.usage_hour < cur)
+         ORDER BY a.project_id
+           FOR NO KEY UPDATE),
+    due AS (
+        SELECT t.transaction_id, t.project_id, t.amount, p.balance,
+               sum(t.amount) OVER (PARTITION BY t.project_id ORDER BY t.usage_hour, t.transaction_id) AS through
+          FROM credits.transactions t JOIN charged_projects p USING (project_id)
+         WHERE t.status = 'accumulating' AND t.usage_hour < cur),
+    settled AS (
+        -- charge = -amount; what the balance still holds before this charge = balance + (through - amount)
+        SELECT d.transaction_id, d.project_id, d.amount,
+               greatest('0'::credits.credits, least(-d.amount, d.balance + (d.through - d.amount))) AS collected
+          FROM due d),
+    done AS (
+        UPDATE credits.transactions t
+           SET status = 'completed', completed_at = at, uncollected = -s.amount - s.collected
+          FROM settled s
+         WHERE t.transaction_id = s.transaction_id AND t.status = 'accumulating' AND t.amount = s.amount
+        RETURNING s.project_id, s.collected),
+    totals AS (
+        SELECT d.project_id, sum(d.collected) AS collected FROM done d GROUP BY d.project_id),
+    debited AS (
+        UPDATE credits.accounts a SET balance = a.balance - x.collected
+          FROM totals x
+         WHERE a.project_id = x.project_id AND x.collected > '0'::credits.credits)
+    SELECT (SELECT count(*) FROM settled), (SELECT count(*) FROM done) INTO expected, completed;
+
+    IF completed <> expected THEN
+        -- A usage row changed under the run (it should not: its writers hold the resource lock
+        -- the booking step waited for).  Undo everything; the next run starts over.
+        RAISE EXCEPTION 'credits: % of % usage transactions changed during the deduction run',
+            expected - completed, expected USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN completed;
+END $$;
+
+-- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
+-- and starts the auto-recharges that the new balances call for.  Returns the number of usage
+-- transactions completed.
+CREATE FUNCTION credits.run_hourly_deductions() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    at timestamptz;
+    cur timestamptz;
+    completed bigint;
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    cur := credits.hour_of(at);
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._book_ended_hours(cur);
+    completed := credits._deduct_ended_hours(cur, at);
+    PERFORM credits._start_auto_recharges();
+    RETURN completed;
+END $$;
+
+-- Usage not yet deducted, in total per project with any, as of credits.now().
+CREATE VIEW credits.accumulating_by_project AS
+SELECT u.project_id, -sum(u.amount) AS accumulating
+  FROM credits.usage_in_progress u GROUP BY u.project_id;
+
+-- Cuts off every project whose accrued usage has used up its available balance (the balance
+-- itself is still positive: deductions cut off the ones that reach zero), then starts the
+-- auto-recharges that are due.  Returns the number of projects acted on.
+CREATE FUNCTION credits.run_balance_checks() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    at timestamptz;
+    cut_off bigint;
+    recharged bigint;
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    PERFORM credits._fold_usage_events(at);
+
+    WITH used_up AS (
+        SELECT a.project_id
+          FROM credits.accounts a JOIN credits.accumulating_by_project u USING (project_id)
+         WHERE NOT a.depleted AND a.balance <= u.accumulating
+         ORDER BY a.project_id),
+    flagged AS (
+        UPDATE credits.accounts a SET depleted = true
+          FROM used_up WHERE a.project_id = used_up.project_id AND NOT a.depleted
+        RETURNING a.project_id)
+    SELECT count(*) INTO cut_off FROM flagged;
+
+    recharged := credits._start_auto_recharges();
+    RETURN cut_off + recharged;
+END $$;

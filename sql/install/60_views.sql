@@ -1,0 +1,120 @@
+-- ---------------------------------------------------------------------------------------------
+-- What users read: balances and runway, the transaction history, the resources, and verify().
+-- ---------------------------------------------------------------------------------------------
+
+-- burn_rate(amount, per): credits per hour of inputs "amount every per" (src/burn_rate.c).
+CREATE FUNCTION credits._burn_rate_accum(credits.credits, credits.credits, interval) RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_burn_rate_accum' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION credits._burn_rate_combine(credits.credits, credits.credits) RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_burn_rate_combine' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE AGGREGATE credits.burn_rate(amount credits.credits, per interval) (
+    SFUNC = credits._burn_rate_accum, STYPE = credits.credits, INITCOND = '0',
+    COMBINEFUNC = credits._burn_rate_combine, PARALLEL = SAFE);
+
+-- What a project consumes per hour now: the rates of its running instances and accessible
+-- volumes, plus its API usage of the last ended hour.
+CREATE FUNCTION credits._burn_rate_of(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE AS $$
+    SELECT credits.burn_rate(x.amount, interval '1 hour')
+      FROM (SELECT r.rate_per_hour AS amount
+              FROM credits.resources r
+             WHERE r.project_id = _burn_rate_of.project_id AND r.state IN ('running', 'available')
+            UNION ALL
+            SELECT -t.amount
+              FROM credits.transactions t
+             WHERE t.project_id = _burn_rate_of.project_id AND t.type = 'usage' AND t.status = 'completed'
+               AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+               AND NOT EXISTS (SELECT FROM credits.resources r
+                                WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)
+            UNION ALL
+            SELECT -u.amount
+              FROM credits.usage_in_progress u
+             WHERE u.project_id = _burn_rate_of.project_id
+               AND u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+               AND NOT EXISTS (SELECT FROM credits.resources r
+                                WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)) AS x;
+$$;
+
+-- One row per project: balance, usage accumulating, what is available, burn rate and runway.
+-- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient.
+CREATE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       m.accumulating,
+       m.available_balance,
+       m.burn_rate,
+       CASE WHEN m.burn_rate > '0'::credits.credits
+            THEN round(m.available_balance / m.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN m.burn_rate > '0'::credits.credits
+            THEN credits.now() + (m.available_balance / m.burn_rate) * interval '1 hour' END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r USING (project_id)
+  CROSS JOIN LATERAL (
+      SELECT acc.accumulating,
+             greatest(a.balance - acc.accumulating, '0'::credits.credits) AS available_balance,
+             credits._burn_rate_of(a.project_id) AS burn_rate
+        FROM (SELECT credits._accumulating(a.project_id) AS accumulating) AS acc) AS m;
+
+-- One row per transaction, newest first; usage hours still running show as accumulating
+-- (with a null transaction_id while they have no stored row yet).
+CREATE VIEW credits.transaction_history AS
+SELECT h.* FROM (
+    SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
+           t.amount, t.status, t.uncollected
+      FROM credits.transactions t
+     WHERE t.status <> 'accumulating'
+    UNION ALL
+    SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
+           u.amount, 'accumulating'::credits.transaction_status, '0'::credits.credits
+      FROM credits.usage_in_progress u) AS h
+ ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
+
+-- One row per instance or volume ever started or attached.
+CREATE VIEW credits.resource_overview AS
+SELECT r.project_id, r.resource_id, r.kind, r.state, r.rate_per_hour, r.state_since
+  FROM credits.resources r;
+
+-- Every broken invariant, one row each (no rows: all is well).
+CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    WITH scope AS (
+        SELECT a.* FROM credits.accounts a
+         WHERE verify.project_id IS NULL OR a.project_id = verify.project_id),
+    ledger AS (
+        SELECT s.project_id,
+               coalesce(sum(t.amount + t.uncollected) FILTER (WHERE t.status = 'completed'),
+                        '0'::credits.credits) AS total
+          FROM scope s LEFT JOIN credits.transactions t USING (project_id)
+         GROUP BY s.project_id)
+    SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id, format('balance %s is negative', s.balance)
+      FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM credits.transactions t JOIN scope USING (project_id)
+     WHERE t.type = 'usage'
+     GROUP BY t.project_id, t.resource_id, t.usage_hour HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
+      FROM credits.transactions t JOIN scope USING (project_id)
+     WHERE (t.type = 'usage') <> (t.status IN ('accumulating', 'completed'))
+        OR (t.status = 'completed') <> (t.completed_at IS NOT NULL)
+        OR (t.status = 'failed') <> (t.failed_at IS NOT NULL)
+        OR (t.type = 'usage' AND t.amount <> -credits._accrued_amount(t.accrued_units))
+        OR (t.type = 'usage' AND t.status = 'completed' AND t.usage_hour + interval '1 hour' > t.completed_at)
+        OR t.uncollected < '0'::credits.credits OR t.uncollected > greatest(-t.amount, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('project is at zero balance but %s %s is %s', r.kind, r.resource_id, r.state)
+      FROM scope s JOIN credits.resources r USING (project_id)
+     WHERE (s.depleted OR s.balance = '0'::credits.credits) AND r.state IN ('running', 'available')
+    UNION ALL
+    SELECT t.project_id, format('%s auto-recharges are pending', count(*))
+      FROM credits.transactions t JOIN scope USING (project_id)
+     WHERE t.type = 'auto_recharge' AND t.status = 'pending'
+     GROUP BY t.project_id HAVING count(*) > 1;
+$$;

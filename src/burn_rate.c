@@ -1,0 +1,64 @@
+/*
+ * burn_rate.c — the burn-rate aggregate: how many credits per hour a project consumes.
+ *
+ *     credits.burn_rate(amount credits, per interval) → credits per hour
+ *
+ * Each input is "amount every per": an instance's rate_per_hour with per = 1 hour, or the API
+ * usage of a past period with per = that period's length.  Each is scaled to one hour exactly
+ * (int128, rounded half to even to the micro-credit) and summed with overflow checks.  The
+ * state is a credits value, so the aggregate runs in parallel with a plain combine step.
+ */
+#include "postgres.h"
+
+#include "common/int.h"
+#include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "utils/timestamp.h"
+
+#include "credits.h"
+
+/* The length of a positive, month-free interval in microseconds, or an error. */
+static int64
+PeriodMicroseconds(const Interval *per)
+{
+	int64		usecs;
+
+	if (per->month != 0 ||
+		pg_mul_s64_overflow((int64) per->day, USECS_PER_DAY, &usecs) ||
+		pg_add_s64_overflow(usecs, per->time, &usecs) || usecs <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("burn rate period must be a positive interval without months")));
+	return usecs;
+}
+
+PG_FUNCTION_INFO_V1(credits_burn_rate_accum);
+
+/* Adds amount-per-period, scaled to one hour, to the running credits-per-hour total. */
+Datum
+credits_burn_rate_accum(PG_FUNCTION_ARGS)
+{
+	Credits		total = PG_GETARG_CREDITS(0);
+	Credits		amount = PG_GETARG_CREDITS(1);
+	Interval   *per = PG_GETARG_INTERVAL_P(2);
+	Credits		hourly;
+	Credits		sum;
+
+	hourly = CreditsDivRound128((int128) amount * USECS_PER_HOUR, PeriodMicroseconds(per));
+	if (pg_add_s64_overflow(total, hourly, &sum))
+		CreditsOutOfRange();
+	PG_RETURN_CREDITS(sum);
+}
+
+PG_FUNCTION_INFO_V1(credits_burn_rate_combine);
+
+/* Adds two partial burn rates (parallel aggregation). */
+Datum
+credits_burn_rate_combine(PG_FUNCTION_ARGS)
+{
+	Credits		sum;
+
+	if (pg_add_s64_overflow(PG_GETARG_CREDITS(0), PG_GETARG_CREDITS(1), &sum))
+		CreditsOutOfRange();
+	PG_RETURN_CREDITS(sum);
+}

@@ -1,0 +1,76 @@
+/*
+ * settings.c — the settings of credits and the clock every billing function reads.
+ *
+ * credits.clock            a timestamptz that replaces now() for billing (tests, replays)
+ * credits.minimum_deposit  the smallest deposit add_credits and auto-recharge accept
+ * credits.event_lease      how long a claimed, unacknowledged event stays with its worker
+ *
+ * The first two are PGC_SUSET: an application role must not be able to move billing time
+ * or lower the minimum.  PostgreSQL 15 remembers which role set a placeholder before this
+ * library was loaded and refuses a non-superuser's value when the variable is defined here.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+static char *credits_clock = NULL;
+static char *credits_minimum_deposit = NULL;
+static int	credits_event_lease = 300;
+
+void		_PG_init(void);
+
+/* Defines the settings when the library is loaded. */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("credits.clock",
+							   "Billing time used instead of now(), as a timestamptz.",
+							   "Empty means the transaction's start time. Only for tests and replays.",
+							   &credits_clock, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("credits.minimum_deposit",
+							   "Smallest amount add_credits and auto-recharge accept.",
+							   NULL, &credits_minimum_deposit, "5.00", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("credits.event_lease",
+							"How long a claimed event stays with its worker before it is handed out again.",
+							NULL, &credits_event_lease, 300, 1, 86400 * 7, PGC_SUSET,
+							GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("credits");
+}
+
+PG_FUNCTION_INFO_V1(credits_now);
+
+/* credits.now(): credits.clock when set, else the transaction's start time. */
+Datum
+credits_now(PG_FUNCTION_ARGS)
+{
+	if (credits_clock != NULL && credits_clock[0] != '\0')
+		return DirectFunctionCall3(timestamptz_in, CStringGetDatum(credits_clock),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	PG_RETURN_TIMESTAMPTZ(GetCurrentTransactionStartTimestamp());
+}
+
+PG_FUNCTION_INFO_V1(credits_minimum_deposit_text);
+
+/* The credits.minimum_deposit setting as text; SQL casts it to credits. */
+Datum
+credits_minimum_deposit_text(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(credits_minimum_deposit ? credits_minimum_deposit : "5.00"));
+}
+
+PG_FUNCTION_INFO_V1(credits_event_lease_interval);
+
+/* The credits.event_lease setting as an interval. */
+Datum
+credits_event_lease_interval(PG_FUNCTION_ARGS)
+{
+	Interval   *lease = palloc0(sizeof(Interval));
+
+	lease->time = (int64) credits_event_lease * USECS_PER_SEC;
+	PG_RETURN_INTERVAL_P(lease);
+}

@@ -1,0 +1,141 @@
+/*
+ * usage_math.c — exact accrual of time-based charges.
+ *
+ * A usage hour accrues "rate-microseconds": the rate in micro-credits per hour times the
+ * microseconds a resource was billable.  Stored as an integer-valued numeric, they add up
+ * exactly however many start/stop segments an hour has, and the hour's amount is rounded
+ * once, half to even, when it is shown or deducted:
+ *
+ *     amount (micro-credits) = round_half_even(units / 3 600 000 000)
+ *
+ * The arithmetic is done in int128: a rate of the largest credits value for a whole hour is
+ * about 3.3e28 units, far inside int128's 1.7e38.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#define USECS_PER_HOUR_128 ((int128) USECS_PER_HOUR)
+
+/* Prints an int128 in decimal into buf (at least 41 bytes). */
+static void
+Int128ToDecimal(int128 value, char *buf)
+{
+	char		digits[41];
+	int			n = 0;
+	bool		negative = value < 0;
+	unsigned __int128 magnitude = negative ? -(unsigned __int128) value : (unsigned __int128) value;
+
+	do
+	{
+		digits[n++] = '0' + (int) (magnitude % 10);
+		magnitude /= 10;
+	} while (magnitude != 0);
+	if (negative)
+		*buf++ = '-';
+	while (n > 0)
+		*buf++ = digits[--n];
+	*buf = '\0';
+}
+
+/* Reads an integer-valued numeric (a fraction of zeros is allowed) into an int128. */
+static int128
+NumericToInt128(Numeric num)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
+	char	   *p = text;
+	bool		negative = false;
+	unsigned __int128 magnitude = 0;
+	const unsigned __int128 limit = ((unsigned __int128) 1) << 126;
+
+	if (*p == '-')
+	{
+		negative = true;
+		p++;
+	}
+	for (; *p >= '0' && *p <= '9'; p++)
+	{
+		if (magnitude >= limit / 10)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("accrued usage out of range")));
+		magnitude = magnitude * 10 + (*p - '0');
+	}
+	if (*p == '.')
+		for (p++; *p == '0'; p++)
+			;
+	if (*p != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("accrued usage must be a whole number of rate-microseconds: \"%s\"", text)));
+	return negative ? -(int128) magnitude : (int128) magnitude;
+}
+
+/* Makes a numeric from an int128. */
+static Datum
+Int128GetNumericDatum(int128 value)
+{
+	char		buf[48];
+
+	Int128ToDecimal(value, buf);
+	return DirectFunctionCall3(numeric_in, CStringGetDatum(buf),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+PG_FUNCTION_INFO_V1(credits_accrual);
+
+/*
+ * credits._accrual(rate_per_hour credits, from timestamptz, upto timestamptz) → numeric:
+ * the rate-microseconds a resource billed at rate accrues over [from, upto); zero when the
+ * interval is empty or reversed.
+ */
+Datum
+credits_accrual(PG_FUNCTION_ARGS)
+{
+	int64		rate = PG_GETARG_INT64(0);
+	TimestampTz from = PG_GETARG_TIMESTAMPTZ(1);
+	TimestampTz upto = PG_GETARG_TIMESTAMPTZ(2);
+
+	if (TIMESTAMP_NOT_FINITE(from) || TIMESTAMP_NOT_FINITE(upto))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("usage can only accrue between finite timestamps")));
+	if (upto <= from)
+		return Int128GetNumericDatum(0);
+	return Int128GetNumericDatum((int128) rate * (int128) (upto - from));
+}
+
+PG_FUNCTION_INFO_V1(credits_accrued_amount);
+
+/*
+ * credits._accrued_amount(units numeric) → credits: the amount that units of
+ * rate-microseconds come to, rounded half to even to the micro-credit.
+ */
+Datum
+credits_accrued_amount(PG_FUNCTION_ARGS)
+{
+	int128		units = NumericToInt128(PG_GETARG_NUMERIC(0));
+	int128		quotient = units / USECS_PER_HOUR_128;
+	int128		remainder = units % USECS_PER_HOUR_128;
+	int128		twice = remainder < 0 ? -2 * remainder : 2 * remainder;
+
+	if (twice > USECS_PER_HOUR_128 || (twice == USECS_PER_HOUR_128 && (quotient & 1) != 0))
+		quotient += units < 0 ? -1 : 1;
+	if (quotient > PG_INT64_MAX || quotient < PG_INT64_MIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("credits out of range")));
+	PG_RETURN_INT64((int64) quotient);
+}
+
+PG_FUNCTION_INFO_V1(credits_amount_units);
+
+/* credits._amount_units(amount credits) → numeric: an amount as rate-microseconds. */
+Datum
+credits_amount_units(PG_FUNCTION_ARGS)
+{
+	return Int128GetNumericDatum((int128) PG_GETARG_INT64(0) * USECS_PER_HOUR_128);
+}

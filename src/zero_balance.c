@@ -1,0 +1,157 @@
+/*
+ * zero_balance.c — the trigger that enforces "no one ever owes money".
+ *
+ * accounts.depleted records that zero-balance enforcement is in force.  Two row triggers on
+ * credits.accounts, both this function, keep it and act on it (sql/install/44_zero_balance.sql
+ * gives each a WHEN clause, so an ordinary balance change never calls in here):
+ *
+ *   BEFORE UPDATE  decides the flag: a balance that reaches zero sets it; a deposit into a
+ *                  depleted account clears it once the available balance (balance minus usage
+ *                  accrued and not yet deducted) is positive again.
+ *   AFTER UPDATE   acts on a change of the flag, in the same transaction: when set, running
+ *                  instances are terminated, available volumes made inaccessible and the events
+ *                  queued (credits._cut_off); when cleared, inaccessible volumes become
+ *                  available again (credits._restore_volumes).
+ *
+ * The balance check sets the flag itself when accrued usage has used up a positive balance.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/rel.h"
+
+static SPIPlanPtr cut_off_plan = NULL;
+static SPIPlanPtr restore_plan = NULL;
+static SPIPlanPtr accumulating_plan = NULL;
+
+/* Prepares (once per backend) and returns a plan taking the project id as $1. */
+static SPIPlanPtr
+ProjectPlan(SPIPlanPtr *cache, const char *query)
+{
+	if (*cache == NULL)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		SPIPlanPtr	plan = SPI_prepare(query, 1, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "credits: SPI_prepare failed for \"%s\": %s",
+				 query, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*cache = plan;
+	}
+	return *cache;
+}
+
+/*
+ * Runs a kept plan for one project and returns the first column of its one row, which must be
+ * of a pass-by-value type (or ignored): SPI's memory is gone when this returns.
+ */
+static Datum
+RunForProject(SPIPlanPtr *cache, const char *query, int64 project_id, bool *isnull)
+{
+	Datum		args[1] = {Int64GetDatum(project_id)};
+	Datum		result;
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute_plan(ProjectPlan(cache, query), args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "credits: \"%s\" failed: %s", query, SPI_result_code_string(rc));
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	SPI_finish();
+	return result;
+}
+
+/* Reads a not-null attribute of an accounts row by name. */
+static Datum
+AccountAttr(HeapTuple tuple, TupleDesc desc, const char *name)
+{
+	bool		isnull;
+	Datum		value = heap_getattr(tuple, SPI_fnumber(desc, name), desc, &isnull);
+
+	if (isnull)
+		elog(ERROR, "credits: accounts.%s is null", name);
+	return value;
+}
+
+/* BEFORE UPDATE: returns the new row with depleted set or cleared as the balance demands. */
+static HeapTuple
+DecideDepleted(TriggerData *trigdata)
+{
+	TupleDesc	desc = trigdata->tg_relation->rd_att;
+	HeapTuple	old_row = trigdata->tg_trigtuple;
+	HeapTuple	new_row = trigdata->tg_newtuple;
+	int64		project_id = DatumGetInt64(AccountAttr(new_row, desc, "project_id"));
+	int64		old_balance = DatumGetInt64(AccountAttr(old_row, desc, "balance"));
+	int64		new_balance = DatumGetInt64(AccountAttr(new_row, desc, "balance"));
+	bool		depleted = DatumGetBool(AccountAttr(new_row, desc, "depleted"));
+	bool		decided = depleted;
+	int			depleted_att = SPI_fnumber(desc, "depleted");
+	Datum		value;
+	bool		isnull = false;
+
+	if (!depleted && new_balance == 0)
+		decided = true;
+	else if (depleted && new_balance > old_balance)
+	{
+		/* A deposit into a depleted account: lift enforcement once it can pay its usage. */
+		bool		acc_null;
+		int64		accumulating;
+
+		accumulating = DatumGetInt64(RunForProject(&accumulating_plan,
+												   "SELECT credits._accumulating($1)",
+												   project_id, &acc_null));
+		if (acc_null)
+			accumulating = 0;
+		decided = new_balance > accumulating;
+	}
+	if (decided == depleted)
+		return new_row;
+	value = BoolGetDatum(decided);
+	return heap_modify_tuple_by_cols(new_row, desc, 1, &depleted_att, &value, &isnull);
+}
+
+/* AFTER UPDATE: carries out a change of the depleted flag. */
+static void
+ActOnDepleted(TriggerData *trigdata)
+{
+	TupleDesc	desc = trigdata->tg_relation->rd_att;
+	int64		project_id = DatumGetInt64(AccountAttr(trigdata->tg_newtuple, desc, "project_id"));
+	bool		was = DatumGetBool(AccountAttr(trigdata->tg_trigtuple, desc, "depleted"));
+	bool		is = DatumGetBool(AccountAttr(trigdata->tg_newtuple, desc, "depleted"));
+	bool		isnull;
+
+	if (!was && is)
+		RunForProject(&cut_off_plan, "SELECT credits._cut_off($1, credits.now())",
+					  project_id, &isnull);
+	else if (was && !is)
+		RunForProject(&restore_plan, "SELECT credits._restore_volumes($1, credits.now())",
+					  project_id, &isnull);
+}
+
+PG_FUNCTION_INFO_V1(credits_zero_balance);
+
+/* Trigger function for credits.accounts: see the comment at the top of this file. */
+Datum
+credits_zero_balance(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	result = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("credits_zero_balance must be fired as a row trigger for UPDATE")));
+
+	if (TRIGGER_FIRED_BEFORE(trigdata->tg_event))
+		result = DecideDepleted(trigdata);
+	else
+		ActOnDepleted(trigdata);
+
+	return PointerGetDatum(result);
+}
