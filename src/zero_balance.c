@@ -107,7 +107,7 @@ DecideDepleted(TriggerData *trigdata)
 												   project_id, &acc_null));
 		if (acc_null)
 			accumulating = 0;
-		decided = new_balance > accumulating;
+		decided = !(new_balance > accumulating);
 	}
 	if (decided == depleted)
 		return new_row;

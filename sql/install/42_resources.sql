@@ -35,10 +35,10 @@ BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
-    PERFORM credits._require_available_balance(project_id);
-
+    -- Resource row first, then the account: the order the periodic runs lock them in.
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    PERFORM credits._require_available_balance(project_id);
     IF NOT FOUND THEN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
                                        accrued_until, created_at)
@@ -57,7 +57,7 @@ BEGIN
     ELSIF r.state = 'stopped' THEN
         UPDATE credits.resources x
            SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
-               accrued_until = credits._billing_start(project_id, resource_id, at)
+               accrued_until = credits._billing_start(_activate.project_id, _activate.resource_id, at)
          WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
     ELSE
         RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
