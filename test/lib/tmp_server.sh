@@ -1,0 +1,57 @@
+# Throwaway PostgreSQL 15 servers for the demo and the benchmarks.  Source this file, then:
+#
+#   tmp_server_start NAME      initdb + start a server with pg_cron preloaded; sets PGHOST,
+#                              PGPORT, PGUSER, PGDATABASE (a database NAME with credits and
+#                              pg_cron installed) and TMP_SERVER_DIR
+#   tmp_server_stop            stop it and remove its files (also run on exit)
+#   as_pg CMD...               run a command as the server's owner (postgres when root)
+#
+# As root the server runs as the postgres user (initdb refuses root).  Extra postgresql.conf
+# lines can be passed in TMP_SERVER_CONF.
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A free TCP port on loopback.
+tmp_server_free_port() {
+  local port
+  for port in $(seq 55432 55532); do
+    if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "$port"; return; fi
+  done
+  echo "no free port" >&2; return 1
+}
+
+tmp_server_start() {
+  local name=$1
+  TMP_SERVER_DIR=$(mktemp -d "/tmp/credits-$name.XXXXXX")
+  [ "$(id -u)" = 0 ] && chown postgres: "$TMP_SERVER_DIR"
+  PGPORT=$(tmp_server_free_port)
+  as_pg "$PGBIN/initdb" -D "$TMP_SERVER_DIR/data" -A trust -U postgres --no-sync >/dev/null
+  as_pg tee -a "$TMP_SERVER_DIR/data/postgresql.conf" >/dev/null <<CONF
+port = $PGPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$TMP_SERVER_DIR'
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '$name'
+timezone = 'UTC'
+lc_messages = 'C'
+max_connections = 100
+shared_buffers = 512MB
+${TMP_SERVER_CONF:-}
+CONF
+  as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -l "$TMP_SERVER_DIR/server.log" -w start >/dev/null
+  export PGHOST=$TMP_SERVER_DIR PGPORT PGUSER=postgres PGDATABASE=$name
+  trap tmp_server_stop EXIT
+  as_pg psql -X -q -d postgres -c "CREATE DATABASE \"$name\"" >/dev/null
+  as_pg psql -X -q -c "CREATE EXTENSION credits" -c "CREATE EXTENSION pg_cron" \
+    -c "ALTER DATABASE \"$name\" SET search_path = \"\$user\", public, credits" >/dev/null
+}
+
+tmp_server_stop() {
+  [ -n "${TMP_SERVER_DIR:-}" ] || return 0
+  as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$TMP_SERVER_DIR"
+  TMP_SERVER_DIR=
+}
