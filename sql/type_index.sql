@@ -38,24 +38,27 @@ ORDER BY am.amname, ao.amopstrategy;
 -- every function of the type is immutable, parallel safe and strict; the
 -- exceptions listed are the aggregate support functions that take a NULL
 -- state, which must not be strict
-SELECT p.oid::regprocedure AS function, p.provolatile, p.proparallel, p.proisstrict
+CREATE TEMP VIEW type_functions AS
+SELECT p.*
 FROM pg_proc p
 WHERE p.pronamespace = 'credits'::regnamespace
-  AND (p.prorettype = 'credits.credits'::regtype
-       OR 'credits.credits'::regtype = ANY (p.proargtypes::oid[])
-       OR p.proname IN ('credits_agg_combine', 'credits_agg_serialize',
-                        'credits_agg_deserialize', 'credits_sum_final',
-                        'credits_avg_final', 'credits_sortsupport'))
-  AND (p.provolatile <> 'i' OR p.proparallel <> 's'
-       OR (NOT p.proisstrict AND p.prokind <> 'a'))
+  AND (p.proname ~ ('^credits_(in|out|recv|send|pl|mi|um|up|mul_(numeric|int4|int8)'
+                    '|div_(numeric|int4|int8|credits)|eq|ne|lt|le|gt|ge|cmp|sortsupport'
+                    '|hash|hash_extended|smaller|larger|agg_(accum|accum_inv|combine'
+                    '|serialize|deserialize)|sum_final|avg_final)$')
+       OR p.proname IN ('numeric_mul_credits', 'int4_mul_credits', 'int8_mul_credits')
+       OR (p.proname IN ('credits', 'numeric', 'abs', 'sum', 'avg', 'min', 'max')
+           AND 'credits.credits'::regtype IN (p.prorettype, p.proargtypes[0])));
+SELECT count(*) AS functions, count(*) FILTER (WHERE prokind = 'a') AS aggregates FROM type_functions;
+SELECT oid::regprocedure AS function, provolatile, proparallel, proisstrict
+FROM type_functions
+WHERE provolatile <> 'i' OR proparallel <> 's' OR (NOT proisstrict AND prokind <> 'a')
 ORDER BY 1;
 
 -- the aggregates: parallel safe, with combine, serialize and deserialize
 SELECT a.aggfnoid::regprocedure AS aggregate, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,
        a.aggminvtransfn, a.aggsortop::regoperator AS sortop, p.proparallel
-FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
-WHERE p.pronamespace = 'credits'::regnamespace
-  AND 'credits.credits'::regtype = ANY (p.proargtypes::oid[])
+FROM pg_aggregate a JOIN type_functions p ON p.oid = a.aggfnoid
 ORDER BY 1;
 
 --
