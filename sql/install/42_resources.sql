@@ -39,7 +39,8 @@ BEGIN
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
     PERFORM credits._require_available_balance(project_id);
-    IF NOT FOUND THEN
+
+    IF r.project_id IS NULL THEN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
                                        accrued_until, created_at)
         VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,

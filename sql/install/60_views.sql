@@ -36,7 +36,7 @@ CREATE FUNCTION credits._burn_rate_of(project_id bigint) RETURNS credits.credits
 $$;
 
 -- One row per project: balance, usage accumulating, what is available, burn rate and runway.
--- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient.
+-- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient, to the second.
 CREATE VIEW credits.balance_overview AS
 SELECT a.project_id,
        a.balance AS current_balance,
@@ -46,7 +46,8 @@ SELECT a.project_id,
        CASE WHEN m.burn_rate > '0'::credits.credits
             THEN round(m.available_balance / m.burn_rate, 2) END AS hours_remaining,
        CASE WHEN m.burn_rate > '0'::credits.credits
-            THEN credits.now() + (m.available_balance / m.burn_rate) * interval '1 hour' END AS runs_out_at,
+            THEN date_trunc('second', credits.now() + (m.available_balance / m.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
        coalesce(r.enabled, false) AS auto_recharge_enabled
   FROM credits.accounts a
   LEFT JOIN credits.auto_recharge r USING (project_id)
