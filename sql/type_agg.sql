@@ -84,11 +84,11 @@ SELECT pg_temp.fails($$
 -- Parallel aggregation: partial states are serialized in workers and
 -- combined in the leader, without losing a bit.
 --
--- 131072 rows of 2^47 micro-credits: each worker's partial sum passes the
--- 64-bit range and the total is exactly 2^64 micro-credits, which a 64-bit
--- sum would wrap to 0.  sum must fail, avg must be exactly 2^47.
+-- 131072 rows of -2^50 micro-credits: each worker's partial sum is far
+-- outside the 64-bit range, the total is exactly -2^67 micro-credits, which a
+-- 64-bit sum would wrap to 0.  sum must fail, avg must be exactly -2^50.
 CREATE TABLE big (c credits);
-INSERT INTO big SELECT '140737488.355328' FROM generate_series(1, 131072);
+INSERT INTO big SELECT '-1125899906.842624' FROM generate_series(1, 131072);
 -- 200000 rows with a known total: i credits and i micro-credits each
 CREATE TABLE known (i bigint, g int, c credits);
 INSERT INTO known SELECT i, i % 3, i * '1.000001'::credits FROM generate_series(1, 200000) AS i;
@@ -121,8 +121,8 @@ SELECT sum(c) AS total,
        sum(c)::numeric = sum(c::numeric) AS agrees_with_numeric
 FROM known;
 
-SELECT avg(c) AS avg_of_2_to_the_47, count(*) FROM big;
-SELECT pg_temp.fails('SELECT sum(c) FROM big') AS sum_to_2_to_the_64;
+SELECT avg(c) AS avg_of_minus_2_to_the_50, count(*) FROM big;
+SELECT pg_temp.fails('SELECT sum(c) FROM big') AS sum_to_minus_2_to_the_67;
 
 -- grouped, in parallel
 EXPLAIN (COSTS OFF) SELECT g, sum(c), avg(c) FROM known GROUP BY g ORDER BY g;
@@ -140,8 +140,8 @@ RESET parallel_leader_participation;
 -- the same results without parallelism
 SET max_parallel_workers_per_gather = 0;
 SELECT sum(c), avg(c), min(c), max(c) FROM known;
-SELECT avg(c) AS avg_of_2_to_the_47 FROM big;
-SELECT pg_temp.fails('SELECT sum(c) FROM big') AS sum_to_2_to_the_64;
+SELECT avg(c) AS avg_of_minus_2_to_the_50 FROM big;
+SELECT pg_temp.fails('SELECT sum(c) FROM big') AS sum_to_minus_2_to_the_67;
 RESET max_parallel_workers_per_gather;
 
 DROP TABLE amounts, big, known;
