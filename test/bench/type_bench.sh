@@ -23,7 +23,7 @@ psql <<SQL
 SET search_path = public, credits;
 -- the same amounts in each table: up to 1000 credits, in micro-credits
 CREATE UNLOGGED TABLE t_bigint AS
-  SELECT (i * 7919 % 1000000000)::bigint - 500000000 AS x FROM generate_series(1, $rows) AS i;
+  SELECT (i * 7919 % 1000000000)::bigint - 500000000 AS x FROM generate_series(1::bigint, $rows) AS i;
 CREATE UNLOGGED TABLE t_credits AS SELECT x * '0.000001'::credits AS x FROM t_bigint;
 CREATE UNLOGGED TABLE t_numeric AS SELECT (x / 1000000.0)::numeric(20,6) AS x FROM t_bigint;
 VACUUM FREEZE ANALYZE t_bigint, t_credits, t_numeric;
