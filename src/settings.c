@@ -17,11 +17,42 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "credits_parse.h"
+
 static char *credits_clock = NULL;
 static char *credits_minimum_deposit = NULL;
 static int	credits_event_lease = 300;
 
 void		_PG_init(void);
+
+/*
+ * Check hook of credits.minimum_deposit: an amount of credits, not negative.  Refusing a bad
+ * value at SET time keeps it from breaking every later add_credits.
+ */
+static bool
+CheckMinimumDeposit(char **newval, void **extra, GucSource source)
+{
+	int64_t		value;
+
+	if (*newval == NULL)
+		return true;
+	switch (credits_parse(*newval, strlen(*newval), &value))
+	{
+		case CREDITS_PARSE_OK:
+			if (value < 0)
+			{
+				GUC_check_errdetail("The minimum deposit must not be negative.");
+				return false;
+			}
+			return true;
+		case CREDITS_PARSE_RANGE:
+			GUC_check_errdetail("The minimum deposit is outside the range of credits.");
+			return false;
+		default:
+			GUC_check_errdetail("The minimum deposit must be an amount of credits, as in \"5.00\".");
+			return false;
+	}
+}
 
 /* Defines the settings when the library is loaded. */
 void
@@ -34,7 +65,7 @@ _PG_init(void)
 	DefineCustomStringVariable("credits.minimum_deposit",
 							   "Smallest amount add_credits and auto-recharge accept.",
 							   NULL, &credits_minimum_deposit, "5.00", PGC_SUSET, 0,
-							   NULL, NULL, NULL);
+							   CheckMinimumDeposit, NULL, NULL);
 	DefineCustomIntVariable("credits.event_lease",
 							"How long a claimed event stays with its worker before it is handed out again.",
 							NULL, &credits_event_lease, 300, 1, 86400 * 7, PGC_SUSET,

@@ -69,16 +69,19 @@ BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_positive('amount', amount);
     PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
-    IF amount < minimum THEN
-        RAISE EXCEPTION 'deposit of % is below the minimum deposit of %', amount, minimum
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
 
+    -- A retry is answered before the minimum is checked: it must get the original id even
+    -- when the minimum was raised in between.
     IF idempotency_key IS NOT NULL THEN
         id := credits._deposit_by_key(project_id, amount, method_id, idempotency_key);
         IF id IS NOT NULL THEN
             RETURN id;
         END IF;
+    END IF;
+
+    IF amount < minimum THEN
+        RAISE EXCEPTION 'deposit of % is below the minimum deposit of %', amount, minimum
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
     IF method_id IS NULL THEN

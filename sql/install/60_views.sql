@@ -76,13 +76,15 @@ CREATE VIEW credits.resource_overview AS
 SELECT r.project_id, r.resource_id, r.kind, r.state, r.rate_per_hour, r.state_since
   FROM credits.resources r;
 
--- Every broken invariant, one row each (no rows: all is well).
+-- Every broken invariant, one row each (no rows: all is well).  An unknown project is an
+-- error (P0002), not a clean result.
 CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     RETURNS TABLE (project_id bigint, problem text)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
     WITH scope AS (
         SELECT a.* FROM credits.accounts a
-         WHERE verify.project_id IS NULL OR a.project_id = verify.project_id),
+         WHERE verify.project_id IS NULL
+            OR a.project_id = (SELECT credits._require_account(verify.project_id))),
     ledger AS (
         SELECT s.project_id,
                coalesce(sum(t.amount + t.uncollected) FILTER (WHERE t.status = 'completed'),
