@@ -10,8 +10,12 @@ CREATE FUNCTION credits._describe(kind text, resource_id text) RETURNS text
 
 -- Books what a resource billed at rate accrued over [from_ts, upto) into the usage
 -- transactions of the hours it touches (creating them as accumulating).  A completed hour is
--- never reopened: booking into one raises (transactions_guard), which callers prevent by
--- never letting a billing clock lie inside a deducted hour (credits._billing_start).
+-- never reopened: callers keep billing clocks out of deducted hours (credits._billing_start),
+-- and the part of a segment that still falls into one is not booked (WHERE t.status =
+-- 'accumulating').  That happens only when a resource was started again by a transaction that
+-- began before the hour ended and ran alongside the deduction of that hour: at most that
+-- race's seconds go unbilled, instead of every later booking of the resource (and every later
+-- run_hourly_deductions) failing on the completed row.
 CREATE FUNCTION credits._book_usage(project_id bigint, kind text, resource_id text,
                                     rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
     RETURNS void LANGUAGE sql AS $$
@@ -22,7 +26,8 @@ CREATE FUNCTION credits._book_usage(project_id bigint, kind text, resource_id te
       FROM credits._hour_segments(rate_per_hour, from_ts, upto) AS s
     ON CONFLICT (project_id, resource_id, usage_hour) WHERE type = 'usage' DO UPDATE
        SET accrued_units = t.accrued_units + excluded.accrued_units,
-           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units);
+           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units)
+     WHERE t.status = 'accumulating';
 $$;
 
 -- Where a resource's billing clock starts at time at: at, or the end of the resource's last
@@ -84,18 +89,27 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
                LATERAL credits._hour_segments(r.rate_per_hour, r.accrued_until, credits.now()) AS s
          WHERE r.accrued_until < credits.now()
         UNION ALL
-        SELECT e.project_id, NULL, e.resource_id, e.usage_hour, credits._describe('api', e.resource_id),
-               credits._amount_units(sum(e.amount))
+        -- (events of an hour already deducted show in the current hour, where the fold puts them)
+        SELECT e.project_id, NULL, e.resource_id,
+               CASE WHEN EXISTS (SELECT FROM credits.transactions t
+                                  WHERE t.project_id = e.project_id AND t.resource_id = e.resource_id
+                                    AND t.usage_hour = e.usage_hour AND t.type = 'usage'
+                                    AND t.status = 'completed')
+                    THEN credits.hour_of(credits.now()) ELSE e.usage_hour END,
+               credits._describe('api', e.resource_id), credits._amount_units(sum(e.amount))
           FROM credits.usage_events e
          GROUP BY e.project_id, e.resource_id, e.usage_hour) AS x
  GROUP BY x.project_id, x.resource_id, x.usage_hour;
 
 -- Usage accrued and not yet deducted, in total, for one project as of credits.now().
+-- (BEGIN ATOMIC: bound at install time, so the credits operators and sum() resolve whatever
+-- the caller's search_path; balance_overview calls it directly.)
 CREATE FUNCTION credits._accumulating(project_id bigint) RETURNS credits.credits
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
     SELECT coalesce(-sum(u.amount), '0') FROM credits.usage_in_progress u
      WHERE u.project_id = _accumulating.project_id;
-$$;
+END;
 
 -- balance − accumulating, never below zero: what the project can still spend.
 CREATE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits

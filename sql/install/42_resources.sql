@@ -46,7 +46,8 @@ BEGIN
         VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
                 credits._billing_start(project_id, resource_id, at), at);
     ELSIF r.kind <> kind THEN
-        RAISE EXCEPTION 'resource % of project % is a %, not a %', resource_id, project_id, r.kind, kind
+        RAISE EXCEPTION 'resource % of project % is a %, not %', resource_id, project_id, r.kind,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
             USING ERRCODE = 'wrong_object_type';
     ELSIF r.state = active_state THEN
         IF r.rate_per_hour <> rate_per_hour THEN

@@ -27,7 +27,8 @@ CREATE FUNCTION credits._book_ended_hours(cur timestamptz) RETURNS void
       FROM due, LATERAL credits._hour_segments(due.rate_per_hour, due.accrued_until, cur) AS s
     ON CONFLICT (project_id, resource_id, usage_hour) WHERE type = 'usage' DO UPDATE
        SET accrued_units = t.accrued_units + excluded.accrued_units,
-           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units);
+           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units)
+     WHERE t.status = 'accumulating';   -- never a deducted hour (see credits._book_usage)
 $$;
 
 -- Completes every accumulating usage transaction of an hour before cur and takes it from the
@@ -120,13 +121,16 @@ BEGIN
     PERFORM credits._fold_usage_events(at);
 
     WITH used_up AS (
-        SELECT a.project_id
+        SELECT a.project_id, u.accumulating
           FROM credits.accounts a JOIN credits.accumulating_by_project u USING (project_id)
          WHERE NOT a.depleted AND a.balance <= u.accumulating
          ORDER BY a.project_id),
     flagged AS (
+        -- The balance is tested again here: when a deposit committed after this statement's
+        -- snapshot, the UPDATE re-evaluates its WHERE on the new row and must see the deposit.
         UPDATE credits.accounts a SET depleted = true
           FROM used_up WHERE a.project_id = used_up.project_id AND NOT a.depleted
+                         AND a.balance <= used_up.accumulating
         RETURNING a.project_id)
     SELECT count(*) INTO cut_off FROM flagged;
 

@@ -12,9 +12,11 @@ CREATE AGGREGATE credits.burn_rate(amount credits.credits, per interval) (
     COMBINEFUNC = credits._burn_rate_combine, PARALLEL = SAFE);
 
 -- What a project consumes per hour now: the rates of its running instances and accessible
--- volumes, plus its API usage of the last ended hour.
+-- volumes, plus its API usage of the last ended hour.  (BEGIN ATOMIC: bound at install time,
+-- whatever the caller's search_path.)
 CREATE FUNCTION credits._burn_rate_of(project_id bigint) RETURNS credits.credits
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
     SELECT credits.burn_rate(x.amount, interval '1 hour')
       FROM (SELECT r.rate_per_hour AS amount
               FROM credits.resources r
@@ -33,7 +35,7 @@ CREATE FUNCTION credits._burn_rate_of(project_id bigint) RETURNS credits.credits
                AND u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
                AND NOT EXISTS (SELECT FROM credits.resources r
                                 WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)) AS x;
-$$;
+END;
 
 -- One row per project: balance, usage accumulating, what is available, burn rate and runway.
 -- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient, to the second.
