@@ -13,9 +13,10 @@ CREATE AGGREGATE credits.burn_rate(amount credits.credits, per interval) (
 
 -- What a project consumes per hour now: the rates of its running instances and accessible
 -- volumes, plus its API usage of the last ended hour.  (BEGIN ATOMIC: bound at install time,
--- whatever the caller's search_path.)
+-- whatever the caller's search_path.)  SECURITY DEFINER: balance_overview calls it with the
+-- reader's rights, and readers may not read the tables.
 CREATE FUNCTION credits._burn_rate_of(project_id bigint) RETURNS credits.credits
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
 BEGIN ATOMIC
     SELECT credits.burn_rate(x.amount, interval '1 hour')
       FROM (SELECT r.rate_per_hour AS amount
