@@ -25,13 +25,20 @@ BEGIN
     RETURN project_id;
 END $$;
 
--- Raises 22023 unless amount is positive (and 22004 when it is null).
+-- Raises 22023 unless amount is positive and at most one billion credits (22004 when it is
+-- null).  The ceiling keeps each deposit, auto-recharge, rate per hour and API usage far
+-- below the range of credits: without it, a deposit the balance could never hold was taken
+-- (and failed only at complete_deposit, after the card was charged), and two API usages near
+-- the top of the range made every later periodic run fail with 22003, for every project.
 CREATE FUNCTION credits._require_positive(arg_name text, amount credits.credits) RETURNS void
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 BEGIN
     PERFORM credits._require(arg_name, amount IS NULL);
     IF amount <= '0'::credits.credits THEN
         RAISE EXCEPTION '% must be positive, got %', arg_name, amount
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF amount > '1000000000'::credits.credits THEN
+        RAISE EXCEPTION '% must be at most 1000000000.00, got %', arg_name, amount
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END $$;

@@ -81,8 +81,12 @@ BEGIN
     PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _deactivate.project_id AND x.resource_id = _deactivate.resource_id FOR UPDATE;
-    IF NOT FOUND OR r.kind <> kind THEN
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'project % has no % %', project_id, kind, resource_id USING ERRCODE = 'no_data_found';
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is a %, not %', resource_id, project_id, r.kind,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
+            USING ERRCODE = 'wrong_object_type';
     END IF;
     IF r.accrued_until IS NOT NULL THEN
         PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);

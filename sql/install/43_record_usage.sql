@@ -69,13 +69,15 @@ BEGIN
            WITH ORDINALITY AS u(project_id, resource_id, amount, idempotency_key, ord)
      WHERE u.project_id IS NULL OR u.resource_id IS NULL OR u.amount IS NULL
         OR length(u.resource_id) NOT BETWEEN 1 AND 200 OR u.amount <= '0'::credits.credits
+        OR u.amount > '1000000000'::credits.credits
         OR length(u.idempotency_key) NOT BETWEEN 1 AND 200
      ORDER BY u.ord LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'element % of the batch is invalid', bad.ord
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Project %s, resource %s, amount %s, key %s: every element needs a project, '
-                                  'a resource id and key of 1 to 200 characters and a positive amount.',
+                                  'a resource id and key of 1 to 200 characters and a positive amount '
+                                  'of at most 1000000000.00.',
                                   bad.project_id, bad.resource_id, bad.amount, bad.idempotency_key);
     END IF;
     SELECT p.project_id INTO bad
