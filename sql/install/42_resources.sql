@@ -46,7 +46,8 @@ BEGIN
         VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
                 credits._billing_start(project_id, resource_id, at), at);
     ELSIF r.kind <> kind THEN
-        RAISE EXCEPTION 'resource % of project % is a %, not %', resource_id, project_id, r.kind,
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
             CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
             USING ERRCODE = 'wrong_object_type';
     ELSIF r.state = active_state THEN
@@ -84,7 +85,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'project % has no % %', project_id, kind, resource_id USING ERRCODE = 'no_data_found';
     ELSIF r.kind <> kind THEN
-        RAISE EXCEPTION 'resource % of project % is a %, not %', resource_id, project_id, r.kind,
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
             CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
             USING ERRCODE = 'wrong_object_type';
     END IF;
