@@ -1,0 +1,197 @@
+\set ECHO none
+\ir test/sql/helpers.sql
+\set ECHO all
+SET TimeZone = 'UTC';
+SET DateStyle = 'ISO, YMD';
+-- API usage: record_usage and record_usage_batch append to usage_events; the periodic runs
+-- fold the events into one usage transaction per (project, resource, hour).
+-- Projects 5200-5229, March 2026.
+
+CREATE FUNCTION pg_temp.funded(project_id bigint, amount credits) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM credits.open_account(project_id);
+    PERFORM credits.add_payment_method(project_id, 'pm_' || project_id);
+    PERFORM credits.complete_deposit(project_id, credits.add_credits(project_id, amount));
+END $$;
+
+CREATE FUNCTION pg_temp.usage(p bigint)
+    RETURNS TABLE (stored boolean, date timestamptz, description text, amount credits,
+                   status credits.transaction_status, uncollected credits)
+    LANGUAGE sql AS $$
+    SELECT h.transaction_id IS NOT NULL, h.date, left(h.description, 30), h.amount, h.status, h.uncollected
+      FROM credits.transaction_history h
+     WHERE h.project_id = p AND h.type = 'usage'
+     ORDER BY h.date, h.description;
+$$;
+
+-- Runs the hourly deductions; returns how many usage transactions of projects lo..hi it
+-- completed, and flags a run that returned fewer than that.
+CREATE FUNCTION pg_temp.deduct(lo bigint DEFAULT 5000, hi bigint DEFAULT 5999) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    before bigint;
+    returned bigint;
+    mine bigint;
+BEGIN
+    SELECT count(*) INTO before FROM credits.transactions
+     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
+    returned := credits.run_hourly_deductions();
+    SELECT count(*) - before INTO mine FROM credits.transactions
+     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
+    RETURN mine || ' completed' || CASE WHEN returned < mine THEN format(' (but it returned %s)', returned) ELSE '' END;
+END $$;
+
+-- What the per-request path has written for project p, not yet folded.
+CREATE FUNCTION pg_temp.pending(p bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT format('events=%s (%s) keys=%s',
+                  (SELECT count(*) FROM credits.usage_events e WHERE e.project_id = p),
+                  (SELECT coalesce(sum(e.amount), '0') FROM credits.usage_events e WHERE e.project_id = p),
+                  (SELECT count(*) FROM credits.usage_keys k WHERE k.project_id = p));
+$$;
+
+--
+-- record_usage: one appended row per call; a repeated key with the same arguments counts once.
+--
+SET credits.clock = '2026-03-01 09:00+00';
+SELECT pg_temp.funded(5201, '10.00'), pg_temp.funded(5202, '10.00');
+SET credits.clock = '2026-03-01 10:05+00';
+SELECT record_usage(5201, 'api:chat', '0.0042');
+SELECT record_usage(5201, 'api:chat', '0.0042', 'req-1');
+SELECT record_usage(5201, 'api:chat', '0.0042', 'req-1');           -- a retry: counted once
+SELECT record_usage(5201, 'api:chat', '0.0042', idempotency_key => 'req-2');
+SELECT record_usage(5201, 'api:embed', '0.000001');
+SELECT pg_temp.pending(5201);
+-- Keys are per project: the same key on another project is another call.
+SELECT record_usage(5202, 'api:chat', '0.0042', 'req-1');
+SELECT pg_temp.pending(5202);
+
+-- Before folding: the usage shows as accumulating rows with no transaction id, and counts in
+-- the overview.
+SELECT * FROM pg_temp.usage(5201);
+SELECT count(*) AS stored_usage_rows FROM transactions WHERE project_id = 5201 AND type = 'usage';
+SELECT current_balance, accumulating, available_balance, burn_rate FROM balance_overview WHERE project_id = 5201;
+
+--
+-- Bad calls: SQLSTATE and message, and nothing written.
+--
+SELECT pg_temp.ledger_state() AS before \gset
+SELECT pg_temp.fails(stmt) AS result, stmt
+  FROM unnest(ARRAY[
+    $$SELECT credits.record_usage(5201, 'api:chat', '0.005', 'req-1')$$,          -- other amount
+    $$SELECT credits.record_usage(5201, 'api:embed', '0.0042', 'req-1')$$,        -- other resource
+    $$SELECT credits.record_usage(5999, 'api:chat', '0.0042')$$,                  -- unknown project
+    $$SELECT credits.record_usage(NULL, 'api:chat', '0.0042')$$,
+    $$SELECT credits.record_usage(5201, NULL, '0.0042')$$,
+    $$SELECT credits.record_usage(5201, '', '0.0042')$$,
+    $$SELECT credits.record_usage(5201, repeat('a', 201), '0.0042')$$,
+    $$SELECT credits.record_usage(5201, 'api:chat', NULL)$$,
+    $$SELECT credits.record_usage(5201, 'api:chat', '0')$$,
+    $$SELECT credits.record_usage(5201, 'api:chat', '-0.0042')$$,
+    $$SELECT credits.record_usage(5201, 'api:chat', '0.0042', '')$$,
+    $$SELECT credits.record_usage(5201, 'api:chat', '0.0042', repeat('k', 201))$$]) AS stmt;
+SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
+-- 1 and 200 characters are fine.
+SELECT record_usage(5201, 'a', '0.01', repeat('k', 200)), record_usage(5201, repeat('a', 200), '0.01', 'k');
+SELECT pg_temp.pending(5201);
+
+--
+-- Folding: the balance check folds the events into stored accumulating rows; usage recorded
+-- later in the same hour adds to them.  The hour boundary is exact.
+--
+SET credits.clock = '2026-03-01 10:30+00';
+SELECT run_balance_checks() >= 0 AS ran;
+SELECT pg_temp.pending(5201);
+SELECT left(resource_id, 20) AS resource_id, usage_hour, status, amount FROM transactions
+ WHERE project_id = 5201 AND type = 'usage' ORDER BY resource_id;
+SELECT left(description, 20) AS description, amount, status, transaction_id IS NOT NULL AS stored
+  FROM transaction_history WHERE project_id = 5201 AND type = 'usage' ORDER BY description;
+SET credits.clock = '2026-03-01 10:59:59.999999+00';
+SELECT record_usage(5201, 'api:chat', '1.00');
+SET credits.clock = '2026-03-01 11:00:00+00';
+SELECT record_usage(5201, 'api:chat', '2.00');
+-- The stored 10:00 row and the unfolded event show as one row; 11:00 is not stored yet.
+SELECT stored, date, description, amount, status FROM pg_temp.usage(5201) WHERE description = 'API usage api:chat';
+SELECT current_balance, accumulating, available_balance FROM balance_overview WHERE project_id = 5201;
+
+-- 12:00: the deduction folds and completes hours 10 and 11.
+SET credits.clock = '2026-03-01 12:00+00';
+SELECT pg_temp.deduct();
+SELECT pg_temp.pending(5201);
+SELECT * FROM pg_temp.usage(5201);
+SELECT current_balance, accumulating, available_balance, burn_rate FROM balance_overview WHERE project_id = 5201;
+
+-- A call that began before the deduction and commits after it (its hour is already deducted)
+-- is not lost: the next fold books it into the current hour, and no completed hour changes.
+SET credits.clock = '2026-03-01 11:59:59+00';
+SELECT record_usage(5201, 'api:chat', '0.50');
+-- Until it is folded it shows in the current hour, not as a second row of the deducted hour.
+SET credits.clock = '2026-03-01 12:00:10+00';
+SELECT * FROM pg_temp.usage(5201) WHERE description = 'API usage api:chat';
+SET credits.clock = '2026-03-01 12:00:30+00';
+SELECT run_balance_checks() >= 0 AS ran;
+SELECT usage_hour, amount, status FROM transactions
+ WHERE project_id = 5201 AND resource_id = 'api:chat' ORDER BY usage_hour;
+SET credits.clock = '2026-03-01 13:00+00';
+SELECT pg_temp.deduct();
+SELECT current_balance FROM balance_overview WHERE project_id = 5201;
+
+--
+-- record_usage_batch: element i is one record_usage call; all or nothing.
+--
+SET credits.clock = '2026-03-01 13:10+00';
+SELECT pg_temp.funded(5203, '10.00');
+SELECT record_usage_batch(ARRAY[5203, 5203, 5203, 5203, 5203, 5202],
+                          ARRAY['api:chat', 'api:chat', 'api:chat', 'api:embed', 'api:chat', 'api:chat'],
+                          ARRAY['0.10', '0.20', '0.10', '0.01', '0.30', '0.05']::credits[],
+                          ARRAY['b-1', 'b-2', 'b-1', NULL, 'b-3', 'b-1']) AS taken;
+SELECT pg_temp.pending(5203), pg_temp.pending(5202);
+-- The same batch again: only the unkeyed element is new.
+SELECT record_usage_batch(ARRAY[5203, 5203, 5203, 5203, 5203, 5202],
+                          ARRAY['api:chat', 'api:chat', 'api:chat', 'api:embed', 'api:chat', 'api:chat'],
+                          ARRAY['0.10', '0.20', '0.10', '0.01', '0.30', '0.05']::credits[],
+                          ARRAY['b-1', 'b-2', 'b-1', NULL, 'b-3', 'b-1']) AS taken;
+SELECT pg_temp.pending(5203);
+-- A key taken by record_usage is taken for the batch too, and the other way round.
+SELECT record_usage(5203, 'api:chat', '0.40', 'b-4');
+SELECT record_usage_batch(ARRAY[5203]::bigint[], ARRAY['api:chat'], ARRAY['0.40']::credits[], ARRAY['b-4']) AS taken;
+SELECT record_usage(5203, 'api:chat', '0.10', 'b-1');
+SELECT pg_temp.pending(5203);
+-- Without keys, and empty.
+SELECT record_usage_batch(ARRAY[5203, 5203]::bigint[], ARRAY['api:a', 'api:b'], ARRAY['0.01', '0.02']::credits[]) AS taken;
+SELECT record_usage_batch('{}'::bigint[], '{}'::text[], '{}'::credits[]) AS taken;
+SELECT pg_temp.pending(5203);
+SELECT * FROM pg_temp.usage(5203);
+
+-- Bad batches: refused whole, nothing written.
+SELECT pg_temp.ledger_state() AS before \gset
+SELECT pg_temp.fails(stmt) AS result, stmt
+  FROM unnest(ARRAY[
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203, 5203], ARRAY['api:x', 'api:x', 'api:x'], ARRAY['0.1', '0.1', '0']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203, 5203], ARRAY['api:x', 'api:x', 'api:x'], ARRAY['0.1', '-0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:x'], ARRAY['0.1', NULL]::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, NULL], ARRAY['api:x', 'api:x'], ARRAY['0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', NULL], ARRAY['0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', ''], ARRAY['0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', repeat('a', 201)], ARRAY['0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:x'], ARRAY['0.1', '0.1']::credits.credits[], ARRAY['k-new', ''])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:x'], ARRAY['0.1', '0.1']::credits.credits[], ARRAY['k-new', repeat('k', 201)])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5999], ARRAY['api:x', 'api:x'], ARRAY['0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x'], ARRAY['0.1', '0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:x'], ARRAY['0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:x'], ARRAY['0.1', '0.1']::credits.credits[], ARRAY['k-new'])$$,
+    $$SELECT credits.record_usage_batch(NULL, ARRAY['api:x'], ARRAY['0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203], NULL, ARRAY['0.1']::credits.credits[])$$,
+    $$SELECT credits.record_usage_batch(ARRAY[5203], ARRAY['api:x'], NULL)$$,
+    -- a key used before with other arguments, after good elements
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:chat'], ARRAY['0.1', '0.99']::credits.credits[], ARRAY['k-new', 'b-1'])$$,
+    -- one key twice in the batch with other arguments
+    $$SELECT credits.record_usage_batch(ARRAY[5203, 5203], ARRAY['api:x', 'api:x'], ARRAY['0.1', '0.2']::credits.credits[], ARRAY['k-new', 'k-new'])$$]) AS stmt;
+SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
+SELECT count(*) AS key_k_new FROM usage_keys WHERE project_id = 5203 AND idempotency_key = 'k-new';
+
+-- Clean up: fold and deduct everything.
+SET credits.clock = '2026-03-01 14:00+00';
+SELECT pg_temp.deduct();
+SELECT pg_temp.pending(5201), pg_temp.pending(5202), pg_temp.pending(5203);
+SELECT project_id, current_balance, accumulating FROM balance_overview
+ WHERE project_id BETWEEN 5200 AND 5229 ORDER BY project_id;
+SELECT * FROM verify();
