@@ -1,0 +1,164 @@
+\set ECHO none
+\ir test/sql/helpers.sql
+\set ECHO all
+SET TimeZone = 'UTC';
+SET DateStyle = 'ISO, YMD';
+-- run_hourly_deductions: completes every ended, undeducted usage hour oldest first, exactly
+-- once, catching up after gaps; the balancing deduction takes what is left and records the
+-- rest as uncollected.  Projects 5300-5329, April 2026.
+CREATE FUNCTION pg_temp.funded(project_id bigint, amount credits) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM credits.open_account(project_id);
+    PERFORM credits.add_payment_method(project_id, 'pm_' || project_id);
+    PERFORM credits.complete_deposit(project_id, credits.add_credits(project_id, amount));
+END $$;
+
+CREATE FUNCTION pg_temp.usage(p bigint)
+    RETURNS TABLE (stored boolean, date timestamptz, description text, amount credits,
+                   status credits.transaction_status, uncollected credits)
+    LANGUAGE sql AS $$
+    SELECT h.transaction_id IS NOT NULL, h.date, left(h.description, 30), h.amount, h.status, h.uncollected
+      FROM credits.transaction_history h
+     WHERE h.project_id = p AND h.type = 'usage'
+     ORDER BY h.date, h.description;
+$$;
+
+-- Runs the hourly deductions; returns how many usage transactions of projects lo..hi it
+-- completed, and flags a run that returned fewer than that.
+CREATE FUNCTION pg_temp.deduct(lo bigint DEFAULT 5000, hi bigint DEFAULT 5999) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    before bigint;
+    returned bigint;
+    mine bigint;
+BEGIN
+    SELECT count(*) INTO before FROM credits.transactions
+     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
+    returned := credits.run_hourly_deductions();
+    SELECT count(*) - before INTO mine FROM credits.transactions
+     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
+    RETURN mine || ' completed' || CASE WHEN returned < mine THEN format(' (but it returned %s)', returned) ELSE '' END;
+END $$;
+
+-- A project's balance and usage totals by status.
+CREATE FUNCTION pg_temp.totals(p bigint) RETURNS text LANGUAGE sql AS $$
+    SELECT format('balance=%s depleted=%s completed=%s (uncollected %s) accumulating=%s',
+                  a.balance, a.depleted,
+                  (SELECT coalesce(sum(t.amount), '0') FROM credits.transactions t
+                    WHERE t.project_id = p AND t.type = 'usage' AND t.status = 'completed'),
+                  (SELECT coalesce(sum(t.uncollected), '0') FROM credits.transactions t
+                    WHERE t.project_id = p AND t.type = 'usage'),
+                  credits._accumulating(p))
+      FROM credits.accounts a WHERE a.project_id = p;
+$$;
+
+--
+-- Running twice charges once; a run in the middle of an hour completes only the ended hours
+-- and books running resources up to the last hour boundary.
+--
+SET credits.clock = '2026-04-01 09:00+00';
+SELECT pg_temp.funded(5301, '100.00');
+SET credits.clock = '2026-04-01 10:30+00';
+SELECT start_instance(5301, 'gpu-1', '2.00');
+SELECT record_usage(5301, 'api:chat', '0.40');
+SET credits.clock = '2026-04-01 11:30+00';
+SELECT record_usage(5301, 'api:chat', '0.10');
+SET credits.clock = '2026-04-01 12:00+00';
+SELECT pg_temp.deduct();
+SELECT pg_temp.deduct();
+SELECT run_hourly_deductions() AS second_run_returns;
+SELECT * FROM pg_temp.usage(5301);
+SELECT pg_temp.totals(5301);
+SET credits.clock = '2026-04-01 12:40+00';
+SELECT pg_temp.deduct();
+SELECT resource_id, accrued_until FROM resources WHERE project_id = 5301;
+SELECT * FROM pg_temp.usage(5301) WHERE date >= '2026-04-01 12:00+00';
+SELECT pg_temp.totals(5301);
+
+--
+-- A 5-hour gap (the server was down, or pg_cron missed its runs): the next run catches up,
+-- every hour once, oldest first.
+--
+SET credits.clock = '2026-04-01 13:10+00';
+SELECT record_usage(5301, 'api:chat', '0.01');
+SET credits.clock = '2026-04-01 15:20+00';
+SELECT record_usage(5301, 'api:chat', '0.02');
+SET credits.clock = '2026-04-01 17:59:59+00';
+SELECT current_balance, accumulating, available_balance FROM balance_overview WHERE project_id = 5301;
+SELECT count(*) AS hours_shown_accumulating FROM transaction_history
+ WHERE project_id = 5301 AND status = 'accumulating';
+SET credits.clock = '2026-04-01 18:00:07+00';
+SELECT pg_temp.deduct();
+SELECT pg_temp.deduct();
+SELECT * FROM pg_temp.usage(5301) WHERE date >= '2026-04-01 12:00+00';
+SELECT resource_id, usage_hour, count(*) FROM transactions WHERE project_id = 5301 AND type = 'usage'
+ GROUP BY resource_id, usage_hour HAVING count(*) > 1;
+SELECT pg_temp.totals(5301);
+SELECT stop_instance(5301, 'gpu-1');
+SET credits.clock = '2026-04-01 19:00+00';
+SELECT pg_temp.deduct();
+SELECT pg_temp.totals(5301);
+SELECT * FROM verify(5301);
+
+--
+-- The balancing deduction: 5.00 left, three hours of 3.00.  Hour 10 takes 3.00, hour 11 takes
+-- the last 2.00 (1.00 uncollected) and the balance lands exactly on zero; hour 12 is wholly
+-- uncollected.  The balance never goes below zero.
+--
+SET credits.clock = '2026-04-02 09:00+00';
+SELECT pg_temp.funded(5302, '5.00');
+SET credits.clock = '2026-04-02 10:00+00';
+SELECT start_instance(5302, 'gpu-1', '3.00');
+SET credits.clock = '2026-04-02 13:00+00';
+SELECT pg_temp.deduct();
+SELECT * FROM pg_temp.usage(5302);
+SELECT pg_temp.totals(5302);
+SELECT date, type, amount, status, uncollected FROM transaction_history WHERE project_id = 5302;
+SELECT current_balance, accumulating, available_balance, burn_rate, hours_remaining FROM balance_overview
+ WHERE project_id = 5302;
+-- Reaching zero cut the project off (see zero_balance for every effect).
+SELECT resource_id, state, state_since FROM resource_overview WHERE project_id = 5302;
+SELECT kind, resource_id FROM events WHERE project_id = 5302 AND kind <> 'charge_requested' ORDER BY event_id;
+SELECT * FROM verify(5302);
+
+-- Oldest first across resources too: the balance pays the earliest hours; within one hour the
+-- order is the order the rows were written.  5.00 deposited; hours 10 and 11 of an instance
+-- and an API product.
+SET credits.clock = '2026-04-03 09:00+00';
+SELECT pg_temp.funded(5303, '5.00');
+SET credits.clock = '2026-04-03 10:00+00';
+SELECT start_instance(5303, 'gpu-a', '1.00');
+SET credits.clock = '2026-04-03 10:30+00';
+SELECT record_usage(5303, 'api:chat', '1.00');
+SET credits.clock = '2026-04-03 11:00+00';
+SELECT pg_temp.deduct();           -- 10:00: 1.00 + 1.00
+SELECT pg_temp.totals(5303);
+SET credits.clock = '2026-04-03 11:15+00';
+SELECT record_usage(5303, 'api:chat', '2.50');
+SET credits.clock = '2026-04-03 12:00+00';
+SELECT pg_temp.deduct();           -- 11:00: api 2.50 (written first, at the fold) then gpu-a 1.00
+SELECT * FROM pg_temp.usage(5303);
+SELECT pg_temp.totals(5303);
+
+-- A project at zero whose API keeps being called: the usage is recorded and deducted, wholly
+-- uncollected; no debt, the balance stays at zero.
+SET credits.clock = '2026-04-03 12:30+00';
+SELECT record_usage(5303, 'api:chat', '0.75');
+SET credits.clock = '2026-04-03 13:00+00';
+SELECT pg_temp.deduct();
+SELECT * FROM pg_temp.usage(5303) WHERE date = '2026-04-03 12:00+00';
+SELECT pg_temp.totals(5303);
+SELECT count(*) AS balance_depleted_events FROM events WHERE project_id = 5303 AND kind = 'balance_depleted';
+
+--
+-- The database itself refuses a negative balance, whatever the code does.
+--
+SELECT pg_temp.fails($$UPDATE credits.accounts SET balance = '-0.000001' WHERE project_id = 5303$$);
+SELECT pg_temp.fails($$UPDATE credits.transactions SET amount = '-1.00'
+                        WHERE project_id = 5303 AND type = 'usage' AND status = 'completed'$$) ~ '^55000' AS completed_usage_is_immutable;
+
+-- Nothing left to do.
+SET credits.clock = '2026-04-03 14:00+00';
+SELECT pg_temp.deduct();
+SELECT project_id, current_balance, accumulating FROM balance_overview
+ WHERE project_id BETWEEN 5300 AND 5329 ORDER BY project_id;
+SELECT * FROM verify();
