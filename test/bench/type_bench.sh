@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of the credits type against bigint and numeric(20,6) on one throwaway server:
 # sum(x), avg(x) and sum(x * 3 / 7) over ROWS rows (default 10 million) of each type,
-# best of 3 runs, with parallel workers off and on. Prints the times and the ratios.
+# best of 3 runs (interleaved across the types), with parallel workers off and on. Prints
+# the times and the ratios.
 #
 #   test/bench/type_bench.sh [ROWS]
 #
@@ -40,21 +41,6 @@ SQL
 queries=("sum(x)" "avg(x)" "sum(x * 3 / 7)")
 types=(credits bigint numeric)
 
-# Best time in ms of 3 runs of one query, with the given number of workers per gather.
-best_of_3() {  # best_of_3 WORKERS QUERY
-  psql <<SQL | awk '/^Time:/ { t = $2 + 0; if (best == "" || t < best) best = t } END { printf "%.1f", best }'
-SET search_path = public, credits;
-SET max_parallel_workers_per_gather = $1;
-SET jit = off;
-SELECT count(*) FROM ${2##* FROM };  -- warm the cache
-\o /dev/null
-\timing on
-$2;
-$2;
-$2;
-SQL
-}
-
 # the plan with workers on
 psql -At <<'SQL' | sed 's/^ *//; s/ *(cost.*//; s/^/  /'
 SET search_path = public, credits;
@@ -65,16 +51,39 @@ SQL
 printf '\n%d rows, best of 3, jit off, %s\n' "$rows" "$(psql -At -c 'SHOW server_version')"
 printf '%-8s %-16s %12s %12s %12s %16s %17s\n' workers query credits_ms bigint_ms numeric_ms credits/bigint numeric/credits
 for workers in 0 2; do
-  for q in "${queries[@]}"; do
-    declare -A ms=()
-    for t in "${types[@]}"; do
-      ms[$t]=$(best_of_3 "$workers" "SELECT $q FROM t_$t")
+  # One session per setting; 3 rounds, each running every query over every type once, so
+  # that a change in machine load hits all types alike. Keep the best time of each.
+  script="SET search_path = public, credits;
+SET max_parallel_workers_per_gather = $workers;
+SET jit = off;
+\\o /dev/null
+SELECT count(*) FROM t_credits; SELECT count(*) FROM t_bigint; SELECT count(*) FROM t_numeric;
+\\timing on"
+  order=()
+  for round in 1 2 3; do
+    for qi in "${!queries[@]}"; do
+      for t in "${types[@]}"; do
+        script+=$'\n'"SELECT ${queries[$qi]} FROM t_$t;"
+        order+=("$qi:$t")
+      done
     done
-    printf '%-8s %-16s %12s %12s %12s %16s %17s\n' "$workers" "$q" \
-      "${ms[credits]}" "${ms[bigint]}" "${ms[numeric]}" \
-      "$(awk -v a="${ms[credits]}" -v b="${ms[bigint]}" 'BEGIN { printf "%.2fx", a / b }')" \
-      "$(awk -v a="${ms[numeric]}" -v b="${ms[credits]}" 'BEGIN { printf "%.2fx", a / b }')"
   done
+  mapfile -t times < <(psql <<<"$script" | awk '/^Time:/ { print $2 }')
+  [ "${#times[@]}" = "${#order[@]}" ] || { echo "expected ${#order[@]} timings, got ${#times[@]}" >&2; exit 1; }
+  declare -A best=()
+  for i in "${!order[@]}"; do
+    k=${order[$i]}
+    if [ -z "${best[$k]:-}" ] || awk -v a="${times[$i]}" -v b="${best[$k]}" 'BEGIN { exit !(a < b) }'; then
+      best[$k]=${times[$i]}
+    fi
+  done
+  for qi in "${!queries[@]}"; do
+    c=${best[$qi:credits]} b=${best[$qi:bigint]} n=${best[$qi:numeric]}
+    printf '%-8s %-16s %12.1f %12.1f %12.1f %16s %17s\n' "$workers" "${queries[$qi]}" "$c" "$b" "$n" \
+      "$(awk -v a="$c" -v b="$b" 'BEGIN { printf "%.2fx", a / b }')" \
+      "$(awk -v a="$n" -v b="$c" 'BEGIN { printf "%.2fx", a / b }')"
+  done
+  unset best
 done
 echo
 echo "targets: sum(x) credits/bigint <= 1.15x; sum(x * 3 / 7) numeric/credits >= 2x"
