@@ -1,0 +1,1365 @@
+
+# CreditsModel — a reference model of the credits extension, written from SPEC.md (and README.md
+# where SPEC leaves a rule open), independently of the SQL and C that implement it.
+#
+# Everything is a plain Perl integer: money in micro-credits, time in microseconds since the
+# epoch, time-based accrual in exact "rate-microseconds" (rate in micro-credits per hour times
+# microseconds), rounded half to even once per (resource, hour).  Nothing here reads the
+# implementation, except the identifiers the database hands out (transaction, method and event
+# ids), which the harness passes in after each call so that orders "by transaction id" can be
+# followed.
+#
+# The second package, CreditsModel::Gen, draws random operations that are mostly valid for the
+# model's current state, with a share of invalid ones that must fail and change nothing.
+package CreditsModel;
+
+use strict;
+use warnings;
+
+our $HOUR  = 3_600_000_000;    # microseconds per hour, and rate-microseconds per micro-credit
+our $LEASE = 300_000_000;      # credits.event_lease default: 5 minutes
+our $MAX_AMOUNT = 1_000_000_000_000_000;    # amounts and rates: at most one billion credits
+
+# Start of the UTC hour of t (t >= 0).
+sub hour_of { my $t = shift; return $t - ($t % $HOUR); }
+
+# units / 3.6e9 rounded half to even (units >= 0).
+sub round_units
+{
+	my $u = shift;
+	die "model: negative units $u" if $u < 0;
+	die "model: units out of the model's integer range: $u" if $u > 4_000_000_000_000_000_000;
+	use integer;
+	my $q = $u / $HOUR;
+	my $r = $u % $HOUR;
+	$q++ if 2 * $r > $HOUR || (2 * $r == $HOUR && ($q & 1));
+	return $q;
+}
+
+# micro-credits -> credits text ("-1.500000")
+sub fmt_credits
+{
+	my $v = shift;
+	return undef unless defined $v;
+	my $neg = $v < 0 ? '-' : '';
+	$v = -$v if $v < 0;
+	use integer;
+	return sprintf('%s%d.%06d', $neg, $v / 1_000_000, $v % 1_000_000);
+}
+
+# credits text -> micro-credits
+sub parse_credits
+{
+	my $s = shift;
+	return undef unless defined $s;
+	$s =~ /^\s*([+-]?)(\d+)(?:\.(\d{1,6}))?\s*$/ or die "model: not a credits value: '$s'";
+	my $v = $2 * 1_000_000 + (defined $3 ? substr($3 . '000000', 0, 6) : 0);
+	return $1 eq '-' ? -$v : $v;
+}
+
+# microseconds since the epoch -> timestamptz text in UTC
+sub fmt_ts
+{
+	my $us = shift;
+	use integer;
+	my @t = gmtime($us / 1_000_000);
+	return sprintf('%04d-%02d-%02d %02d:%02d:%02d.%06d+00',
+		$t[5] + 1900, $t[4] + 1, $t[3], $t[2], $t[1], $t[0], $us % 1_000_000);
+}
+
+sub _err { return { err => $_[0], why => $_[1] }; }
+
+sub new
+{
+	my ($class, %o) = @_;
+	my $self = bless {
+		now         => $o{now},              # credits.now(), microseconds
+		min_deposit => $o{min_deposit} // 5_000_000,
+		acct        => {},    # pid -> { balance, depleted }
+		methods     => {},    # method id -> { mid, pid, ref, default, removed }
+		txns        => {},    # deposit/auto-recharge tid -> { tid, pid, type, status, amount, method, created, key }
+		dep_keys    => {},    # pid -> key -> tid
+		usage_keys  => {},    # pid -> key -> [rid, amount]
+		res         => {},    # pid -> rid -> { rid, kind, state, rate, since, live_from }
+		rows        => {},    # pid -> rid -> hour -> usage row { pid, rid, h, units, api, status, tid, charge, uncollected }
+		acc         => {},    # pid -> "rid\0hour" -> usage row still accumulating
+		usage_tids  => {},    # tid -> usage row (once known)
+		pending_api => [],    # recorded API usage not folded yet: [pid, rid, hour, amount]
+		auto        => {},    # pid -> { enabled, threshold, amount, method, armed }
+		events      => [],    # { id, pid, kind, rid, tid, detail, claimed_until, claims, acked }
+		events_by_id => {},
+		new_events  => [],    # events queued by the current operation (ids not known yet)
+		touched     => {},    # tid or "usage\0pid\0rid\0hour" -> 1: what the current operation changed
+		lookup      => sub { undef },    # ids the database gave to rows the operation created
+		synthetic   => 1_000_000_000_000_000,
+		stats       => {},
+	}, $class;
+	return $self;
+}
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+
+sub _text_err
+{
+	my ($name, $v, $max, $nullable) = @_;
+	if (!defined $v)
+	{
+		return $nullable ? undef : _err('22004', "$name is null");
+	}
+	return _err('22023', "$name has length " . length($v)) if length($v) == 0 || length($v) > $max;
+	return undef;
+}
+
+sub _positive_err
+{
+	my ($name, $v) = @_;
+	return _err('22004', "$name is null") unless defined $v;
+	return _err('22023', "$name is not positive") if $v <= 0;
+	return _err('22023', "$name is above one billion credits") if $v > $MAX_AMOUNT;
+	return undef;
+}
+
+sub _account_err
+{
+	my ($self, $pid) = @_;
+	return _err('22004', 'project_id is null') unless defined $pid;
+	return _err('P0002', "unknown project $pid") unless $self->{acct}{$pid};
+	return undef;
+}
+
+sub _active_method
+{
+	my ($self, $pid, $mid) = @_;
+	return undef unless defined $mid;
+	my $m = $self->{methods}{$mid};
+	return ($m && $m->{pid} == $pid && !$m->{removed}) ? $m : undef;
+}
+
+sub default_method
+{
+	my ($self, $pid) = @_;
+	for my $m (values %{ $self->{methods} })
+	{
+		return $m->{mid} if $m->{pid} == $pid && $m->{default};
+	}
+	return undef;
+}
+
+sub _event
+{
+	my ($self, $pid, $kind, $rid, $tid, $detail) = @_;
+	push @{ $self->{new_events} },
+	  { pid => $pid, kind => $kind, rid => $rid, tid => $tid, detail => $detail // '', claims => 0 };
+}
+
+# The content of an event, as the harness also builds it from the database.
+sub event_key
+{
+	my $e = shift;
+	return join('|', $e->{pid}, $e->{kind}, $e->{rid} // '', $e->{tid} // '', $e->{detail} // '');
+}
+
+sub _new_tid
+{
+	my ($self, @key) = @_;
+	my $tid = $self->{lookup}->(@key);
+	return $tid // ++$self->{synthetic};
+}
+
+# ----------------------------------------------------------------------------------------------
+# metering
+
+sub _row
+{
+	my ($self, $pid, $rid, $h) = @_;
+	my $r = $self->{rows}{$pid}{$rid}{$h};
+	if (!$r)
+	{
+		$r = $self->{rows}{$pid}{$rid}{$h} =
+		  { pid => $pid, rid => $rid, h => $h, units => 0, api => 0, status => 'accumulating' };
+		$self->{acc}{$pid}{"$rid\0$h"} = $r;
+	}
+	die "model: booking into the completed hour " . fmt_ts($h) . " of $pid/$rid"
+	  if $r->{status} ne 'accumulating';
+	return $r;
+}
+
+# The (hour, rate-microseconds) pieces of billing at rate over [from, upto).
+sub _segments
+{
+	my ($rate, $from, $upto) = @_;
+	my @s;
+	for (my $h = hour_of($from); $h < $upto; $h += $HOUR)
+	{
+		my $lo = $from > $h ? $from : $h;
+		my $hi = $upto < $h + $HOUR ? $upto : $h + $HOUR;
+		push @s, [ $h, $rate * ($hi - $lo) ] if $hi > $lo;
+	}
+	return @s;
+}
+
+# Books a billing resource's time up to upto.
+sub _book
+{
+	my ($self, $pid, $r, $upto) = @_;
+	return unless defined $r->{live_from} && $r->{live_from} < $upto;
+	for my $s (_segments($r->{rate}, $r->{live_from}, $upto))
+	{
+		$self->_row($pid, $r->{rid}, $s->[0])->{units} += $s->[1];
+	}
+	$r->{live_from} = $upto;
+}
+
+sub _hour_completed
+{
+	my ($self, $pid, $rid, $h) = @_;
+	my $r = $self->{rows}{$pid}{$rid}{$h};
+	return $r && $r->{status} eq 'completed';
+}
+
+# Where an unfolded API call is charged: its hour, or the current one when its hour was
+# already deducted (README: a late call is charged in the current hour).
+sub _api_hour
+{
+	my ($self, $ev) = @_;
+	my ($pid, $rid, $h) = @$ev;
+	return $self->_hour_completed($pid, $rid, $h) ? hour_of($self->{now}) : $h;
+}
+
+sub _fold
+{
+	my $self = shift;
+	for my $ev (@{ $self->{pending_api} })
+	{
+		my $h = $self->_api_hour($ev);
+		$self->{stats}{'late calls moved to the current hour'}++ if $h != $ev->[2];
+		$self->_row($ev->[0], $ev->[1], $h)->{api} += $ev->[3];
+	}
+	$self->{pending_api} = [];
+}
+
+# Usage accrued and not deducted, as of now: "rid\0hour" -> { rid, h, amount }.
+sub in_progress
+{
+	my ($self, $pid) = @_;
+	my %u;
+	for my $r (values %{ $self->{acc}{$pid} // {} })
+	{
+		my $x = $u{"$r->{rid}\0$r->{h}"} //= { rid => $r->{rid}, h => $r->{h}, units => 0, api => 0 };
+		$x->{units} += $r->{units};
+		$x->{api} += $r->{api};
+	}
+	for my $r (values %{ $self->{res}{$pid} // {} })
+	{
+		next unless defined $r->{live_from};
+		for my $s (_segments($r->{rate}, $r->{live_from}, $self->{now}))
+		{
+			my $x = $u{"$r->{rid}\0$s->[0]"} //= { rid => $r->{rid}, h => $s->[0], units => 0, api => 0 };
+			$x->{units} += $s->[1];
+		}
+	}
+	for my $ev (@{ $self->{pending_api} })
+	{
+		next unless $ev->[0] == $pid;
+		my $h = $self->_api_hour($ev);
+		my $x = $u{"$ev->[1]\0$h"} //= { rid => $ev->[1], h => $h, units => 0, api => 0 };
+		$x->{api} += $ev->[3];
+	}
+	$_->{amount} = $_->{api} + round_units($_->{units}) for values %u;
+	return \%u;
+}
+
+sub accumulating
+{
+	my ($self, $pid) = @_;
+	my $u = $self->in_progress($pid);
+	my $sum = 0;
+	$sum += $_->{amount} for values %$u;
+	return wantarray ? ($sum, scalar(keys %$u)) : $sum;
+}
+
+sub available
+{
+	my ($self, $pid) = @_;
+	my $left = $self->{acct}{$pid}{balance} - $self->accumulating($pid);
+	return $left > 0 ? $left : 0;
+}
+
+# Credits per hour: rates of running instances and accessible volumes, plus the API usage of
+# the last ended hour (ids that are not instances or volumes).
+sub burn_rate
+{
+	my ($self, $pid) = @_;
+	my $burn = 0;
+	for my $r (values %{ $self->{res}{$pid} // {} })
+	{
+		$burn += $r->{rate} if $r->{state} eq 'running' || $r->{state} eq 'available';
+	}
+	my $last = hour_of($self->{now}) - $HOUR;
+	for my $rid (keys %{ $self->{rows}{$pid} // {} })
+	{
+		next if $self->{res}{$pid}{$rid};
+		my $r = $self->{rows}{$pid}{$rid}{$last};
+		$burn += $r->{charge} if $r && $r->{status} eq 'completed';
+	}
+	my $u = $self->in_progress($pid);
+	for my $x (values %$u)
+	{
+		$burn += $x->{amount} if $x->{h} == $last && !$self->{res}{$pid}{ $x->{rid} };
+	}
+	return $burn;
+}
+
+# ----------------------------------------------------------------------------------------------
+# zero balance and auto-recharge
+
+sub _cut_off
+{
+	my ($self, $pid) = @_;
+	for my $rid (sort keys %{ $self->{res}{$pid} })
+	{
+		my $r = $self->{res}{$pid}{$rid};
+		next unless $r->{state} eq 'running' || $r->{state} eq 'available';
+		$self->_book($pid, $r, $self->{now});
+		$r->{live_from} = undef;
+		$r->{since}     = $self->{now};
+		if ($r->{kind} eq 'instance')
+		{
+			$r->{state} = 'terminated';
+			$self->_event($pid, 'instance_terminated', $rid);
+		}
+		else
+		{
+			$r->{state} = 'inaccessible';
+			$self->_event($pid, 'volume_inaccessible', $rid);
+		}
+	}
+	$self->_event($pid, 'balance_depleted');
+	$self->{acct}{$pid}{depleted} = 1;
+	$self->{stats}{'cut-offs'}++;
+}
+
+sub _restore
+{
+	my ($self, $pid) = @_;
+	$self->{acct}{$pid}{depleted} = 0;
+	$self->{stats}{'cut-offs lifted by a deposit'}++;
+	for my $rid (sort keys %{ $self->{res}{$pid} })
+	{
+		my $r = $self->{res}{$pid}{$rid};
+		next unless $r->{state} eq 'inaccessible';
+		$r->{state}     = 'available';
+		$r->{since}     = $self->{now};
+		$r->{live_from} = $self->{now};
+		$self->_event($pid, 'volume_available', $rid);
+	}
+}
+
+sub pending_auto_recharge
+{
+	my ($self, $pid) = @_;
+	for my $t (values %{ $self->{txns} })
+	{
+		return $t if $t->{pid} == $pid && $t->{type} eq 'auto_recharge' && $t->{status} eq 'pending';
+	}
+	return undef;
+}
+
+sub _new_charge
+{
+	my ($self, $tid, $pid, $type, $amount, $mid, $key) = @_;
+	$self->{txns}{$tid} = {
+		tid => $tid, pid => $pid, type => $type, status => 'pending', amount => $amount,
+		method => $mid, created => $self->{now}, key => $key,
+	};
+	$self->{touched}{$tid} = 1;
+	$self->_event($pid, 'charge_requested', undef, $tid, "$type/$amount/$mid");
+}
+
+# Starts the due auto-recharges; returns the projects recharged.
+sub _auto_recharges
+{
+	my $self = shift;
+	my @done;
+	for my $pid (sort { $a <=> $b } keys %{ $self->{auto} })
+	{
+		my $c = $self->{auto}{$pid};
+		next unless $c->{enabled} && $c->{armed};
+		next if $self->pending_auto_recharge($pid);
+		next unless $self->available($pid) < $c->{threshold};
+		my $mid = $c->{method} // $self->default_method($pid);
+		next unless defined $mid;
+		$self->_new_charge($self->_new_tid('auto_recharge', $pid), $pid, 'auto_recharge', $c->{amount}, $mid);
+		$self->{stats}{'auto-recharges'}++;
+		push @done, $pid;
+	}
+	return @done;
+}
+
+# ----------------------------------------------------------------------------------------------
+# operations: each returns { value => ... } or { err => SQLSTATE, why => ... } and, when it
+# fails, changes nothing.  $ret is what the database returned (used only for new ids).
+
+sub apply
+{
+	my ($self, $op, $ret, $lookup) = @_;
+	$self->{new_events} = [];
+	$self->{touched}    = {};
+	$self->{lookup}     = $lookup // sub { undef };
+	my $m = "op_$op->{op}";
+	return $self->$m($op, $ret);
+}
+
+sub op_set_clock
+{
+	my ($self, $op) = @_;
+	die "model: the clock only moves forward" if $op->{to} < $self->{now};
+	$self->{now} = $op->{to};
+	return { value => undef };
+}
+
+sub op_open_account
+{
+	my ($self, $op) = @_;
+	return _err('22004', 'project_id is null') unless defined $op->{pid};
+	$self->{acct}{ $op->{pid} } //= { balance => 0, depleted => 0 };
+	$self->{res}{ $op->{pid} } //= {};
+	return { value => undef };
+}
+
+sub op_add_payment_method
+{
+	my ($self, $op, $ret) = @_;
+	my ($pid, $ref, $label, $def) = @{$op}{qw(pid ref label make_default)};
+	my $e = _text_err('provider_ref', $ref, 200, 0) // _text_err('label', $label, 200, 1);
+	return $e if $e;
+	return _err('22004', 'make_default is null') unless defined $def;
+	$e = $self->_account_err($pid);
+	return $e if $e;
+	my ($m) = grep { $_->{pid} == $pid && !$_->{removed} && $_->{ref} eq $ref } values %{ $self->{methods} };
+	if (!$m)
+	{
+		my $mid = defined $ret && !$self->{methods}{$ret} ? $ret : ++$self->{synthetic};
+		$m = $self->{methods}{$mid} = { mid => $mid, pid => $pid, ref => $ref, default => 0, removed => 0 };
+	}
+	if ($def)
+	{
+		$_->{default} = 0 for grep { $_->{pid} == $pid } values %{ $self->{methods} };
+		$m->{default} = 1;
+	}
+	return { value => $m->{mid} };
+}
+
+sub op_set_default_payment_method
+{
+	my ($self, $op) = @_;
+	my ($pid, $mid) = @{$op}{qw(pid mid)};
+	my $e = $self->_account_err($pid);
+	return $e if $e;
+	return _err('22004', 'method_id is null') unless defined $mid;
+	my $m = $self->_active_method($pid, $mid) or return _err('P0002', "no active method $mid");
+	$_->{default} = 0 for grep { $_->{pid} == $pid } values %{ $self->{methods} };
+	$m->{default} = 1;
+	return { value => undef };
+}
+
+sub op_remove_payment_method
+{
+	my ($self, $op) = @_;
+	my ($pid, $mid) = @{$op}{qw(pid mid)};
+	my $e = $self->_account_err($pid);
+	return $e if $e;
+	return _err('22004', 'method_id is null') unless defined $mid;
+	my $m = $self->_active_method($pid, $mid) or return _err('P0002', "no active method $mid");
+	my $c = $self->{auto}{$pid};
+	# (README: 55006 when removing a method that auto-recharge charges: the configured one, or
+	# the default when none is configured)
+	return _err('55006', "method $mid is used by auto-recharge")
+	  if $c && $c->{enabled} && (defined $c->{method} ? $c->{method} == $mid : $m->{default});
+	$m->{removed} = 1;
+	$m->{default} = 0;
+	return { value => undef };
+}
+
+sub op_add_credits
+{
+	my ($self, $op, $ret) = @_;
+	my ($pid, $amount, $mid, $key) = @{$op}{qw(pid amount mid key)};
+	my $e = $self->_account_err($pid) // _positive_err('amount', $amount)
+	  // _text_err('idempotency_key', $key, 200, 1);
+	return $e if $e;
+	if (defined $key && defined(my $tid = $self->{dep_keys}{$pid}{$key}))
+	{
+		my $t = $self->{txns}{$tid};
+		return _err('23505', "key $key was used with other arguments")
+		  if $t->{amount} != $amount || (defined $mid && $t->{method} != $mid);
+		return { value => $tid };
+	}
+	return _err('22023', 'below the minimum deposit') if $amount < $self->{min_deposit};
+	if (defined $mid)
+	{
+		$self->_active_method($pid, $mid) or return _err('P0002', "no active method $mid");
+	}
+	else
+	{
+		$mid = $self->default_method($pid) // return _err('55000', 'no default payment method');
+	}
+	my $tid = defined $ret && !$self->{txns}{$ret} && !$self->{usage_tids}{$ret} ? $ret : ++$self->{synthetic};
+	$self->_new_charge($tid, $pid, 'deposit', $amount, $mid, $key);
+	$self->{dep_keys}{$pid}{$key} = $tid if defined $key;
+	return { value => $tid };
+}
+
+sub _settle_err
+{
+	my ($self, $op, $textname, $max) = @_;
+	my ($pid, $tid) = @{$op}{qw(pid tid)};
+	return _err('22004', 'project_id is null') unless defined $pid;
+	return _err('22004', 'transaction_id is null') unless defined $tid;
+	my $e = _text_err($textname, $op->{text}, $max, 1);
+	return $e if $e;
+	my $t = $self->{txns}{$tid};
+	return _err('P0002', "project $pid has no deposit $tid") unless $t && $t->{pid} == $pid;
+	return _err('55000', "deposit $tid is $t->{status}") unless $t->{status} eq 'pending';
+	return undef;
+}
+
+sub op_complete_deposit
+{
+	my ($self, $op) = @_;
+	my $e = $self->_settle_err($op, 'invoice_url', 2048);
+	return $e if $e;
+	my $pid = $op->{pid};
+	my $t   = $self->{txns}{ $op->{tid} };
+	my $acct = $self->{acct}{$pid};
+	$t->{status} = 'completed';
+	$self->{touched}{ $t->{tid} } = 1;
+	$acct->{balance} += $t->{amount};
+	$self->{auto}{$pid}{armed} = 1 if $self->{auto}{$pid};
+	$self->_restore($pid) if $acct->{depleted} && $acct->{balance} > $self->accumulating($pid);
+	return { value => $acct->{balance} };
+}
+
+sub op_fail_deposit
+{
+	my ($self, $op) = @_;
+	my $e = $self->_settle_err($op, 'reason', 2000);
+	return $e if $e;
+	my $t = $self->{txns}{ $op->{tid} };
+	$t->{status} = 'failed';
+	$self->{touched}{ $t->{tid} } = 1;
+	$self->{auto}{ $op->{pid} }{armed} = 0 if $t->{type} eq 'auto_recharge' && $self->{auto}{ $op->{pid} };
+	return { value => undef };
+}
+
+sub _activate
+{
+	my ($self, $op, $kind) = @_;
+	my ($pid, $rid, $rate) = @{$op}{qw(pid rid rate)};
+	my $e = $self->_account_err($pid) // _text_err('resource_id', $rid, 200, 0)
+	  // _positive_err('rate_per_hour', $rate);
+	return $e if $e;
+	return _err('55000', "project $pid has no available balance")
+	  if $self->{acct}{$pid}{depleted} || $self->available($pid) <= 0;
+	my $active = $kind eq 'instance' ? 'running' : 'available';
+	my $r = $self->{res}{$pid}{$rid};
+	if (!$r)
+	{
+		$self->{res}{$pid}{$rid} = {
+			rid => $rid, kind => $kind, state => $active, rate => $rate,
+			since => $self->{now}, live_from => $self->{now},
+		};
+	}
+	elsif ($r->{kind} ne $kind)
+	{
+		return _err('42809', "$rid is a $r->{kind}");
+	}
+	elsif ($r->{state} eq $active)
+	{
+		if ($r->{rate} != $rate)
+		{
+			$self->{stats}{'rate changes'}++;
+			$self->_book($pid, $r, $self->{now});
+			$r->{rate} = $rate;
+		}
+	}
+	elsif ($r->{state} eq 'stopped')
+	{
+		@{$r}{qw(state rate since live_from)} = ('running', $rate, $self->{now}, $self->{now});
+		$self->{stats}{'restarts'}++;
+	}
+	else
+	{
+		return _err('55000', "$kind $rid is $r->{state}");
+	}
+	return { value => undef };
+}
+
+sub _deactivate
+{
+	my ($self, $op, $kind, $final) = @_;
+	my ($pid, $rid) = @{$op}{qw(pid rid)};
+	my $e = $self->_account_err($pid) // _text_err('resource_id', $rid, 200, 0);
+	return $e if $e;
+	my $r = $self->{res}{$pid}{$rid};
+	return _err('P0002', "project $pid has no $kind $rid") unless $r;
+	return _err('42809', "$rid is a $r->{kind}") if $r->{kind} ne $kind;
+	if ($r->{state} eq 'running' || $r->{state} eq 'available' || $r->{state} eq 'inaccessible')
+	{
+		$self->_book($pid, $r, $self->{now});
+		@{$r}{qw(state since live_from)} = ($final, $self->{now}, undef);
+	}
+	return { value => undef };
+}
+
+sub op_start_instance { my ($s, $op) = @_; return $s->_activate($op, 'instance'); }
+sub op_attach_volume  { my ($s, $op) = @_; return $s->_activate($op, 'volume'); }
+sub op_stop_instance  { my ($s, $op) = @_; return $s->_deactivate($op, 'instance', 'stopped'); }
+sub op_delete_volume  { my ($s, $op) = @_; return $s->_deactivate($op, 'volume', 'deleted'); }
+
+# record_usage; with {at} set, the call's transaction began at that earlier time (a call that
+# commits late).
+sub op_record_usage
+{
+	my ($self, $op) = @_;
+	my ($pid, $rid, $amount, $key) = @{$op}{qw(pid rid amount key)};
+	my $e = $self->_account_err($pid) // _text_err('resource_id', $rid, 200, 0)
+	  // _positive_err('amount', $amount) // _text_err('idempotency_key', $key, 200, 1);
+	return $e if $e;
+	if (defined $key)
+	{
+		if (my $k = $self->{usage_keys}{$pid}{$key})
+		{
+			return _err('23505', "usage key $key was used with other arguments")
+			  if $k->[0] ne $rid || $k->[1] != $amount;
+			return { value => undef };
+		}
+		$self->{usage_keys}{$pid}{$key} = [ $rid, $amount ];
+	}
+	push @{ $self->{pending_api} }, [ $pid, $rid, hour_of($op->{at} // $self->{now}), $amount ];
+	return { value => undef };
+}
+
+sub op_record_usage_batch
+{
+	my ($self, $op) = @_;
+	my ($pids, $rids, $amounts, $keys) = @{$op}{qw(pids rids amounts keys)};
+	return _err('22004', 'an array is null') unless $pids && $rids && $amounts;
+	my $n = @$pids;
+	return _err('2202E', 'arrays of different lengths')
+	  if @$rids != $n || @$amounts != $n || ($keys && @$keys != $n);
+	for my $i (0 .. $n - 1)
+	{
+		my $k = $keys ? $keys->[$i] : undef;
+		return _err('22023', "element $i is invalid")
+		  if !defined $pids->[$i] || !defined $rids->[$i] || !defined $amounts->[$i]
+		  || length($rids->[$i]) < 1 || length($rids->[$i]) > 200 || $amounts->[$i] <= 0
+		  || $amounts->[$i] > $MAX_AMOUNT
+		  || (defined $k && (length($k) < 1 || length($k) > 200));
+	}
+	for my $p (@$pids)
+	{
+		return _err('P0002', "unknown project $p") unless $self->{acct}{$p};
+	}
+	my (%claimed, @take);
+	for my $i (0 .. $n - 1)
+	{
+		my ($p, $r, $a, $k) = ($pids->[$i], $rids->[$i], $amounts->[$i], $keys ? $keys->[$i] : undef);
+		if (defined $k)
+		{
+			my $old = $claimed{$p}{$k} // $self->{usage_keys}{$p}{$k};
+			if ($old)
+			{
+				return _err('23505', "usage key $k was used with other arguments")
+				  if $old->[0] ne $r || $old->[1] != $a;
+				next;
+			}
+			$claimed{$p}{$k} = [ $r, $a ];
+		}
+		push @take, [ $p, $r, hour_of($self->{now}), $a ];
+	}
+	for my $p (keys %claimed)
+	{
+		$self->{usage_keys}{$p}{$_} = $claimed{$p}{$_} for keys %{ $claimed{$p} };
+	}
+	push @{ $self->{pending_api} }, @take;
+	return { value => scalar @take };
+}
+
+sub op_run_hourly_deductions
+{
+	my $self = shift;
+	my $cur  = hour_of($self->{now});
+	$self->_fold;
+	for my $pid (keys %{ $self->{res} })
+	{
+		$self->_book($pid, $_, $cur) for grep { defined $_->{live_from} } values %{ $self->{res}{$pid} };
+	}
+	my $completed = 0;
+	for my $pid (sort { $a <=> $b } keys %{ $self->{acc} })
+	{
+		my @due = grep { $_->{h} < $cur } values %{ $self->{acc}{$pid} };
+		next unless @due;
+		$_->{tid} //= $self->_new_tid('usage', $pid, $_->{rid}, $_->{h}) for @due;
+		$self->{usage_tids}{ $_->{tid} } = $_ for @due;
+		my $acct   = $self->{acct}{$pid};
+		my $before = $acct->{balance};
+		my $bal    = $before;
+		for my $r (sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} } @due)
+		{
+			my $charge    = $r->{api} + round_units($r->{units});
+			my $collected = $charge < $bal ? $charge : $bal;
+			$bal -= $collected;
+			$self->{stats}{'hours rounded half to even'}++ if $r->{units} % $HOUR == $HOUR / 2;
+			$self->{stats}{'hours partly uncollected'}++ if $collected < $charge && $collected > 0;
+			$self->{stats}{'hours deducted'}++;
+			$r->{charge}      = $charge;
+			$r->{uncollected} = $charge - $collected;
+			$r->{status}      = 'completed';
+			$r->{completed}   = $self->{now};
+			delete $self->{acc}{$pid}{"$r->{rid}\0$r->{h}"};
+			$self->{touched}{ $r->{tid} } = 1;
+			$completed++;
+		}
+		$acct->{balance} = $bal;
+		$self->_cut_off($pid) if $before > 0 && $bal == 0 && !$acct->{depleted};
+	}
+	$self->_auto_recharges;
+	return { value => $completed };
+}
+
+sub op_run_balance_checks
+{
+	my $self = shift;
+	$self->_fold;
+	my %acted;
+	for my $pid (sort { $a <=> $b } keys %{ $self->{acct} })
+	{
+		my $acct = $self->{acct}{$pid};
+		next if $acct->{depleted};
+		my ($acc, $rows) = $self->accumulating($pid);
+		next unless $rows && $acct->{balance} <= $acc;
+		$self->_cut_off($pid);
+		$acted{$pid} = 1;
+	}
+	my @recharged = $self->_auto_recharges;
+	my $actions = keys(%acted) + @recharged;
+	$acted{$_} = 1 for @recharged;
+	# SPEC: "returns bigint -- projects acted on"
+	return { value => scalar(keys %acted), actions => $actions };
+}
+
+sub op_configure_auto_recharge
+{
+	my ($self, $op) = @_;
+	my ($pid, $en, $thr, $amount, $mid) = @{$op}{qw(pid enabled threshold amount mid)};
+	my $e = $self->_account_err($pid);
+	return $e if $e;
+	return _err('22004', 'enabled is null')   unless defined $en;
+	return _err('22004', 'threshold is null') unless defined $thr;
+	return _err('22023', 'negative threshold') if $thr < 0;
+	$e = _positive_err('amount', $amount);
+	return $e if $e;
+	return _err('22023', 'amount below the minimum deposit') if $amount < $self->{min_deposit};
+	if (defined $mid)
+	{
+		$self->_active_method($pid, $mid) or return _err('P0002', "no active method $mid");
+	}
+	elsif ($en && !defined $self->default_method($pid))
+	{
+		return _err('55000', 'no default payment method');
+	}
+	$self->{auto}{$pid} = { enabled => $en ? 1 : 0, threshold => $thr, amount => $amount, method => $mid, armed => 1 };
+	return { value => undef };
+}
+
+sub op_claim_events
+{
+	my ($self, $op) = @_;
+	my $n = $op->{n};
+	return _err('22004', 'max_events is null') unless defined $n;
+	return _err('22023', "max_events $n") if $n < 1 || $n > 10000;
+	my @got;
+	for my $e (sort { $a->{id} <=> $b->{id} } @{ $self->{events} })
+	{
+		last if @got >= $n;
+		next if $e->{acked};
+		next if defined $e->{claimed_until} && $e->{claimed_until} > $self->{now};
+		$e->{claimed_until} = $self->{now} + $LEASE;
+		$e->{claims}++;
+		push @got, $e->{id};
+	}
+	return { value => \@got };
+}
+
+sub op_ack_event
+{
+	my ($self, $op) = @_;
+	my $id = $op->{id};
+	return _err('22004', 'event_id is null') unless defined $id;
+	my $e = $self->{events_by_id}{$id} or return _err('P0002', "unknown event $id");
+	return _err('55000', "event $id was never claimed") unless $e->{claims};
+	$e->{acked} = 1;
+	return { value => undef };
+}
+
+# After an operation: the events it queued get the ids the database gave them.  $db_events are
+# the database's new events as [id, key]; returns an error text when the contents differ.
+sub adopt_events
+{
+	my ($self, $db_events) = @_;
+	my @mine = sort { event_key($a) cmp event_key($b) } @{ $self->{new_events} };
+	my @theirs = sort { $a->[1] cmp $b->[1] } @$db_events;
+	my $mk = join("\n", map { event_key($_) } @mine);
+	my $tk = join("\n", map { $_->[1] } @theirs);
+	if ($mk ne $tk)
+	{
+		return "queued events differ\n  model:\n    " . join("\n    ", map { event_key($_) } @mine)
+		  . "\n  database:\n    " . join("\n    ", map { $_->[1] } @theirs);
+	}
+	for my $i (0 .. $#mine)
+	{
+		$mine[$i]{id} = $theirs[$i][0];
+		push @{ $self->{events} }, $mine[$i];
+		$self->{events_by_id}{ $theirs[$i][0] } = $mine[$i];
+	}
+	$self->{new_events} = [];
+	return undef;
+}
+
+# ----------------------------------------------------------------------------------------------
+# what the harness compares
+
+sub projects { my $s = shift; return sort { $a <=> $b } keys %{ $s->{acct} }; }
+
+# One line per resource, as the harness formats credits.resources; with $since, only those
+# not in a final state (terminated, deleted) or that reached it at $since or later.
+sub resource_lines
+{
+	my ($self, $since) = @_;
+	my @l;
+	for my $pid (keys %{ $self->{res} })
+	{
+		for my $r (values %{ $self->{res}{$pid} })
+		{
+			next if defined $since && ($r->{state} eq 'terminated' || $r->{state} eq 'deleted') && $r->{since} < $since;
+			push @l, join('|', $pid, $r->{rid}, $r->{kind}, $r->{state}, $r->{rate}, $r->{since});
+		}
+	}
+	return sort @l;
+}
+
+sub method_lines
+{
+	my $self = shift;
+	return sort map { join('|', $_->{mid}, $_->{pid}, $_->{ref}, $_->{default} ? 't' : 'f', $_->{removed} ? 't' : 'f') }
+	  values %{ $self->{methods} };
+}
+
+sub auto_lines
+{
+	my $self = shift;
+	return sort map {
+		my $c = $self->{auto}{$_};
+		join('|', $_, $c->{enabled} ? 't' : 'f', $c->{threshold}, $c->{amount}, $c->{method} // '', $c->{armed} ? 't' : 'f')
+	} keys %{ $self->{auto} };
+}
+
+# Every stored transaction the model is sure of (deposits, auto-recharges, completed usage):
+# tid|pid|type|status|amount|uncollected|resource|hour|method
+sub final_transaction_lines
+{
+	my $self = shift;
+	my @l;
+	for my $t (values %{ $self->{txns} })
+	{
+		push @l, join('|', $t->{tid}, $t->{pid}, $t->{type}, $t->{status}, $t->{amount}, 0, '', '', $t->{method});
+	}
+	for my $r (values %{ $self->{usage_tids} })
+	{
+		next unless $r->{status} eq 'completed';
+		push @l, usage_line($r);
+	}
+	return sort @l;
+}
+
+sub usage_line
+{
+	my $r = shift;
+	return join('|', $r->{tid}, $r->{pid}, 'usage', 'completed', -$r->{charge}, $r->{uncollected}, $r->{rid}, $r->{h}, '');
+}
+
+sub deposit_line
+{
+	my $t = shift;
+	return join('|', $t->{tid}, $t->{pid}, $t->{type}, $t->{status}, $t->{amount}, 0, '', '', $t->{method});
+}
+
+# transaction_history without transaction ids of accumulating rows:
+# pid|tid|date|type|amount|status|uncollected
+sub history_lines
+{
+	my $self = shift;
+	my @l;
+	for my $t (values %{ $self->{txns} })
+	{
+		push @l, join('|', $t->{pid}, $t->{tid}, $t->{created}, $t->{type}, $t->{amount}, $t->{status}, 0);
+	}
+	for my $r (values %{ $self->{usage_tids} })
+	{
+		next unless $r->{status} eq 'completed';
+		push @l, join('|', $r->{pid}, $r->{tid}, $r->{h}, 'usage', -$r->{charge}, 'completed', $r->{uncollected});
+	}
+	for my $pid (keys %{ $self->{acct} })
+	{
+		for my $x (values %{ $self->in_progress($pid) })
+		{
+			push @l, join('|', $pid, '-', $x->{h}, 'usage', -$x->{amount}, 'accumulating', 0);
+		}
+	}
+	return sort @l;
+}
+
+sub event_lines
+{
+	my $self = shift;
+	return sort map {
+		join('|', $_->{id}, event_key($_), $_->{claims}, $_->{acked} ? 't' : 'f')
+	} @{ $self->{events} };
+}
+
+# ==============================================================================================
+package CreditsModel::Gen;
+
+use strict;
+use warnings;
+
+# Random operations for a model.  Only Perl's rand() is used, seeded by the caller (srand).
+sub new
+{
+	my ($class, %o) = @_;
+	my $n = $o{projects} // 5 + int(rand(4));
+	my @pids = map { 100 * $_ + int(rand(100)) } 1 .. $n;
+	return bless {
+		model    => $o{model},
+		pids     => \@pids,
+		unknown  => 9_999_999,
+		serial   => 0,
+		long     => 'x' x 201,
+	}, $class;
+}
+
+sub _pick { my $l = shift; return @$l ? $l->[ int(rand(@$l)) ] : undef; }
+sub _chance { return rand() < $_[0]; }
+
+sub _weighted
+{
+	my @w = @_;
+	my $total = 0;
+	$total += $w[ 2 * $_ + 1 ] for 0 .. $#w / 2;
+	my $x = rand($total);
+	for my $i (0 .. $#w / 2)
+	{
+		return $w[ 2 * $i ] if ($x -= $w[ 2 * $i + 1 ]) < 0;
+	}
+	return $w[0];
+}
+
+sub _open_pids { my $s = shift; return [ grep { $s->{model}{acct}{$_} } @{ $s->{pids} } ]; }
+
+# A project: usually an open one, sometimes one never opened (every call must refuse it).
+sub _pid
+{
+	my ($s, $p_unknown) = @_;
+	return $s->{unknown} if _chance($p_unknown // 0.02);
+	return _pick($s->_open_pids) // $s->{unknown};
+}
+
+# A project that can start things (usually): open, not cut off, with a positive balance.
+sub _funded_pid
+{
+	my $s = shift;
+	my $m = $s->{model};
+	my @f = grep { !$m->{acct}{$_}{depleted} && $m->{acct}{$_}{balance} > 0 } @{ $s->_open_pids };
+	return @f && _chance(0.85) ? _pick(\@f) : $s->_pid;
+}
+
+sub _key { my ($s, $prefix) = @_; return $prefix . '-' . ++$s->{serial}; }
+
+# A rate per hour: a mix of realistic prices and tiny odd ones, so that the half-to-even rule
+# is exercised (an odd micro-credit rate for half an hour is exactly half a micro-credit).
+sub _rate
+{
+	return _pick([ 2_400_000, 3_000_000, 70_000, 1_000_000, 500_000, 10_000_000, 1_800_001 ])
+	  if _chance(0.5);
+	return _pick([ 1, 3, 5, 7, 9, 11, 13 ]) if _chance(0.4);
+	return 1 + int(rand(5_000_000));
+}
+
+sub _usage_amount
+{
+	return 1 + int(rand(50)) if _chance(0.3);
+	return 1 + int(rand(200_000)) if _chance(0.7);
+	return 1 + int(rand(2_000_000));
+}
+
+sub _deposit_amount
+{
+	my $s = shift;
+	my $min = $s->{model}{min_deposit};
+	return $min if _chance(0.1);
+	my $amt = $min + int(rand(40)) * 1_000_000;
+	$amt += int(rand(1_000_000)) if _chance(0.3);
+	return $amt;
+}
+
+sub _resources
+{
+	my ($s, $pid, $kind, @states) = @_;
+	my %ok = map { $_ => 1 } @states;
+	my $r = $s->{model}{res}{$pid} // {};
+	return [ sort grep { $r->{$_}{kind} eq $kind && (!@states || $ok{ $r->{$_}{state} }) } keys %$r ];
+}
+
+sub _methods
+{
+	my ($s, $pid, $removed) = @_;
+	return [ sort { $a <=> $b } map { $_->{mid} }
+		  grep { $_->{pid} == $pid && !$_->{removed} == !$removed } values %{ $s->{model}{methods} } ];
+}
+
+sub _other_method
+{
+	my ($s, $pid) = @_;
+	my @m = map { $_->{mid} } grep { $_->{pid} != $pid || $_->{removed} } values %{ $s->{model}{methods} };
+	return _chance(0.7) && @m ? _pick([ sort { $a <=> $b } @m ]) : 88_888_888;
+}
+
+sub next_op
+{
+	my $s = shift;
+	my $m = $s->{model};
+	my @closed = grep { !$m->{acct}{$_} } @{ $s->{pids} };
+	return { op => 'open_account', pid => $closed[0] } if @closed && _chance(0.5);
+	my $kind = _weighted(
+		open_account => 1, add_payment_method => 3, set_default_payment_method => 1,
+		remove_payment_method => 1, add_credits => 9, complete_deposit => 8, fail_deposit => 2,
+		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
+		record_usage => 8, late_usage => 2, record_usage_batch => 3, advance_clock => 13,
+		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
+		claim_events => 2, ack_event => 2);
+	my $g = "gen_$kind";
+	return $s->$g;
+}
+
+sub gen_open_account
+{
+	my $s = shift;
+	return { op => 'open_account', pid => _chance(0.05) ? undef : _pick($s->{pids}) };
+}
+
+sub gen_add_payment_method
+{
+	my ($s, $pid) = @_;
+	$pid //= $s->_pid;
+	my $op  = {
+		op => 'add_payment_method', pid => $pid, ref => "pm_${pid}_" . int(rand(5)),
+		label => _chance(0.5) ? 'Visa ' . int(rand(10000)) : undef, make_default => _chance(0.7) ? 1 : 0,
+	};
+	if (_chance(0.1))
+	{
+		my $bad = int(rand(4));
+		$op->{ref} = '' if $bad == 0;
+		$op->{ref} = $s->{long} if $bad == 1;
+		$op->{label} = $s->{long} if $bad == 2;
+		$op->{make_default} = undef if $bad == 3;
+	}
+	return $op;
+}
+
+sub gen_set_default_payment_method
+{
+	my $s   = shift;
+	my $pid = $s->_pid;
+	my $mid = _chance(0.8) ? _pick($s->_methods($pid)) : undef;
+	$mid //= _chance(0.1) ? undef : $s->_other_method($pid);
+	return { op => 'set_default_payment_method', pid => $pid, mid => $mid };
+}
+
+sub gen_remove_payment_method
+{
+	my $s   = shift;
+	my $pid = $s->_pid;
+	my $mid = _chance(0.85) ? _pick($s->_methods($pid)) : undef;
+	$mid //= $s->_other_method($pid);
+	return { op => 'remove_payment_method', pid => $pid, mid => $mid };
+}
+
+sub gen_add_credits
+{
+	my $s   = shift;
+	my $m   = $s->{model};
+	my $pid = $s->_pid;
+	return $s->gen_add_payment_method($pid)
+	  if $m->{acct}{$pid} && !defined $m->default_method($pid) && _chance(0.6);
+	my $op  = { op => 'add_credits', pid => $pid, amount => $s->_deposit_amount };
+	$op->{mid} = _pick($s->_methods($pid)) if _chance(0.25);
+	my $keys = [ sort keys %{ $m->{dep_keys}{$pid} // {} } ];
+	my $v = rand();
+	if ($v < 0.2 && @$keys)
+	{
+		# a retry: the same key with the same arguments, or with other ones
+		$op->{key} = _pick($keys);
+		my $t = $m->{txns}{ $m->{dep_keys}{$pid}{ $op->{key} } };
+		$op->{amount} = $t->{amount};
+		$op->{mid} = _chance(0.5) ? undef : $t->{method};
+		if (_chance(0.4))
+		{
+			my @other = grep { $_ != $t->{method} } @{ $s->_methods($pid) };
+			if (@other && _chance(0.5)) { $op->{mid} = _pick(\@other); }
+			else                        { $op->{amount} += _chance(0.5) ? 1 : 1_000_000; }
+		}
+	}
+	elsif ($v < 0.25)
+	{
+		$op->{amount} = _pick([ $m->{min_deposit} - 1, 10_000, 4_990_000 ]);
+		$op->{key} = $s->_key('dep') if _chance(0.3);
+	}
+	elsif ($v < 0.27) { $op->{amount} = _pick([ 0, -5_000_000, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	elsif ($v < 0.29) { $op->{key} = _pick([ '', $s->{long} ]); }
+	elsif ($v < 0.31) { $op->{mid} = $s->_other_method($pid); }
+	else              { $op->{key} = $s->_key('dep') if _chance(0.5); }
+	return $op;
+}
+
+sub _some_tid
+{
+	my ($s, $pid, $want) = @_;
+	my $m = $s->{model};
+	my @t = sort { $a <=> $b } map { $_->{tid} } grep { $_->{pid} == $pid && $_->{status} eq $want } values %{ $m->{txns} };
+	return _pick(\@t);
+}
+
+sub _settle
+{
+	my ($s, $op_name) = @_;
+	my $m   = $s->{model};
+	my $pid = $s->_pid(0.01);
+	my $tid;
+	my $v = rand();
+	my @pending = sort { $a <=> $b } map { $_->{tid} } grep { $_->{status} eq 'pending' } values %{ $m->{txns} };
+	if ($v < 0.82 && @pending)
+	{
+		$tid = _pick(\@pending);
+		$pid = $m->{txns}{$tid}{pid};
+	}
+	elsif ($v < 0.82) { $tid = $s->_some_tid($pid, 'pending'); }
+	elsif ($v < 0.88) { $tid = $s->_some_tid($pid, _pick([ 'completed', 'failed' ])); }
+	elsif ($v < 0.93)
+	{
+		my @u = grep { $m->{usage_tids}{$_}{pid} == $pid } keys %{ $m->{usage_tids} };
+		$tid = _pick([ sort { $a <=> $b } @u ]);
+	}
+	elsif ($v < 0.97)
+	{
+		my @o = grep { $m->{txns}{$_}{pid} != $pid } keys %{ $m->{txns} };
+		$tid = _pick([ sort { $a <=> $b } @o ]);
+	}
+	$tid //= _chance(0.9) ? 77_777_777 : undef;
+	my $text = _chance(0.5) ? undef : $op_name eq 'complete_deposit' ? "https://invoices.example/in_$tid" : 'card_declined';
+	$text = '' if _chance(0.02);
+	return { op => $op_name, pid => $pid, tid => $tid, text => $text };
+}
+
+sub gen_complete_deposit { return $_[0]->_settle('complete_deposit'); }
+sub gen_fail_deposit     { return $_[0]->_settle('fail_deposit'); }
+
+sub _activate
+{
+	my ($s, $op_name, $kind) = @_;
+	my $pid  = $s->_funded_pid;
+	my $pfx  = $kind eq 'instance' ? 'gpu' : 'vol';
+	my $op   = { op => $op_name, pid => $pid, rate => $s->_rate };
+	my $v    = rand();
+	my $live = $kind eq 'instance' ? 'running' : 'available';
+	if ($v < 0.45) { $op->{rid} = $s->_key($pfx); }
+	elsif ($v < 0.65 && $kind eq 'instance') { $op->{rid} = _pick($s->_resources($pid, $kind, 'stopped')); }
+	elsif ($v < 0.8)
+	{
+		$op->{rid} = _pick($s->_resources($pid, $kind, $live));
+		$op->{rate} = $s->{model}{res}{$pid}{ $op->{rid} }{rate} if $op->{rid} && _chance(0.3);
+	}
+	elsif ($v < 0.86) { $op->{rid} = _pick($s->_resources($pid, $kind, 'terminated', 'deleted', 'inaccessible')); }
+	elsif ($v < 0.9)  { $op->{rid} = _pick($s->_resources($pid, $kind eq 'instance' ? 'volume' : 'instance')); }
+	elsif ($v < 0.95) { $op->{rate} = _pick([ 0, -1_000_000, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	else              { $op->{rid} = _pick([ '', $s->{long}, undef ]); return $op; }
+	$op->{rid} //= $s->_key($pfx);
+	return $op;
+}
+
+sub gen_start_instance { return $_[0]->_activate('start_instance', 'instance'); }
+sub gen_attach_volume  { return $_[0]->_activate('attach_volume', 'volume'); }
+
+sub _deactivate
+{
+	my ($s, $op_name, $kind) = @_;
+	my @live = grep { @{ $s->_resources($_, $kind, 'running', 'available', 'inaccessible') } } @{ $s->_open_pids };
+	my $pid = @live && _chance(0.85) ? _pick(\@live) : $s->_pid;
+	my $v   = rand();
+	my $rid;
+	if ($v < 0.75) { $rid = _pick($s->_resources($pid, $kind, $kind eq 'instance' ? 'running' : ('available', 'inaccessible'))); }
+	elsif ($v < 0.87) { $rid = _pick($s->_resources($pid, $kind)); }
+	elsif ($v < 0.93) { $rid = _pick($s->_resources($pid, $kind eq 'instance' ? 'volume' : 'instance')); }
+	elsif ($v < 0.96) { $rid = 'api:chat'; }
+	else              { return { op => $op_name, pid => $pid, rid => _pick([ '', $s->{long} ]) }; }
+	return { op => $op_name, pid => $pid, rid => $rid // 'nonexistent' };
+}
+
+sub gen_stop_instance { return $_[0]->_deactivate('stop_instance', 'instance'); }
+sub gen_delete_volume { return $_[0]->_deactivate('delete_volume', 'volume'); }
+
+sub _api_rid
+{
+	my ($s, $pid) = @_;
+	if (_chance(0.08))
+	{
+		my $r = _pick($s->_resources($pid, _pick([ 'instance', 'volume' ])));
+		return $r if $r;
+	}
+	return _pick([ 'api:chat', 'api:embed', 'api:image' ]);
+}
+
+sub gen_record_usage
+{
+	my $s   = shift;
+	my $m   = $s->{model};
+	my $pid = $s->_pid;
+	my $op  = { op => 'record_usage', pid => $pid, rid => $s->_api_rid($pid), amount => _usage_amount() };
+	my $v   = rand();
+	my $keys = [ sort keys %{ $m->{usage_keys}{$pid} // {} } ];
+	if ($v < 0.45) { $op->{key} = $s->_key('req'); }
+	elsif ($v < 0.65 && @$keys)
+	{
+		$op->{key} = _pick($keys);
+		@{$op}{qw(rid amount)} = @{ $m->{usage_keys}{$pid}{ $op->{key} } };
+		if (_chance(0.35))
+		{
+			if (_chance(0.5)) { $op->{amount} += 1; }
+			else              { $op->{rid} = $op->{rid} eq 'api:chat' ? 'api:embed' : 'api:chat'; }
+		}
+	}
+	elsif ($v < 0.68) { $op->{amount} = _pick([ 0, -1, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	elsif ($v < 0.71) { $op->{rid} = _pick([ '', $s->{long}, undef ]); }
+	elsif ($v < 0.73) { $op->{key} = _pick([ '', $s->{long} ]); }
+	return $op;
+}
+
+# A call whose transaction began earlier (up to 2.5 hours ago) and commits now.
+sub gen_late_usage
+{
+	my $s  = shift;
+	my $op = $s->gen_record_usage;
+	my $back = _chance(0.5) ? 1 + int(rand(3_600)) * 1_000_000 : 1 + int(rand(9_000_000_000));
+	$op->{at} = $s->{model}{now} - $back;
+	return $op;
+}
+
+sub gen_record_usage_batch
+{
+	my $s = shift;
+	my $m = $s->{model};
+	my $n = 1 + int(rand(6));
+	my (@p, @r, @a, @k);
+	my $keyed = _chance(0.7);
+	for (1 .. $n)
+	{
+		my $pid = $s->_pid(0.01);
+		my ($rid, $amount, $key) = ($s->_api_rid($pid), _usage_amount(), undef);
+		if ($keyed && _chance(0.8))
+		{
+			my $keys = [ sort keys %{ $m->{usage_keys}{$pid} // {} } ];
+			if (@$keys && _chance(0.3))
+			{
+				$key = _pick($keys);
+				($rid, $amount) = @{ $m->{usage_keys}{$pid}{$key} };
+				$amount++ if _chance(0.2);
+			}
+			elsif (@k && $p[-1] == $pid && defined $k[-1] && _chance(0.3))
+			{
+				($rid, $amount, $key) = ($r[-1], $a[-1], $k[-1]);    # repeated within the batch
+				$amount++ if _chance(0.2);
+			}
+			else { $key = $s->_key('bat'); }
+		}
+		push @p, $pid;
+		push @r, $rid;
+		push @a, $amount;
+		push @k, $key;
+	}
+	my $op = { op => 'record_usage_batch', pids => \@p, rids => \@r, amounts => \@a, keys => $keyed ? \@k : undef };
+	my $v = rand();
+	if    ($v < 0.03) { push @{ $op->{amounts} }, 1; }
+	elsif ($v < 0.06) { $op->{amounts}[ int(rand($n)) ] = _pick([ 0, -1, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	elsif ($v < 0.08) { $op->{rids}[ int(rand($n)) ] = _pick([ '', undef ]); }
+	elsif ($v < 0.09) { $op->{pids}[ int(rand($n)) ] = undef; }
+	return $op;
+}
+
+sub gen_advance_clock
+{
+	my $s   = shift;
+	my $now = $s->{model}{now};
+	my $v   = rand();
+	my $d;
+	if    ($v < 0.25) { $d = (1 + int(rand(59))) * 1_000_000; }
+	elsif ($v < 0.55) { $d = (1 + int(rand(59))) * 60_000_000; }
+	elsif ($v < 0.65) { $d = _pick([ 15, 30, 45 ]) * 60_000_000; }
+	elsif ($v < 0.77) { $d = (1 + int(rand(5))) * 3_600_000_000 + int(rand(3600)) * 1_000_000; }
+	elsif ($v < 0.9)  { $d = CreditsModel::hour_of($now) + $CreditsModel::HOUR - $now; }    # to the hour
+	elsif ($v < 0.95) { $d = 1 + int(rand(90_000_000)); }                                   # microseconds
+	else              { $d = (6 + int(rand(25))) * 3_600_000_000 + int(rand(3600)) * 1_000_000; }
+	return { op => 'set_clock', to => $now + $d };
+}
+
+sub gen_run_hourly_deductions { return { op => 'run_hourly_deductions' }; }
+sub gen_run_balance_checks    { return { op => 'run_balance_checks' }; }
+
+sub gen_configure_auto_recharge
+{
+	my $s   = shift;
+	my $pid = $s->_pid;
+	my $op  = {
+		op => 'configure_auto_recharge', pid => $pid, enabled => _chance(0.8) ? 1 : 0,
+		threshold => int(rand(30)) * 1_000_000 + (_chance(0.3) ? int(rand(1_000_000)) : 0),
+		amount => $s->_deposit_amount,
+		mid => _chance(0.3) ? _pick($s->_methods($pid)) : undef,
+	};
+	my $v = rand();
+	if    ($v < 0.03) { $op->{threshold} = -1; }
+	elsif ($v < 0.06) { $op->{amount} = _pick([ 0, $s->{model}{min_deposit} - 1 ]); }
+	elsif ($v < 0.08) { $op->{mid} = $s->_other_method($pid); }
+	elsif ($v < 0.09) { $op->{enabled} = undef; }
+	return $op;
+}
+
+sub gen_claim_events
+{
+	return { op => 'claim_events', n => _chance(0.05) ? _pick([ 0, 10001, undef ]) : 1 + int(rand(25)) };
+}
+
+sub gen_ack_event
+{
+	my $s  = shift;
+	my $ev = $s->{model}{events};
+	my @claimed = map { $_->{id} } grep { $_->{claims} } @$ev;
+	my @never   = map { $_->{id} } grep { !$_->{claims} } @$ev;
+	my $v = rand();
+	my $id;
+	if    ($v < 0.8)  { $id = _pick(\@claimed); }
+	elsif ($v < 0.92) { $id = _pick(\@never); }
+	$id //= _chance(0.9) ? 66_666_666 : undef;
+	return { op => 'ack_event', id => $id };
+}
+
+1;

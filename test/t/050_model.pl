@@ -1,0 +1,518 @@
+
+# Model-based randomized test: random operation sequences over several projects, run against
+# the extension and against test/perl/CreditsModel.pm (a reference model written from SPEC.md
+# and README.md), compared after every step.
+#
+#   CREDITS_MODEL_SEED=N         replay a run (default: random; printed at the start and in
+#                                every failure message)
+#   CREDITS_MODEL_STEPS=N        number of steps (default 10000)
+#   CREDITS_MODEL_FULL_EVERY=N   full comparison of every table every N steps (default 500)
+#   CREDITS_MODEL_TRACE=1        print every operation
+#
+# Every operation is also written, as the SQL that ran, to tmp_check/log/050_model_ops.sql.
+use strict;
+use warnings;
+
+use DBI;
+use Digest::MD5 qw(md5_hex);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes ();
+
+use CreditsModel;
+
+my $seed       = $ENV{CREDITS_MODEL_SEED}       // int(rand(2**31));
+my $steps      = $ENV{CREDITS_MODEL_STEPS}      // 10_000;
+my $full_every = $ENV{CREDITS_MODEL_FULL_EVERY} // 500;
+my $trace      = $ENV{CREDITS_MODEL_TRACE};
+my $replay     = "CREDITS_MODEL_SEED=$seed CREDITS_MODEL_STEPS=$steps";
+diag("model test: $replay");
+srand($seed);
+
+my $node = PostgreSQL::Test::Cluster->new('model');
+$node->init;
+$node->append_conf('postgresql.conf', <<'CONF');
+timezone = 'UTC'
+lc_messages = 'C'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION credits');
+
+my $dbh = DBI->connect('dbi:Pg:dbname=postgres;host=' . $node->host . ';port=' . $node->port,
+	'', '', { AutoCommit => 1, RaiseError => 0, PrintError => 0 })
+  or BAIL_OUT("cannot connect: $DBI::errstr");
+$dbh->do("SET client_min_messages = warning");
+# (the checks are prepared once: planning usage_in_progress costs more than running it)
+$dbh->do("SET plan_cache_mode = force_generic_plan");
+
+my $ops_log_path = "$PostgreSQL::Test::Utils::log_path/050_model_ops.sql";
+open(my $ops_log, '>', $ops_log_path) or die "cannot write $ops_log_path: $!";
+$ops_log->autoflush(1);
+
+# ----------------------------------------------------------------------------------------------
+# SQL
+
+sub micro { return "($_[0]::numeric * 1000000)::bigint"; }
+sub usec  { return "(extract(epoch from $_[0]) * 1000000)::bigint"; }
+
+my %Q = (
+	step_state => 'SELECT \'tx\', transaction_id::text, project_id::text, type::text, status::text, '
+	  . micro('amount') . '::text, ' . micro('uncollected') . '::text, resource_id, '
+	  . usec('usage_hour') . '::text, method_id::text
+	     FROM credits.transactions WHERE transaction_id > $1 OR transaction_id = ANY ($2::bigint[])
+	   UNION ALL
+	   SELECT \'ev\', event_id::text, project_id::text, kind, resource_id, transaction_id::text,
+	          payload->>\'type\', payload->>\'amount\', payload->>\'method_id\', NULL
+	     FROM credits.events WHERE event_id > $3
+	   UNION ALL
+	   SELECT \'acct\', project_id::text, ' . micro('balance') . '::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+	     FROM credits.accounts
+	   UNION ALL
+	   SELECT \'ip\', project_id::text, resource_id, ' . usec('usage_hour') . '::text, ' . micro('amount') . '::text,
+	          NULL, NULL, NULL, NULL, NULL
+	     FROM credits.usage_in_progress WHERE project_id = ANY ($4::bigint[])
+	   UNION ALL
+	   SELECT \'res\', concat_ws(\'|\', project_id, resource_id, kind, state, ' . micro('rate_per_hour') . ', '
+	  . usec('state_since') . '), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+	     FROM credits.resources WHERE state NOT IN (\'terminated\', \'deleted\') OR state_since >= $5::timestamptz',
+	all_tx => 'SELECT transaction_id, project_id, type::text, status::text, ' . micro('amount') . ', '
+	  . micro('uncollected') . ', resource_id, ' . usec('usage_hour') . ', method_id
+	     FROM credits.transactions',
+	all_events => 'SELECT event_id, project_id, kind, resource_id, transaction_id, payload->>\'type\',
+	                      payload->>\'amount\', payload->>\'method_id\', claims,
+	                      CASE WHEN acked_at IS NULL THEN \'f\' ELSE \'t\' END
+	                 FROM credits.events',
+	overview => 'SELECT project_id, ' . micro('current_balance') . ', ' . micro('accumulating') . ', '
+	  . micro('available_balance') . ', ' . micro('burn_rate') . ', hours_remaining::text,
+	            CASE WHEN auto_recharge_enabled THEN \'t\' ELSE \'f\' END
+	       FROM credits.balance_overview',
+	in_progress_all => 'SELECT project_id, resource_id, ' . usec('usage_hour') . ', ' . micro('amount') . '
+	                      FROM credits.usage_in_progress',
+	resources => 'SELECT concat_ws(\'|\', project_id, resource_id, kind, state, ' . micro('rate_per_hour') . ', '
+	  . usec('state_since') . ') FROM credits.resources',
+	methods => 'SELECT method_id, project_id, provider_ref, CASE WHEN is_default THEN \'t\' ELSE \'f\' END,
+	                   CASE WHEN removed_at IS NULL THEN \'f\' ELSE \'t\' END
+	              FROM credits.payment_methods',
+	auto => 'SELECT project_id, CASE WHEN enabled THEN \'t\' ELSE \'f\' END, ' . micro('threshold') . ', '
+	  . micro('amount') . ', method_id, CASE WHEN armed THEN \'t\' ELSE \'f\' END FROM credits.auto_recharge',
+	accounts => 'SELECT project_id, ' . micro('balance') . ', CASE WHEN depleted THEN \'t\' ELSE \'f\' END
+	               FROM credits.accounts',
+	history => 'SELECT project_id, CASE WHEN status = \'accumulating\' THEN \'-\' ELSE transaction_id::text END, '
+	  . usec('date') . ', type::text, ' . micro('amount') . ', status::text, ' . micro('uncollected') . '
+	              FROM credits.transaction_history',
+	verify => 'SELECT project_id, problem FROM credits.verify()',
+);
+
+my %qtime;
+
+sub q_rows
+{
+	my ($name, @args) = @_;
+	my $t   = Time::HiRes::time();
+	my $sth = $dbh->prepare_cached($Q{$name});
+	$sth->execute(@args) or die "query $name failed: " . $dbh->errstr;
+	my $rows = $sth->fetchall_arrayref;
+	$qtime{$name} += Time::HiRes::time() - $t;
+	return $rows;
+}
+
+sub lit { return $dbh->quote($_[0]); }
+sub num { return defined $_[0] ? $_[0] : 'NULL'; }
+sub cr  { return defined $_[0] ? lit(CreditsModel::fmt_credits($_[0])) : 'NULL'; }
+sub ts  { return lit(CreditsModel::fmt_ts($_[0])); }
+sub boolean { return defined $_[0] ? ($_[0] ? 'true' : 'false') : 'NULL'; }
+
+sub arr
+{
+	my ($type, $f, $l) = @_;
+	return 'NULL' unless $l;
+	return 'ARRAY[' . join(', ', map { $f->($_) } @$l) . "]::$type\[]";
+}
+
+# The SQL of one operation.
+sub op_sql
+{
+	my ($op, $call_only) = @_;
+	my $o  = $op->{op};
+	return 'SET credits.clock = ' . ts($op->{to}) if $o eq 'set_clock';
+	return "SELECT credits.open_account(" . num($op->{pid}) . ")" if $o eq 'open_account';
+	return sprintf('SELECT credits.add_payment_method(%s, %s, %s, %s)',
+		num($op->{pid}), lit($op->{ref}), lit($op->{label}), boolean($op->{make_default}))
+	  if $o eq 'add_payment_method';
+	return sprintf("SELECT credits.$o(%s, %s)", num($op->{pid}), num($op->{mid}))
+	  if $o eq 'set_default_payment_method' || $o eq 'remove_payment_method';
+	return sprintf('SELECT credits.add_credits(%s, %s, %s, %s)', num($op->{pid}), cr($op->{amount}),
+		num($op->{mid}), lit($op->{key}))
+	  if $o eq 'add_credits';
+	return sprintf('SELECT %s', micro(sprintf('credits.complete_deposit(%s, %s, %s)',
+		num($op->{pid}), num($op->{tid}), lit($op->{text}))))
+	  if $o eq 'complete_deposit';
+	return sprintf('SELECT credits.fail_deposit(%s, %s, %s)', num($op->{pid}), num($op->{tid}), lit($op->{text}))
+	  if $o eq 'fail_deposit';
+	return sprintf("SELECT credits.$o(%s, %s, %s)", num($op->{pid}), lit($op->{rid}), cr($op->{rate}))
+	  if $o eq 'start_instance' || $o eq 'attach_volume';
+	return sprintf("SELECT credits.$o(%s, %s)", num($op->{pid}), lit($op->{rid}))
+	  if $o eq 'stop_instance' || $o eq 'delete_volume';
+	if ($o eq 'record_usage')
+	{
+		my $call = sprintf('SELECT credits.record_usage(%s, %s, %s, %s)',
+			num($op->{pid}), lit($op->{rid}), cr($op->{amount}), lit($op->{key}));
+		return $call if $call_only || !defined $op->{at};
+		return "SET credits.clock = " . ts($op->{at}) . ";\n$call;\nSET credits.clock = " . ts($op->{back});
+	}
+	return sprintf('SELECT credits.record_usage_batch(%s, %s, %s, %s)',
+		arr('bigint', \&num, $op->{pids}), arr('text', \&lit, $op->{rids}),
+		arr('credits.credits', \&cr, $op->{amounts}), arr('text', \&lit, $op->{keys}))
+	  if $o eq 'record_usage_batch';
+	return "SELECT credits.$o()" if $o eq 'run_hourly_deductions' || $o eq 'run_balance_checks';
+	return sprintf('SELECT credits.configure_auto_recharge(%s, %s, %s, %s, %s)', num($op->{pid}),
+		boolean($op->{enabled}), cr($op->{threshold}), cr($op->{amount}), num($op->{mid}))
+	  if $o eq 'configure_auto_recharge';
+	return sprintf('SELECT event_id FROM credits.claim_events(%s) ORDER BY event_id', num($op->{n}))
+	  if $o eq 'claim_events';
+	return sprintf('SELECT credits.ack_event(%s)', num($op->{id})) if $o eq 'ack_event';
+	die "no SQL for $o";
+}
+
+# Runs one operation: { rows } or { err, msg }.  A late call runs with the clock set back.
+sub run_op
+{
+	my ($op, $clock) = @_;
+	$op->{back} = $clock if defined $op->{at};
+	my $sql = op_sql($op);
+	print $ops_log "$sql;\n";
+	if (defined $op->{at})
+	{
+		$dbh->do('SET credits.clock = ' . ts($op->{at})) or die $dbh->errstr;
+		my $r = run_sql(op_sql($op, 1));
+		$dbh->do('SET credits.clock = ' . ts($clock)) or die $dbh->errstr;
+		return $r;
+	}
+	return run_sql($sql);
+}
+
+sub run_sql
+{
+	my $sql  = shift;
+	my $t    = Time::HiRes::time();
+	my $rows = $dbh->selectall_arrayref($sql);
+	$qtime{operations} += Time::HiRes::time() - $t;
+	return { err => $dbh->state, msg => $dbh->errstr } unless $rows;
+	return { rows => $rows };
+}
+
+# ----------------------------------------------------------------------------------------------
+# comparison
+
+sub diff_lines
+{
+	my ($what, $mine, $theirs) = @_;
+	my %c;
+	$c{$_}++ for @$mine;
+	$c{$_}-- for @$theirs;
+	my @only_m = map { ($_) x $c{$_} } grep { $c{$_} > 0 } sort keys %c;
+	my @only_t = map { ($_) x -$c{$_} } grep { $c{$_} < 0 } sort keys %c;
+	return undef unless @only_m || @only_t;
+	my $n = 25;
+	splice(@only_m, $n) if @only_m > $n;
+	splice(@only_t, $n) if @only_t > $n;
+	return "$what differ\n  only in the model:\n" . join('', map { "    $_\n" } @only_m)
+	  . "  only in the database:\n" . join('', map { "    $_\n" } @only_t);
+}
+
+sub db_event_key
+{
+	my ($id, $pid, $kind, $rid, $tid, $type, $amount, $mid) = @_;
+	my $detail = $kind eq 'charge_requested' ? join('/', $type // '', CreditsModel::parse_credits($amount // '0'), $mid // '') : '';
+	return join('|', $pid, $kind, $rid // '', $tid // '', $detail);
+}
+
+sub tx_line { return join('|', map { $_ // '' } @{ $_[0] }); }
+
+sub hours_remaining_ok
+{
+	my ($avail, $burn, $db) = @_;
+	return !defined $db if $burn <= 0;
+	return 0 unless defined $db && $db =~ /^(\d+)\.(\d\d)$/;
+	my $got = $1 * 100 + $2;
+	my $x = $avail * 100;
+	my $q = int($x / $burn);
+	$q++ while ($q + 1) * $burn <= $x;
+	$q-- while $q * $burn > $x;
+	my $r = $x - $q * $burn;    # exact value is q + r/burn hundredths
+	my $want = 2 * $r >= $burn ? $q + 1 : $q;
+	return 1 if $got == $want;
+	# a quotient that is a hair from a rounding boundary may be rounded either way by numeric division
+	return abs(2 * $r - $burn) * 1_000_000_000 < $burn && abs($got - $want) == 1;
+}
+
+my (%usage_tid, %open_tids, $max_tid, $max_event, $db_clock, $model);
+$max_tid   = 0;
+$max_event = 0;
+
+# Everything the operation may have changed, plus the cheap summaries; undef when all agrees.
+sub compare_step
+{
+	my ($op, $exp, $got, $state, $with_overview) = @_;
+	my $changed = $state->{tx};
+	# the call's own result
+	if ($exp->{err} || $got->{err})
+	{
+		return "expected error $exp->{err} ($exp->{why}), got success" unless $got->{err};
+		return "expected success, got error $got->{err}: $got->{msg}" unless $exp->{err};
+		return "expected error $exp->{err} ($exp->{why}), got $got->{err}: $got->{msg}"
+		  if $exp->{err} ne $got->{err};
+	}
+	else
+	{
+		my %valued = map { $_ => 1 } qw(add_payment_method add_credits complete_deposit record_usage_batch
+		  run_hourly_deductions run_balance_checks claim_events);
+		if ($valued{ $op->{op} })
+		{
+			my $v = $op->{op} eq 'claim_events'
+			  ? join(',', map { $_->[0] } @{ $got->{rows} })
+			  : $got->{rows}[0][0];
+			my $w = $op->{op} eq 'claim_events' ? join(',', @{ $exp->{value} }) : $exp->{value};
+			return "returned " . ($v // 'NULL') . ", expected " . ($w // 'NULL')
+			  if ($v // 'NULL') ne ($w // 'NULL');
+		}
+	}
+
+	# transactions that changed: each one as the model has it
+	my %ip_keys;
+	for my $pid ($model->projects)
+	{
+		$ip_keys{$pid} = $model->in_progress($pid);
+	}
+	my %seen;
+	for my $r (@$changed)
+	{
+		my ($tid, $pid, $type, $status, $amount, $unc, $rid, $h, $mid) = @$r;
+		$seen{$tid} = 1;
+		if ($type eq 'usage' && $status eq 'accumulating')
+		{
+			my $m = $model->{rows}{$pid}{$rid}{$h};
+			return "transaction $tid (usage of $pid/$rid in hour " . CreditsModel::fmt_ts($h)
+			  . ") is accumulating in the database, but not in the model"
+			  . ($m ? " (model: $m->{status})" : '')
+			  unless $ip_keys{$pid} && $ip_keys{$pid}{"$rid\0$h"} && (!$m || $m->{status} eq 'accumulating');
+			next;
+		}
+		my $mine;
+		if ($type eq 'usage')
+		{
+			my $m = $model->{rows}{$pid}{$rid}{$h};
+			$mine = $m && $m->{status} eq 'completed' ? CreditsModel::usage_line($m) : 'usage row ' . ($m ? $m->{status} : 'missing');
+		}
+		else
+		{
+			my $t = $model->{txns}{$tid};
+			$mine = $t ? CreditsModel::deposit_line($t) : 'missing';
+		}
+		my $theirs = tx_line($r);
+		return "transaction $tid differs\n  model:    $mine\n  database: $theirs" if $mine ne $theirs;
+	}
+	for my $tid (sort keys %{ $model->{touched} })
+	{
+		return "the model changed transaction $tid; the database has no such change" unless $seen{$tid};
+	}
+
+	# events queued by this operation
+	my @ev = map { [ $_->[0], db_event_key(@$_) ] } @{ $state->{ev} };
+	my $e = $model->adopt_events(\@ev);
+	return $e if $e;
+	for (@ev) { $max_event = $_->[0] if $_->[0] > $max_event; }
+
+	# balances, usage in progress and resources every step; the whole balance_overview every
+	# 20th step (it is by far the slowest query: accumulating and burn rate per project)
+	my @mine   = map { join('|', $_, $model->{acct}{$_}{balance}) } $model->projects;
+	my @theirs = map { join('|', @$_[ 0, 1 ]) } @{ $state->{acct} };
+	$e = diff_lines('balances (project|balance)', [ sort @mine ], [ sort @theirs ]);
+	return $e if $e;
+	$e = compare_in_progress_and_resources(\%ip_keys, $state);
+	return $e if $e;
+	return $with_overview ? compare_overview() : undef;
+}
+
+sub compare_overview
+{
+	my (@mine, @theirs);
+	for my $r (@{ q_rows('overview') })
+	{
+		my ($pid, $bal, $acc, $avail, $burn, $hours, $auto) = @$r;
+		return "the database has a project $pid that the model has not" unless $model->{acct}{$pid};
+		my $mavail = $model->available($pid);
+		my $mburn  = $model->burn_rate($pid);
+		$hours = 'ok' if hours_remaining_ok($mavail, $mburn, $hours);
+		push @theirs, join('|', $pid, $bal, $acc, $avail, $burn, $hours // 'NULL', $auto);
+	}
+	for my $pid ($model->projects)
+	{
+		my $c = $model->{auto}{$pid};
+		push @mine, join('|', $pid, $model->{acct}{$pid}{balance}, scalar($model->accumulating($pid)),
+			$model->available($pid), $model->burn_rate($pid), 'ok', $c && $c->{enabled} ? 't' : 'f');
+	}
+	return diff_lines('balance_overview (project|balance|accumulating|available|burn_rate|hours_remaining|auto)',
+		[ sort @mine ], [ sort @theirs ]);
+}
+
+sub compare_in_progress_and_resources
+{
+	my ($ip_keys, $state) = @_;
+	my (@mine, @theirs, $e);
+	my %ip_keys = %$ip_keys;
+	# usage in progress, per (resource, hour)
+	for my $pid (keys %ip_keys)
+	{
+		push @mine, map { join('|', $pid, $_->{rid}, $_->{h}, -$_->{amount}) } values %{ $ip_keys{$pid} };
+	}
+	@theirs = map { join('|', @$_[ 0 .. 3 ]) } @{ $state->{ip} };
+	$e = diff_lines('usage_in_progress (project|resource|hour|amount)', [ sort @mine ], [ sort @theirs ]);
+	return $e if $e;
+
+	# resources: those that can still change, and those that reached their final state now
+	# (terminated instances and deleted volumes never change again; the full checks see all)
+	return diff_lines('resources (project|resource|kind|state|rate|state_since)',
+		[ $model->resource_lines($db_clock) ],
+		[ sort map { $_->[0] } @{ $state->{res} } ]);
+}
+
+# Every table, all rows; undef when all agrees.
+sub compare_all
+{
+	my $e = compare_overview();
+	return $e if $e;
+	my @checks = (
+		[ 'transactions (tid|project|type|status|amount|uncollected|resource|hour|method)',
+			[ $model->final_transaction_lines ],
+			[ map { tx_line($_) } grep { $_->[3] ne 'accumulating' } @{ q_rows('all_tx') } ] ],
+		[ 'transaction_history (project|tid|date|type|amount|status|uncollected)',
+			[ $model->history_lines ], [ map { tx_line($_) } @{ q_rows('history') } ] ],
+		[ 'events (id|project|kind|resource|tid|detail|claims|acked)', [ $model->event_lines ],
+			[ map { join('|', $_->[0], db_event_key(@$_[ 0 .. 7 ]), $_->[8], $_->[9]) } @{ q_rows('all_events') } ] ],
+		[ 'payment methods (id|project|ref|default|removed)', [ $model->method_lines ],
+			[ map { tx_line($_) } @{ q_rows('methods') } ] ],
+		[ 'auto-recharge settings (project|enabled|threshold|amount|method|armed)', [ $model->auto_lines ],
+			[ map { tx_line($_) } @{ q_rows('auto') } ] ],
+		[ 'accounts (project|balance|cut off)',
+			[ map { join('|', $_, $model->{acct}{$_}{balance}, $model->{acct}{$_}{depleted} ? 't' : 'f') } $model->projects ],
+			[ map { tx_line($_) } @{ q_rows('accounts') } ] ],
+		[ 'resources (project|resource|kind|state|rate|state_since)', [ $model->resource_lines ],
+			[ map { $_->[0] } @{ q_rows('resources') } ] ],
+		[ 'usage_in_progress (project|resource|hour|amount)',
+			[ map { my $p = $_; map { join('|', $p, $_->{rid}, $_->{h}, -$_->{amount}) } values %{ $model->in_progress($p) } } $model->projects ],
+			[ map { join('|', @$_) } @{ q_rows('in_progress_all') } ] ],
+		[ 'verify()', [], [ map { tx_line($_) } @{ q_rows('verify') } ] ],
+	);
+	for my $c (@checks)
+	{
+		$e = diff_lines($c->[0], [ sort @{ $c->[1] } ], [ sort @{ $c->[2] } ]);
+		return $e if $e;
+	}
+	return undef;
+}
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+my $start = (1_767_225_600 + int(rand(86_400))) * 1_000_000;    # 2026-01-01 plus up to a day
+$model = CreditsModel->new(now => $start);
+my $gen = CreditsModel::Gen->new(model => $model);
+$db_clock = $start;
+$dbh->do('SET credits.clock = ' . ts($start)) or die $dbh->errstr;
+print $ops_log "SET credits.clock = " . ts($start) . ";\n";
+
+my (@recent, %stats);
+my $t0     = Time::HiRes::time();
+my $failed = 0;
+my $block  = 1;
+
+sub failure
+{
+	my ($step, $op, $msg) = @_;
+	my $sql = op_sql($op);
+	fail("step $step of $replay: $op->{op} disagrees with the model");
+	diag("$replay\nstep $step: $sql\n$msg\nthe last operations (all of them are in $ops_log_path):\n"
+		  . join('', map { "  $_\n" } @recent[ ($#recent > 30 ? $#recent - 30 : 0) .. $#recent ]));
+	$failed = 1;
+}
+
+for my $step (1 .. $steps)
+{
+	my $t   = Time::HiRes::time();
+	my $op  = $gen->next_op;
+	$qtime{'perl: generator'} += Time::HiRes::time() - $t;
+	my $got = run_op($op, $db_clock);
+	$db_clock = $op->{to} if $op->{op} eq 'set_clock' && !$got->{err};
+	push @recent, "$step: " . op_sql($op) . ($got->{err} ? "  -- $got->{err}" : '');
+	shift @recent if @recent > 60;
+	diag($recent[-1]) if $trace;
+	$stats{ $op->{op} . ($got->{err} ? " ($got->{err})" : '') }++;
+
+	# what changed in the ledger; its ids are what the model's new rows are called
+	# (a row can change only while it is pending or accumulating: the ones that were at the
+	# last step, and the new ones; the full checks look at all of them)
+	my %state = (tx => [], ev => [], acct => [], ip => [], res => []);
+	for my $r (@{ q_rows('step_state', $max_tid, [ sort { $a <=> $b } keys %open_tids ], $max_event,
+				[ $model->projects ], CreditsModel::fmt_ts($db_clock)) })
+	{
+		my $tag = shift @$r;
+		push @{ $state{$tag} }, $r;
+	}
+	my $changed  = $state{tx};
+	my $prev_max = $max_tid;
+	my %new_ar;
+	%open_tids = ();
+	for my $r (@$changed)
+	{
+		my ($tid, $pid, $type, $status, undef, undef, $rid, $h) = @$r;
+		$open_tids{$tid} = 1 if $status eq 'pending' || $status eq 'accumulating';
+		$usage_tid{"$pid\0$rid\0$h"} = $tid if $type eq 'usage';
+		$new_ar{$pid} = $tid if $type eq 'auto_recharge' && $status eq 'pending' && $tid > $prev_max;
+		$max_tid = $tid if $tid > $max_tid;
+	}
+	my $lookup = sub {
+		my ($what, $pid, $rid, $h) = @_;
+		return $what eq 'usage' ? $usage_tid{"$pid\0$rid\0$h"} : $new_ar{$pid};
+	};
+	my $ret = $got->{rows} && @{ $got->{rows} } ? $got->{rows}[0][0] : undef;
+	$t = Time::HiRes::time();
+	my $exp = eval { $model->apply($op, $ret, $lookup) };
+	$qtime{'perl: model'} += Time::HiRes::time() - $t;
+	if (!$exp)
+	{
+		failure($step, $op, "the model died: $@");
+		last;
+	}
+	$t = Time::HiRes::time();
+	my $msg = compare_step($op, $exp, $got, \%state, $step % 20 == 0);
+	$qtime{'comparing'} += Time::HiRes::time() - $t;
+	$t = Time::HiRes::time();
+	$msg //= compare_all() if $step % $full_every == 0 || $step == $steps;
+	$qtime{'full checks'} += Time::HiRes::time() - $t;
+	if ($msg)
+	{
+		failure($step, $op, $msg);
+		last;
+	}
+	if ($step % $full_every == 0 || $step == $steps)
+	{
+		pass(sprintf('steps %d..%d agree with the model (%.0fs)', $block, $step, Time::HiRes::time() - $t0));
+		$block = $step + 1;
+	}
+}
+
+my $s = $model->{stats} // {};
+diag(sprintf("%s: %.0fs; clock advanced %.1f hours; operations: %s", $replay, Time::HiRes::time() - $t0,
+		($db_clock - $start) / 3.6e9, join(', ', map { "$_ $stats{$_}" } sort keys %stats)));
+diag('seconds spent in: ' . join(', ', map { sprintf('%s %.1f', $_, $qtime{$_}) } sort keys %qtime));
+diag('model: ' . join(', ', map { "$_ $s->{$_}" } sort keys %$s)) if %$s;
+ok(!@{ q_rows('verify') }, 'verify() finds no problem at the end') unless $failed;
+
+$dbh->disconnect;
+$node->stop;
+done_testing();
