@@ -44,7 +44,12 @@ BEGIN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
                                        accrued_until, created_at)
         VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
-                credits._billing_start(project_id, resource_id, at), at);
+                credits._billing_start(project_id, resource_id, at), at)
+        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            -- A concurrent call created it first (and has committed): act on its row.
+            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
+        END IF;
     ELSIF r.kind <> kind THEN
         RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
             CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
