@@ -36,6 +36,15 @@ sub round_units
 	return $q;
 }
 
+# What a (resource, hour) comes to: its exact total (API usage, a whole number of
+# micro-credits, plus the rate-microseconds of time) rounded once, half to even.  (Not API
+# usage plus the rounded time: the parity that decides a half depends on the whole.)
+sub row_amount
+{
+	my $r = shift;
+	return round_units($r->{api} * $HOUR + $r->{units});
+}
+
 # micro-credits -> credits text ("-1.500000")
 sub fmt_credits
 {
@@ -266,7 +275,7 @@ sub in_progress
 		my $x = $u{"$ev->[1]\0$h"} //= { rid => $ev->[1], h => $h, units => 0, api => 0 };
 		$x->{api} += $ev->[3];
 	}
-	$_->{amount} = $_->{api} + round_units($_->{units}) for values %u;
+	$_->{amount} = row_amount($_) for values %u;
 	return \%u;
 }
 
@@ -708,10 +717,10 @@ sub op_run_hourly_deductions
 		my $bal    = $before;
 		for my $r (sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} } @due)
 		{
-			my $charge    = $r->{api} + round_units($r->{units});
+			my $charge    = row_amount($r);
 			my $collected = $charge < $bal ? $charge : $bal;
 			$bal -= $collected;
-			$self->{stats}{'hours rounded half to even'}++ if $r->{units} % $HOUR == $HOUR / 2;
+			$self->{stats}{'hours rounded half to even'}++ if $r->{units} % $HOUR * 2 == $HOUR;
 			$self->{stats}{'hours partly uncollected'}++ if $collected < $charge && $collected > 0;
 			$self->{stats}{'hours deducted'}++;
 			$r->{charge}      = $charge;
@@ -987,13 +996,14 @@ sub _funded_pid
 
 sub _key { my ($s, $prefix) = @_; return $prefix . '-' . ++$s->{serial}; }
 
-# A rate per hour: a mix of realistic prices and tiny odd ones, so that the half-to-even rule
-# is exercised (an odd micro-credit rate for half an hour is exactly half a micro-credit).
+# A rate per hour: a mix of realistic prices and odd ones, so that the half-to-even rule is
+# exercised: an odd micro-credit rate for half an hour is exactly half a micro-credit, and an
+# odd multiple of 225 micro-credits per hour comes to a half for every 16k+8 seconds.
 sub _rate
 {
-	return _pick([ 2_400_000, 3_000_000, 70_000, 1_000_000, 500_000, 10_000_000, 1_800_001 ])
+	return _pick([ 2_400_000, 3_000_000, 70_000, 1_000_000, 500_000, 10_000_000, 1_800_001, 2_250_225 ])
 	  if _chance(0.5);
-	return _pick([ 1, 3, 5, 7, 9, 11, 13 ]) if _chance(0.4);
+	return _pick([ 1, 3, 5, 7, 15, 45, 225, 675, 1125, 3375 ]) if _chance(0.4);
 	return 1 + int(rand(5_000_000));
 }
 
@@ -1046,7 +1056,7 @@ sub next_op
 		open_account => 1, add_payment_method => 3, set_default_payment_method => 1,
 		remove_payment_method => 1, add_credits => 9, complete_deposit => 8, fail_deposit => 2,
 		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
-		record_usage => 8, late_usage => 2, record_usage_batch => 3, advance_clock => 13,
+		record_usage => 8, late_usage => 3, record_usage_batch => 3, advance_clock => 13,
 		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
 		claim_events => 2, ack_event => 2);
 	my $g = "gen_$kind";
@@ -1260,8 +1270,20 @@ sub gen_late_usage
 {
 	my $s  = shift;
 	my $op = $s->gen_record_usage;
-	my $back = _chance(0.5) ? 1 + int(rand(3_600)) * 1_000_000 : 1 + int(rand(9_000_000_000));
-	$op->{at} = $s->{model}{now} - $back;
+	my $now = $s->{model}{now};
+	my $v   = rand();
+	if ($v < 0.6 && !defined $op->{key} && $s->{model}{acct}{ $op->{pid} })
+	{
+		# usually a product that was used in that hour, so that the hour may be deducted already
+		my $rows = $s->{model}{rows}{ $op->{pid} } // {};
+		my $prev = CreditsModel::hour_of($now) - $CreditsModel::HOUR;
+		my @used = sort grep { $rows->{$_}{$prev} } keys %$rows;
+		$op->{rid} = _pick(\@used) if @used && _chance(0.8);
+	}
+	# mostly the last minutes of the previous hour: the hour that a deduction may just have closed
+	$op->{at} = $v < 0.6 ? CreditsModel::hour_of($now) - 1 - int(rand(600_000_000))
+	  : $v < 0.8 ? $now - 1 - int(rand(3_600)) * 1_000_000
+	  :            $now - 1 - int(rand(9_000_000_000));
 	return $op;
 }
 
@@ -1312,13 +1334,13 @@ sub gen_advance_clock
 	my $now = $s->{model}{now};
 	my $v   = rand();
 	my $d;
-	if    ($v < 0.25) { $d = (1 + int(rand(59))) * 1_000_000; }
-	elsif ($v < 0.55) { $d = (1 + int(rand(59))) * 60_000_000; }
-	elsif ($v < 0.65) { $d = _pick([ 15, 30, 45 ]) * 60_000_000; }
-	elsif ($v < 0.77) { $d = (1 + int(rand(5))) * 3_600_000_000 + int(rand(3600)) * 1_000_000; }
-	elsif ($v < 0.9)  { $d = CreditsModel::hour_of($now) + $CreditsModel::HOUR - $now; }    # to the hour
-	elsif ($v < 0.95) { $d = 1 + int(rand(90_000_000)); }                                   # microseconds
-	else              { $d = (6 + int(rand(25))) * 3_600_000_000 + int(rand(3600)) * 1_000_000; }
+	if    ($v < 0.25)  { $d = (1 + int(rand(59))) * 1_000_000; }
+	elsif ($v < 0.65)  { $d = (1 + int(rand(59))) * 60_000_000; }
+	elsif ($v < 0.75)  { $d = _pick([ 15, 30, 45 ]) * 60_000_000; }
+	elsif ($v < 0.81)  { $d = (1 + int(rand(5))) * 3_600_000_000 + int(rand(3600)) * 1_000_000; }
+	elsif ($v < 0.93)  { $d = CreditsModel::hour_of($now) + $CreditsModel::HOUR - $now; }    # to the hour
+	elsif ($v < 0.985) { $d = 1 + int(rand(90_000_000)); }                                   # microseconds
+	else               { $d = (6 + int(rand(25))) * 3_600_000_000 + int(rand(3600)) * 1_000_000; }    # an outage
 	return { op => 'set_clock', to => $now + $d };
 }
 
