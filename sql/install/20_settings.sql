@@ -32,11 +32,14 @@ CREATE FUNCTION credits._amount_units(amount credits.credits) RETURNS numeric
     AS 'MODULE_PATHNAME', 'credits_amount_units' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- The UTC hours that [from, upto) touches, with the rate-microseconds accrued in each.
+-- Not STRICT (a null argument gives no rows all the same): the planner inlines only
+-- non-strict SQL set-returning functions, and the periodic runs call this for every billing
+-- resource (inlined it costs a few microseconds per call instead of about 25).
 CREATE FUNCTION credits._hour_segments(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
     RETURNS TABLE (usage_hour timestamptz, units numeric)
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT h, credits._accrual(rate_per_hour, greatest(from_ts, h), least(upto, h + interval '1 hour'))
       FROM generate_series(credits.hour_of(from_ts), upto - interval '1 microsecond', interval '1 hour') AS h
-     WHERE upto > from_ts;
+     WHERE upto > from_ts AND rate_per_hour IS NOT NULL;
 END;

@@ -75,19 +75,24 @@ BEGIN
 END $$;
 
 -- Removes a payment method (it stays in history).  A removed default leaves the project with
--- no default.  Refused while auto-recharge is configured to charge this method.
+-- no default.  Refused while enabled auto-recharge charges this method: the one configured,
+-- or the default one when none is configured (else it would silently stop recharging).
 CREATE FUNCTION credits.remove_payment_method(project_id bigint, method_id bigint) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
 BEGIN
     PERFORM credits._lock_account(project_id);
     PERFORM credits._require_method(project_id, method_id);
     PERFORM FROM credits.auto_recharge r
-     WHERE r.project_id = remove_payment_method.project_id AND r.method_id = remove_payment_method.method_id
-       AND r.enabled;
+     WHERE r.project_id = remove_payment_method.project_id AND r.enabled
+       AND (r.method_id = remove_payment_method.method_id
+            OR r.method_id IS NULL AND EXISTS (SELECT FROM credits.payment_methods m
+                                                WHERE m.method_id = remove_payment_method.method_id
+                                                  AND m.is_default));
     IF FOUND THEN
         RAISE EXCEPTION 'payment method % is used by auto-recharge', method_id
             USING ERRCODE = 'object_in_use',
-                  HINT = 'Configure auto-recharge with another method, or disable it, first.';
+                  HINT = 'Make another method the default, configure auto-recharge with another '
+                         'method, or disable it, first.';
     END IF;
     UPDATE credits.payment_methods m SET removed_at = credits.now(), is_default = false
      WHERE m.method_id = remove_payment_method.method_id;

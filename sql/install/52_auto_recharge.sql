@@ -43,22 +43,34 @@ BEGIN
 END $$;
 
 -- Requests the auto-recharges that are due now: enabled, armed, none pending, a usable
--- method, and an available balance below the threshold.  Returns how many were requested.
-CREATE FUNCTION credits._start_auto_recharges() RETURNS bigint
+-- method, and an available balance below the threshold.  The caller passes each project's
+-- usage accrued and not yet deducted (credits.accumulating_by_project, as two arrays; a
+-- project not in them has none), so that a run computes it once.  Returns the projects for
+-- which a recharge was requested.
+CREATE FUNCTION credits._start_auto_recharges(accumulating_ids bigint[], accumulating_amounts credits.credits[])
+    RETURNS bigint[]
     LANGUAGE sql AS $$
-    WITH due AS (
+    WITH accrued AS (
+        SELECT u.project_id, u.amount
+          FROM unnest(accumulating_ids, accumulating_amounts) AS u(project_id, amount)),
+    due AS (
         SELECT r.project_id, r.amount, coalesce(r.method_id, m.method_id) AS method_id
           FROM credits.auto_recharge r
           JOIN credits.accounts a USING (project_id)
           LEFT JOIN credits.payment_methods m ON m.project_id = r.project_id AND m.is_default
-          LEFT JOIN credits.accumulating_by_project u ON u.project_id = r.project_id
+          LEFT JOIN accrued u ON u.project_id = r.project_id
          WHERE r.enabled AND r.armed
-           AND greatest(a.balance - coalesce(u.accumulating, '0'::credits.credits), '0') < r.threshold
+           AND greatest(a.balance - coalesce(u.amount, '0'::credits.credits), '0') < r.threshold
            AND NOT EXISTS (SELECT FROM credits.transactions t
                             WHERE t.project_id = r.project_id AND t.type = 'auto_recharge'
                               AND t.status = 'pending')
-         ORDER BY r.project_id)
-    SELECT count(credits._request_charge(d.project_id, 'auto_recharge', d.amount, d.method_id, NULL))
-      FROM due d
-     WHERE d.method_id IS NOT NULL;
+         ORDER BY r.project_id),
+    requested AS (
+        SELECT d.project_id,
+               credits._request_charge(d.project_id, 'auto_recharge', d.amount, d.method_id, NULL) AS id
+          FROM due d
+         WHERE d.method_id IS NOT NULL)
+    -- (a recharge that a concurrent run requested first is not requested again: null id)
+    SELECT coalesce(array_agg(q.project_id ORDER BY q.project_id) FILTER (WHERE q.id IS NOT NULL), '{}')
+      FROM requested q;
 $$;
