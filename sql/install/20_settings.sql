@@ -19,9 +19,12 @@ CREATE FUNCTION credits.event_lease() RETURNS interval
     AS 'MODULE_PATHNAME', 'credits_event_lease_interval' LANGUAGE C STABLE PARALLEL SAFE;
 
 -- Start of the UTC hour that ts falls in: billing hours are UTC hours [h, h+1).
+-- (Written with immutable functions only - date_trunc(text, timestamptz, text) is merely
+-- stable - so that the planner inlines it; called per request by record_usage, the SQL
+-- function call cost about a fifth of the call.)
 CREATE FUNCTION credits.hour_of(ts timestamptz) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN date_trunc('hour', ts, 'UTC');
+    RETURN timezone('UTC', date_trunc('hour', timezone('UTC', ts)));
 
 -- Exact accrual (src/usage_math.c): rate-microseconds over [from, upto), and their amount.
 CREATE FUNCTION credits._accrual(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
