@@ -383,7 +383,7 @@ sub _new_charge
 		method => $mid, created => $self->{now}, key => $key,
 	};
 	$self->{touched}{$tid} = 1;
-	$self->_event($pid, 'charge_requested', undef, $tid, "$type/$amount/$mid");
+	$self->_event($pid, 'charge_requested', undef, $tid, "$type/$amount/$mid/$self->{methods}{$mid}{ref}");
 }
 
 # Starts the due auto-recharges; returns the projects recharged.
@@ -425,6 +425,13 @@ sub op_set_clock
 	my ($self, $op) = @_;
 	die "model: the clock only moves forward" if $op->{to} < $self->{now};
 	$self->{now} = $op->{to};
+	return { value => undef };
+}
+
+sub op_set_minimum_deposit
+{
+	my ($self, $op) = @_;
+	$self->{min_deposit} = $op->{amount};
 	return { value => undef };
 }
 
@@ -542,7 +549,8 @@ sub op_complete_deposit
 	my $pid = $op->{pid};
 	my $t   = $self->{txns}{ $op->{tid} };
 	my $acct = $self->{acct}{$pid};
-	$t->{status} = 'completed';
+	$t->{status}  = 'completed';
+	$t->{invoice} = $op->{text};
 	$self->{touched}{ $t->{tid} } = 1;
 	$acct->{balance} += $t->{amount};
 	$self->{auto}{$pid}{armed} = 1 if $self->{auto}{$pid};
@@ -906,25 +914,26 @@ sub deposit_line
 }
 
 # transaction_history without transaction ids of accumulating rows:
-# pid|tid|date|type|amount|status|uncollected
+# pid|tid|date|type|amount|status|uncollected|invoice
 sub history_lines
 {
 	my $self = shift;
 	my @l;
 	for my $t (values %{ $self->{txns} })
 	{
-		push @l, join('|', $t->{pid}, $t->{tid}, $t->{created}, $t->{type}, $t->{amount}, $t->{status}, 0);
+		push @l, join('|', $t->{pid}, $t->{tid}, $t->{created}, $t->{type}, $t->{amount}, $t->{status}, 0,
+			$t->{invoice} // '');
 	}
 	for my $r (values %{ $self->{usage_tids} })
 	{
 		next unless $r->{status} eq 'completed';
-		push @l, join('|', $r->{pid}, $r->{tid}, $r->{h}, 'usage', -$r->{charge}, 'completed', $r->{uncollected});
+		push @l, join('|', $r->{pid}, $r->{tid}, $r->{h}, 'usage', -$r->{charge}, 'completed', $r->{uncollected}, '');
 	}
 	for my $pid (keys %{ $self->{acct} })
 	{
 		for my $x (values %{ $self->in_progress($pid) })
 		{
-			push @l, join('|', $pid, '-', $x->{h}, 'usage', -$x->{amount}, 'accumulating', 0);
+			push @l, join('|', $pid, '-', $x->{h}, 'usage', -$x->{amount}, 'accumulating', 0, '');
 		}
 	}
 	return sort @l;
@@ -1058,7 +1067,7 @@ sub next_op
 		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
 		record_usage => 8, late_usage => 3, record_usage_batch => 3, advance_clock => 13,
 		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
-		claim_events => 2, ack_event => 2);
+		claim_events => 2, ack_event => 2, set_minimum_deposit => 0.3);
 	my $g = "gen_$kind";
 	return $s->$g;
 }
@@ -1139,7 +1148,18 @@ sub gen_add_credits
 	elsif ($v < 0.27) { $op->{amount} = _pick([ 0, -5_000_000, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
 	elsif ($v < 0.29) { $op->{key} = _pick([ '', $s->{long} ]); }
 	elsif ($v < 0.31) { $op->{mid} = $s->_other_method($pid); }
-	else              { $op->{key} = $s->_key('dep') if _chance(0.5); }
+	else
+	{
+		$op->{key} = $s->_key('dep') if _chance(0.5);
+		my $a = $m->{acct}{$pid};
+		if ($a && $a->{depleted} && _chance(0.4))
+		{
+			# a deposit that brings the balance exactly to the accrued usage: not enough to lift
+			# the cut-off (or one micro-credit more: enough)
+			my $need = $m->accumulating($pid) - $a->{balance} + (_chance(0.3) ? 1 : 0);
+			$op->{amount} = $need if $need >= $m->{min_deposit};
+		}
+	}
 	return $op;
 }
 
@@ -1177,7 +1197,7 @@ sub _settle
 		$tid = _pick([ sort { $a <=> $b } @o ]);
 	}
 	$tid //= _chance(0.9) ? 77_777_777 : undef;
-	my $text = _chance(0.5) ? undef : $op_name eq 'complete_deposit' ? "https://invoices.example/in_$tid" : 'card_declined';
+	my $text = _chance(0.5) ? undef : $op_name eq 'complete_deposit' ? "https://invoices.example/in_" . ($tid // 0) : 'card_declined';
 	$text = '' if _chance(0.02);
 	return { op => $op_name, pid => $pid, tid => $tid, text => $text };
 }
@@ -1246,6 +1266,12 @@ sub gen_record_usage
 	my $m   = $s->{model};
 	my $pid = $s->_pid;
 	my $op  = { op => 'record_usage', pid => $pid, rid => $s->_api_rid($pid), amount => _usage_amount() };
+	if ($m->{acct}{$pid} && _chance(0.06))
+	{
+		# exactly what is left: the balance check must cut the project off (balance = accrued)
+		my $left = $m->available($pid);
+		$op->{amount} = $left if $left > 0;
+	}
 	my $v   = rand();
 	my $keys = [ sort keys %{ $m->{usage_keys}{$pid} // {} } ];
 	if ($v < 0.45) { $op->{key} = $s->_key('req'); }
@@ -1344,6 +1370,13 @@ sub gen_advance_clock
 	return { op => 'set_clock', to => $now + $d };
 }
 
+# The superuser's minimum deposit: mostly the default, sometimes lower or higher (a retry of
+# an earlier deposit must still get its id).
+sub gen_set_minimum_deposit
+{
+	return { op => 'set_minimum_deposit', amount => _pick([ 5_000_000, 5_000_000, 1_000_000, 12_000_000 ]) };
+}
+
 sub gen_run_hourly_deductions { return { op => 'run_hourly_deductions' }; }
 sub gen_run_balance_checks    { return { op => 'run_balance_checks' }; }
 
@@ -1357,6 +1390,8 @@ sub gen_configure_auto_recharge
 		amount => $s->_deposit_amount,
 		mid => _chance(0.3) ? _pick($s->_methods($pid)) : undef,
 	};
+	# a threshold exactly at the available balance: not below it, so no recharge yet
+	$op->{threshold} = $s->{model}->available($pid) if $s->{model}{acct}{$pid} && _chance(0.2);
 	my $v = rand();
 	if    ($v < 0.03) { $op->{threshold} = -1; }
 	elsif ($v < 0.06) { $op->{amount} = _pick([ 0, $s->{model}{min_deposit} - 1 ]); }

@@ -46,6 +46,7 @@ my $dbh = DBI->connect('dbi:Pg:dbname=postgres;host=' . $node->host . ';port=' .
 	'', '', { AutoCommit => 1, RaiseError => 0, PrintError => 0 })
   or BAIL_OUT("cannot connect: $DBI::errstr");
 $dbh->do("SET client_min_messages = warning");
+$dbh->do("LISTEN credits_events");
 # (the checks are prepared once: planning usage_in_progress costs more than running it)
 $dbh->do("SET plan_cache_mode = force_generic_plan");
 
@@ -66,7 +67,7 @@ my %Q = (
 	     FROM credits.transactions WHERE transaction_id > $1 OR transaction_id = ANY ($2::bigint[])
 	   UNION ALL
 	   SELECT \'ev\', event_id::text, project_id::text, kind, resource_id, transaction_id::text,
-	          payload->>\'type\', payload->>\'amount\', payload->>\'method_id\', NULL
+	          payload->>\'type\', payload->>\'amount\', payload->>\'method_id\', payload->>\'provider_ref\'
 	     FROM credits.events WHERE event_id > $3
 	   UNION ALL
 	   SELECT \'acct\', project_id::text, ' . micro('balance') . '::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL
@@ -78,12 +79,12 @@ my %Q = (
 	   UNION ALL
 	   SELECT \'res\', concat_ws(\'|\', project_id, resource_id, kind, state, ' . micro('rate_per_hour') . ', '
 	  . usec('state_since') . '), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-	     FROM credits.resources WHERE state NOT IN (\'terminated\', \'deleted\') OR state_since >= $5::timestamptz',
+	     FROM credits.resource_overview WHERE state NOT IN (\'terminated\', \'deleted\') OR state_since >= $5::timestamptz',
 	all_tx => 'SELECT transaction_id, project_id, type::text, status::text, ' . micro('amount') . ', '
 	  . micro('uncollected') . ', resource_id, ' . usec('usage_hour') . ', method_id
 	     FROM credits.transactions',
 	all_events => 'SELECT event_id, project_id, kind, resource_id, transaction_id, payload->>\'type\',
-	                      payload->>\'amount\', payload->>\'method_id\', claims,
+	                      payload->>\'amount\', payload->>\'method_id\', payload->>\'provider_ref\', claims,
 	                      CASE WHEN acked_at IS NULL THEN \'f\' ELSE \'t\' END
 	                 FROM credits.events',
 	overview => 'SELECT project_id, ' . micro('current_balance') . ', ' . micro('accumulating') . ', '
@@ -93,7 +94,7 @@ my %Q = (
 	in_progress_all => 'SELECT project_id, resource_id, ' . usec('usage_hour') . ', ' . micro('amount') . '
 	                      FROM credits.usage_in_progress',
 	resources => 'SELECT concat_ws(\'|\', project_id, resource_id, kind, state, ' . micro('rate_per_hour') . ', '
-	  . usec('state_since') . ') FROM credits.resources',
+	  . usec('state_since') . ') FROM credits.resource_overview',
 	methods => 'SELECT method_id, project_id, provider_ref, CASE WHEN is_default THEN \'t\' ELSE \'f\' END,
 	                   CASE WHEN removed_at IS NULL THEN \'f\' ELSE \'t\' END
 	              FROM credits.payment_methods',
@@ -102,8 +103,13 @@ my %Q = (
 	accounts => 'SELECT project_id, ' . micro('balance') . ', CASE WHEN depleted THEN \'t\' ELSE \'f\' END
 	               FROM credits.accounts',
 	history => 'SELECT project_id, CASE WHEN status = \'accumulating\' THEN \'-\' ELSE transaction_id::text END, '
-	  . usec('date') . ', type::text, ' . micro('amount') . ', status::text, ' . micro('uncollected') . '
+	  . usec('date') . ', type::text, ' . micro('amount') . ', status::text, ' . micro('uncollected') . ',
+	                   coalesce(invoice_url, \'\')
 	              FROM credits.transaction_history',
+	# (usage named after its resource)
+	usage_description => 'SELECT count(*) FROM credits.transactions
+	                       WHERE type = \'usage\' AND position(resource_id IN description) = 0',
+	available => 'SELECT project_id, ' . micro('credits.available_balance(project_id)') . ' FROM credits.accounts',
 	verify => 'SELECT project_id, problem FROM credits.verify()',
 );
 
@@ -139,6 +145,7 @@ sub op_sql
 	my ($op, $call_only) = @_;
 	my $o  = $op->{op};
 	return 'SET credits.clock = ' . ts($op->{to}) if $o eq 'set_clock';
+	return 'SET credits.minimum_deposit = ' . cr($op->{amount}) if $o eq 'set_minimum_deposit';
 	return "SELECT credits.open_account(" . num($op->{pid}) . ")" if $o eq 'open_account';
 	return sprintf('SELECT credits.add_payment_method(%s, %s, %s, %s)',
 		num($op->{pid}), lit($op->{ref}), lit($op->{label}), boolean($op->{make_default}))
@@ -226,8 +233,10 @@ sub diff_lines
 
 sub db_event_key
 {
-	my ($id, $pid, $kind, $rid, $tid, $type, $amount, $mid) = @_;
-	my $detail = $kind eq 'charge_requested' ? join('/', $type // '', CreditsModel::parse_credits($amount // '0'), $mid // '') : '';
+	my ($id, $pid, $kind, $rid, $tid, $type, $amount, $mid, $ref) = @_;
+	my $detail = $kind eq 'charge_requested'
+	  ? join('/', $type // '', CreditsModel::parse_credits($amount // '0'), $mid // '', $ref // '')
+	  : '';
 	return join('|', $pid, $kind, $rid // '', $tid // '', $detail);
 }
 
@@ -325,6 +334,11 @@ sub compare_step
 	my @ev = map { [ $_->[0], db_event_key(@$_) ] } @{ $state->{ev} };
 	my $e = $model->adopt_events(\@ev);
 	return $e if $e;
+	# events are announced with NOTIFY credits_events (in the transaction that queued them)
+	my $notified = 0;
+	while (my $n = $dbh->pg_notifies) { $notified++ if $n->[0] eq 'credits_events'; }
+	return "the operation queued " . scalar(@ev) . " events but sent $notified notifications on credits_events"
+	  if !@ev != !$notified;
 	for (@ev) { $max_event = $_->[0] if $_->[0] > $max_event; }
 
 	# balances, usage in progress and resources every step; the whole balance_overview every
@@ -386,14 +400,15 @@ sub compare_all
 {
 	my $e = compare_overview();
 	return $e if $e;
+	my $history = q_rows('history');
 	my @checks = (
 		[ 'transactions (tid|project|type|status|amount|uncollected|resource|hour|method)',
 			[ $model->final_transaction_lines ],
 			[ map { tx_line($_) } grep { $_->[3] ne 'accumulating' } @{ q_rows('all_tx') } ] ],
-		[ 'transaction_history (project|tid|date|type|amount|status|uncollected)',
-			[ $model->history_lines ], [ map { tx_line($_) } @{ q_rows('history') } ] ],
+		[ 'transaction_history (project|tid|date|type|amount|status|uncollected|invoice)',
+			[ $model->history_lines ], [ map { tx_line($_) } @$history ] ],
 		[ 'events (id|project|kind|resource|tid|detail|claims|acked)', [ $model->event_lines ],
-			[ map { join('|', $_->[0], db_event_key(@$_[ 0 .. 7 ]), $_->[8], $_->[9]) } @{ q_rows('all_events') } ] ],
+			[ map { join('|', $_->[0], db_event_key(@$_[ 0 .. 8 ]), $_->[9], $_->[10]) } @{ q_rows('all_events') } ] ],
 		[ 'payment methods (id|project|ref|default|removed)', [ $model->method_lines ],
 			[ map { tx_line($_) } @{ q_rows('methods') } ] ],
 		[ 'auto-recharge settings (project|enabled|threshold|amount|method|armed)', [ $model->auto_lines ],
@@ -406,6 +421,11 @@ sub compare_all
 		[ 'usage_in_progress (project|resource|hour|amount)',
 			[ map { my $p = $_; map { join('|', $p, $_->{rid}, $_->{h}, -$_->{amount}) } values %{ $model->in_progress($p) } } $model->projects ],
 			[ map { join('|', @$_) } @{ q_rows('in_progress_all') } ] ],
+		[ 'available_balance() (project|available)', [ map { join('|', $_, $model->available($_)) } $model->projects ],
+			[ map { tx_line($_) } @{ q_rows('available') } ] ],
+		[ 'transaction_history rows out of order (newest first)', [ 0 ], [ scalar(grep { $history->[$_][2] > $history->[ $_ - 1 ][2] } 1 .. $#$history) ] ],
+		[ 'usage transactions whose description does not name the resource', [ 0 ],
+			[ q_rows('usage_description')->[0][0] ] ],
 		[ 'verify()', [], [ map { tx_line($_) } @{ q_rows('verify') } ] ],
 	);
 	for my $c (@checks)
