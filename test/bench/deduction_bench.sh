@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# run_hourly_deductions over PROJECTS x 10 resources (default 100,000 x 10 = 1,000,000
+# resource-hours), each running since 10:00, deducted at 11:00:05: every resource's hour is
+# booked and completed and every balance debited.  Next to it, from the same run, a plpgsql
+# loop charging a copy of the same data row by row (compute the hour's amount, INSERT the
+# usage row, UPDATE the balance, advance the resource), as a naive implementation would - on
+# the first tenth of the projects, to stay within a few minutes (its rate per resource-hour
+# does not depend on the size).
+#
+#   test/bench/deduction_bench.sh [PROJECTS]
+#
+# Target: >= 300,000 resource-hours/s.  The data is loaded straight into the tables (the
+# API would take ~3 ms per start_instance); the result is checked (every hour once, every
+# balance right).  The extension must be installed.  About 3-5 minutes at the default size.
+set -euo pipefail
+projects=${1:-100000}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/tmp_server.sh
+. "$here/../lib/tmp_server.sh"
+
+TMP_SERVER_CONF="max_wal_size = 8GB
+checkpoint_timeout = 30min
+work_mem = 64MB
+maintenance_work_mem = 256MB" tmp_server_start deduction_bench
+psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+echo "loading $projects projects x 10 running resources ..."
+t0=$(date +%s)
+psql <<SQL
+SET client_min_messages = warning;
+SET credits.clock = '2026-09-01 09:00+00';
+INSERT INTO credits.accounts (project_id, balance, opened_at)
+SELECT p, '1000.00', '2026-09-01 09:00+00' FROM generate_series(1, $projects) AS p;
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
+SELECT p, 'deposit', 'completed', '1000.00', '2026-09-01 09:00+00', 'Deposit', '2026-09-01 09:00+00'
+  FROM generate_series(1, $projects) AS p;
+INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, accrued_until, created_at)
+SELECT p, 'gpu-' || k, 'instance', 'running', ((p + k) % 20 + 1) * '0.13'::credits.credits,
+       '2026-09-01 10:00+00', '2026-09-01 10:00+00', '2026-09-01 10:00+00'
+  FROM generate_series(1, $projects) AS p, generate_series(1, 10) AS k;
+-- the copy for the row-by-row loop
+CREATE SCHEMA naive;
+CREATE TABLE naive.accounts (project_id bigint PRIMARY KEY, balance credits.credits NOT NULL CHECK (balance >= '0'));
+INSERT INTO naive.accounts SELECT project_id, balance FROM credits.accounts;
+CREATE TABLE naive.resources (project_id bigint, resource_id text, rate_per_hour credits.credits,
+                              accrued_until timestamptz, PRIMARY KEY (project_id, resource_id));
+INSERT INTO naive.resources SELECT project_id, resource_id, rate_per_hour, accrued_until FROM credits.resources;
+CREATE TABLE naive.usage (project_id bigint, resource_id text, usage_hour timestamptz, amount credits.credits,
+                          PRIMARY KEY (project_id, resource_id, usage_hour));
+CREATE FUNCTION naive.charge(cur timestamptz, last_project bigint) RETURNS bigint LANGUAGE plpgsql AS \$\$
+DECLARE
+    r record;
+    amt credits.credits;
+    n bigint := 0;
+BEGIN
+    FOR r IN SELECT * FROM naive.resources WHERE accrued_until < cur AND project_id <= last_project
+              ORDER BY project_id, resource_id FOR UPDATE LOOP
+        amt := credits._accrued_amount(credits._accrual(r.rate_per_hour, r.accrued_until, cur));
+        INSERT INTO naive.usage VALUES (r.project_id, r.resource_id, credits.hour_of(r.accrued_until), amt);
+        UPDATE naive.accounts a SET balance = greatest(a.balance - amt, '0'::credits.credits)
+         WHERE a.project_id = r.project_id;
+        UPDATE naive.resources x SET accrued_until = cur
+         WHERE x.project_id = r.project_id AND x.resource_id = r.resource_id;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END \$\$;
+VACUUM ANALYZE;
+CHECKPOINT;
+SQL
+echo "loaded in $(( $(date +%s) - t0 )) s"
+
+# SQL -> "result seconds"
+timed() {
+  psql -At <<SQL | tail -2 | paste -sd' '
+SET credits.clock = '2026-09-01 11:00:05+00';
+SELECT clock_timestamp() AS t0 \gset
+$1
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 2);
+SQL
+}
+
+read -r ext_n ext_s <<<"$(timed 'SELECT credits.run_hourly_deductions();')"
+read -r naive_n naive_s <<<"$(timed "SELECT naive.charge('2026-09-01 11:00+00', $((projects / 10)));")"
+
+# the results: every resource's hour once, at its rate; the balances; the copy agrees
+psql -At <<'SQL'
+SELECT 'check: ' || format('usage rows %s (completed %s, distinct resource-hours %s); balances %s; naive balances %s; the projects both charged agree: %s',
+    (SELECT count(*) FROM credits.transactions WHERE type = 'usage'),
+    (SELECT count(*) FROM credits.transactions WHERE type = 'usage' AND status = 'completed'),
+    (SELECT count(DISTINCT (project_id, resource_id, usage_hour)) FROM credits.transactions WHERE type = 'usage'),
+    (SELECT sum(balance::numeric) FROM credits.accounts),
+    (SELECT sum(balance::numeric) FROM naive.accounts),
+    (SELECT count(*) = 0 FROM credits.accounts a JOIN naive.accounts n USING (project_id)
+      WHERE a.balance <> n.balance AND n.project_id IN (SELECT project_id FROM naive.usage)));
+SQL
+
+printf '\n%s, %d cores, %d projects x 10 resources, one ended hour each\n' \
+  "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$projects"
+printf 'run_hourly_deductions: %s resource-hours in %s s = %.0f resource-hours/s\n' "$ext_n" "$ext_s" "$(echo "$ext_n / $ext_s" | bc -l)"
+printf 'plpgsql row-by-row:    %s resource-hours in %s s = %.0f resource-hours/s\n' "$naive_n" "$naive_s" "$(echo "$naive_n / $naive_s" | bc -l)"
+printf 'set-based / row-by-row: %.2fx per resource-hour; target >= 300000 resource-hours/s\n' \
+  "$(echo "($ext_n / $ext_s) / ($naive_n / $naive_s)" | bc -l)"
