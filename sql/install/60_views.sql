@@ -11,54 +11,65 @@ CREATE AGGREGATE credits.burn_rate(amount credits.credits, per interval) (
     SFUNC = credits._burn_rate_accum, STYPE = credits.credits, INITCOND = '0',
     COMBINEFUNC = credits._burn_rate_combine, PARALLEL = SAFE);
 
--- What a project consumes per hour now: the rates of its running instances and accessible
--- volumes, plus its API usage of the last ended hour.  (BEGIN ATOMIC: bound at install time,
--- whatever the caller's search_path.)  SECURITY DEFINER: balance_overview calls it with the
--- reader's rights, and readers may not read the tables.
+-- What a project consumes per hour, input by input for credits.burn_rate(amount, '1 hour'):
+-- the rates of its running instances and accessible volumes, plus its API usage of the last
+-- ended hour (deducted or not).  Read it with a project_id filter: it reaches every branch.
+CREATE VIEW credits._burn_rate_inputs AS
+SELECT r.project_id, r.rate_per_hour AS amount
+  FROM credits.resources r
+ WHERE r.state IN ('running', 'available')
+UNION ALL
+SELECT t.project_id, -t.amount
+  FROM credits.transactions t
+ WHERE t.type = 'usage' AND t.status = 'completed'
+   AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+   AND NOT EXISTS (SELECT FROM credits.resources r
+                    WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)
+UNION ALL
+SELECT u.project_id, -u.amount
+  FROM credits.usage_in_progress u
+ WHERE u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+   AND NOT EXISTS (SELECT FROM credits.resources r
+                    WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id);
+
+-- What a project consumes per hour now.  (BEGIN ATOMIC: bound at install time, whatever the
+-- caller's search_path.)  SECURITY DEFINER: readers may not read the tables.
 CREATE FUNCTION credits._burn_rate_of(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
 BEGIN ATOMIC
-    SELECT credits.burn_rate(x.amount, interval '1 hour')
-      FROM (SELECT r.rate_per_hour AS amount
-              FROM credits.resources r
-             WHERE r.project_id = _burn_rate_of.project_id AND r.state IN ('running', 'available')
-            UNION ALL
-            SELECT -t.amount
-              FROM credits.transactions t
-             WHERE t.project_id = _burn_rate_of.project_id AND t.type = 'usage' AND t.status = 'completed'
-               AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
-               AND NOT EXISTS (SELECT FROM credits.resources r
-                                WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)
-            UNION ALL
-            SELECT -u.amount
-              FROM credits.usage_in_progress u
-             WHERE u.project_id = _burn_rate_of.project_id
-               AND u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
-               AND NOT EXISTS (SELECT FROM credits.resources r
-                                WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)) AS x;
+    SELECT credits.burn_rate(b.amount, interval '1 hour')
+      FROM credits._burn_rate_inputs b WHERE b.project_id = _burn_rate_of.project_id;
 END;
 
 -- One row per project: balance, usage accumulating, what is available, burn rate and runway.
 -- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient, to the second.
+-- The accrued usage and the burn rate are LATERAL subqueries over the views, not calls of
+-- credits._accumulating() and credits._burn_rate_of(): a SQL function that cannot be inlined
+-- plans its query again on every execution of the outer one (about 10 ms a row here), while
+-- this view is planned with the query and a prepared read of one project takes about 0.4 ms.
+-- (The view reads the tables with its owner's rights, so readers need no SECURITY DEFINER.)
 CREATE VIEW credits.balance_overview AS
 SELECT a.project_id,
        a.balance AS current_balance,
-       m.accumulating,
-       m.available_balance,
-       m.burn_rate,
-       CASE WHEN m.burn_rate > '0'::credits.credits
-            THEN round(m.available_balance / m.burn_rate, 2) END AS hours_remaining,
-       CASE WHEN m.burn_rate > '0'::credits.credits
-            THEN date_trunc('second', credits.now() + (m.available_balance / m.burn_rate) * interval '1 hour')
+       acc.accumulating,
+       av.available_balance,
+       br.burn_rate,
+       CASE WHEN br.burn_rate > '0'::credits.credits
+            THEN round(av.available_balance / br.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN br.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (av.available_balance / br.burn_rate) * interval '1 hour')
        END AS runs_out_at,
        coalesce(r.enabled, false) AS auto_recharge_enabled
   FROM credits.accounts a
   LEFT JOIN credits.auto_recharge r USING (project_id)
   CROSS JOIN LATERAL (
-      SELECT acc.accumulating,
-             greatest(a.balance - acc.accumulating, '0'::credits.credits) AS available_balance,
-             credits._burn_rate_of(a.project_id) AS burn_rate
-        FROM (SELECT credits._accumulating(a.project_id) AS accumulating) AS acc) AS m;
+      SELECT coalesce(-sum(u.amount), '0'::credits.credits) AS accumulating
+        FROM credits.usage_in_progress u WHERE u.project_id = a.project_id) AS acc
+  CROSS JOIN LATERAL (
+      SELECT credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+        FROM credits._burn_rate_inputs b WHERE b.project_id = a.project_id) AS br
+  CROSS JOIN LATERAL (
+      SELECT greatest(a.balance - acc.accumulating, '0'::credits.credits) AS available_balance) AS av;
 
 -- One row per transaction, newest first; usage hours still running show as accumulating
 -- (with a null transaction_id while they have no stored row yet).
