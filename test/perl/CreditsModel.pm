@@ -1067,7 +1067,7 @@ sub next_op
 		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
 		record_usage => 8, late_usage => 3, record_usage_batch => 3, advance_clock => 13,
 		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
-		claim_events => 2, ack_event => 2, set_minimum_deposit => 0.3);
+		claim_events => 2, ack_event => 2, set_minimum_deposit => 0.5);
 	my $g = "gen_$kind";
 	return $s->$g;
 }
@@ -1181,7 +1181,7 @@ sub _settle
 	my @pending = sort { $a <=> $b } map { $_->{tid} } grep { $_->{status} eq 'pending' } values %{ $m->{txns} };
 	if ($v < 0.82 && @pending)
 	{
-		$tid = _pick(\@pending);
+		$tid = _chance(0.4) ? $pending[-1] : _pick(\@pending);    # often the newest
 		$pid = $m->{txns}{$tid}{pid};
 	}
 	elsif ($v < 0.82) { $tid = $s->_some_tid($pid, 'pending'); }
@@ -1374,7 +1374,7 @@ sub gen_advance_clock
 # an earlier deposit must still get its id).
 sub gen_set_minimum_deposit
 {
-	return { op => 'set_minimum_deposit', amount => _pick([ 5_000_000, 5_000_000, 1_000_000, 12_000_000 ]) };
+	return { op => 'set_minimum_deposit', amount => _pick([ 5_000_000, 5_000_000, 1_000_000, 12_000_000, 10_000 ]) };
 }
 
 sub gen_run_hourly_deductions { return { op => 'run_hourly_deductions' }; }
