@@ -95,8 +95,7 @@ DECLARE
     at timestamptz;
     cur timestamptz;
     completed bigint;
-    ids bigint[];
-    accrued credits.credits[];
+    due record;
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
@@ -104,9 +103,8 @@ BEGIN
     PERFORM credits._fold_usage_events(at);
     PERFORM credits._book_ended_hours(cur);
     completed := credits._deduct_ended_hours(cur, at);
-    SELECT coalesce(array_agg(u.project_id), '{}'), coalesce(array_agg(u.accumulating), '{}')
-      INTO ids, accrued FROM credits.accumulating_by_project u;
-    PERFORM credits._start_auto_recharges(ids, accrued);
+    SELECT * INTO due FROM credits._due_projects();
+    PERFORM credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
     RETURN completed;
 END $$;
 
@@ -114,6 +112,36 @@ END $$;
 CREATE VIEW credits.accumulating_by_project AS
 SELECT u.project_id, -sum(u.amount) AS accumulating
   FROM credits.usage_in_progress u GROUP BY u.project_id;
+
+-- The projects a periodic run may have to act on, found in one pass over the accounts with
+-- their usage accrued and not yet deducted (the costly part, computed once per run): those
+-- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
+-- finds the available balance below its threshold.  Each list comes with the accrued usage of
+-- its projects, in project order.  (BEGIN ATOMIC: bound at install time, whatever the
+-- caller's search_path.)
+CREATE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[])
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    WITH positions AS (
+        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold
+          FROM credits.accounts a
+          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    flagged AS (
+        SELECT p.project_id, p.accrued,
+               NOT p.depleted AND p.balance <= p.accumulating AS used_up,
+               p.recharging AND greatest(p.balance - p.accrued, '0'::credits.credits) < p.threshold AS recharge
+          FROM positions p)
+    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}')
+      FROM flagged f;
+END;
 
 -- Cuts off every project whose accrued usage has used up its available balance (the balance
 -- itself is still positive: deductions cut off the ones that reach zero), then starts the
@@ -123,24 +151,20 @@ CREATE FUNCTION credits.run_balance_checks() RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
 DECLARE
     at timestamptz;
-    ids bigint[];
-    accrued credits.credits[];
+    due record;
     cut_off bigint[];
     recharged bigint[];
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
     PERFORM credits._fold_usage_events(at);
-    -- Accrued usage per project, computed once for both steps (the cut-off books live usage
-    -- into usage transactions, which leaves each project's total as it was).
-    SELECT coalesce(array_agg(u.project_id), '{}'), coalesce(array_agg(u.accumulating), '{}')
-      INTO ids, accrued FROM credits.accumulating_by_project u;
+    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- usage transactions, which leaves each project's total as it was).
+    SELECT * INTO due FROM credits._due_projects();
 
     WITH used_up AS (
-        SELECT a.project_id, u.accumulating
-          FROM credits.accounts a JOIN unnest(ids, accrued) AS u(project_id, accumulating) USING (project_id)
-         WHERE NOT a.depleted AND a.balance <= u.accumulating
-         ORDER BY a.project_id),
+        SELECT u.project_id, u.accumulating
+          FROM unnest(due.used_up_ids, due.used_up_accrued) AS u(project_id, accumulating)),
     flagged AS (
         -- The balance is tested again here: when a deposit committed after this statement's
         -- snapshot, the UPDATE re-evaluates its WHERE on the new row and must see the deposit.
@@ -150,6 +174,6 @@ BEGIN
         RETURNING a.project_id)
     SELECT coalesce(array_agg(f.project_id), '{}') INTO cut_off FROM flagged f;
 
-    recharged := credits._start_auto_recharges(ids, accrued);
+    recharged := credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
     RETURN (SELECT count(*) FROM (SELECT unnest(cut_off) UNION SELECT unnest(recharged)) AS acted);
 END $$;

@@ -42,35 +42,52 @@ BEGIN
            method_id = excluded.method_id, armed = true, updated_at = excluded.updated_at;
 END $$;
 
--- Requests the auto-recharges that are due now: enabled, armed, none pending, a usable
--- method, and an available balance below the threshold.  The caller passes each project's
--- usage accrued and not yet deducted (credits.accumulating_by_project, as two arrays; a
--- project not in them has none), so that a run computes it once.  Returns the projects for
--- which a recharge was requested.
-CREATE FUNCTION credits._start_auto_recharges(accumulating_ids bigint[], accumulating_amounts credits.credits[])
+-- Requests the auto-recharges that are due now among the candidates given (credits._due_projects
+-- finds them): enabled, armed, none pending, a usable method, and an available balance below
+-- the threshold, tested again here with the current balance and the candidate's accrued
+-- usage.  One set-based insert of the pending auto_recharge transactions and their
+-- charge_requested events, shaped as credits._request_charge shapes them; the unique index
+-- leaves out a project whose recharge a concurrent run requested first.  Returns the
+-- projects for which a recharge was requested.
+CREATE FUNCTION credits._start_auto_recharges(candidate_ids bigint[], candidate_accrued credits.credits[])
     RETURNS bigint[]
-    LANGUAGE sql AS $$
-    WITH accrued AS (
-        SELECT u.project_id, u.amount
-          FROM unnest(accumulating_ids, accumulating_amounts) AS u(project_id, amount)),
-    due AS (
-        SELECT r.project_id, r.amount, coalesce(r.method_id, m.method_id) AS method_id
-          FROM credits.auto_recharge r
-          JOIN credits.accounts a USING (project_id)
-          LEFT JOIN credits.payment_methods m ON m.project_id = r.project_id AND m.is_default
-          LEFT JOIN accrued u ON u.project_id = r.project_id
+    LANGUAGE plpgsql AS $$
+DECLARE
+    requested_ids bigint[];
+BEGIN
+    WITH due AS (
+        SELECT r.project_id, r.amount, m.method_id, m.provider_ref, m.label
+          FROM unnest(candidate_ids, candidate_accrued) AS c(project_id, accrued)
+          JOIN credits.auto_recharge r ON r.project_id = c.project_id
+          JOIN credits.accounts a ON a.project_id = c.project_id
+          JOIN LATERAL (SELECT m.method_id, m.provider_ref, m.label FROM credits.payment_methods m
+                         WHERE m.project_id = r.project_id AND m.removed_at IS NULL
+                           AND (m.method_id = r.method_id OR (r.method_id IS NULL AND m.is_default))) AS m ON true
          WHERE r.enabled AND r.armed
-           AND greatest(a.balance - coalesce(u.amount, '0'::credits.credits), '0') < r.threshold
+           AND greatest(a.balance - c.accrued, '0'::credits.credits) < r.threshold
            AND NOT EXISTS (SELECT FROM credits.transactions t
                             WHERE t.project_id = r.project_id AND t.type = 'auto_recharge'
-                              AND t.status = 'pending')
-         ORDER BY r.project_id),
+                              AND t.status = 'pending')),
     requested AS (
-        SELECT d.project_id,
-               credits._request_charge(d.project_id, 'auto_recharge', d.amount, d.method_id, NULL) AS id
-          FROM due d
-         WHERE d.method_id IS NOT NULL)
-    -- (a recharge that a concurrent run requested first is not requested again: null id)
-    SELECT coalesce(array_agg(q.project_id ORDER BY q.project_id) FILTER (WHERE q.id IS NOT NULL), '{}')
-      FROM requested q;
-$$;
+        INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description, method_id)
+        SELECT d.project_id, 'auto_recharge', 'pending', d.amount, credits.now(),
+               'Auto-recharge' || coalesce(' (' || d.label || ')', ''), d.method_id
+          FROM due d ORDER BY d.project_id
+        ON CONFLICT DO NOTHING
+        RETURNING t.transaction_id, t.project_id, t.amount, t.method_id),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT q.project_id, 'charge_requested', NULL, q.transaction_id,
+               jsonb_build_object('transaction_id', q.transaction_id, 'type', 'auto_recharge',
+                                  'amount', q.amount::text, 'method_id', q.method_id,
+                                  'provider_ref', d.provider_ref, 'idempotency_key', NULL),
+               credits.now()
+          FROM requested q JOIN due d ON d.project_id = q.project_id
+         ORDER BY q.transaction_id)
+    SELECT coalesce(array_agg(q.project_id ORDER BY q.project_id), '{}') INTO requested_ids FROM requested q;
+
+    IF cardinality(requested_ids) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN requested_ids;
+END $$;
