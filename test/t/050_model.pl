@@ -38,6 +38,7 @@ lc_messages = 'C'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+log_statement = none
 CONF
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION credits');
