@@ -239,7 +239,8 @@ sub client
 		}
 		elsif ($op eq 'instance')
 		{
-			my $res = "i-$p-" . int(rand(3));
+			# three instance ids per project, renewed every 15 s: terminated ones cannot start again
+			my $res = "i-$p-" . int(time() / 15) . '-' . int(rand(3));
 			if (rand() < 0.5)
 			{
 				my $rate = (qw(20.00 60.00 150.00))[ int(rand(3)) ];
