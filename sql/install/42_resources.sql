@@ -35,10 +35,11 @@ BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
-    -- Resource row first, then the account: the order the periodic runs lock them in.
+    -- The account first, then the resource: the order every path locks them in (the periodic
+    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
+    PERFORM credits._require_available_balance(project_id);
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
-    PERFORM credits._require_available_balance(project_id);
 
     IF r.project_id IS NULL THEN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,

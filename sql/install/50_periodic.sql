@@ -9,6 +9,22 @@
 CREATE FUNCTION credits._lock_periodic_runs() RETURNS void
     LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(hashtext('credits periodic run')::bigint << 32) $$;
 
+-- Locks, in project order, the accounts this deduction run will debit: those with a resource
+-- billing since before cur or a usage hour before cur not yet deducted.  Taking them before
+-- any resource keeps the one lock order account → resource of every other path (start_instance,
+-- the balance checks' cut-off, a deposit's volume restore), so none can deadlock with the run.
+CREATE FUNCTION credits._lock_due_accounts(cur timestamptz) RETURNS bigint
+    LANGUAGE sql AS $$
+    SELECT count(*) FROM (
+        SELECT a.project_id FROM credits.accounts a
+         WHERE a.project_id IN (SELECT r.project_id FROM credits.resources r WHERE r.accrued_until < cur
+                                UNION
+                                SELECT t.project_id FROM credits.transactions t
+                                 WHERE t.status = 'accumulating' AND t.usage_hour < cur)
+         ORDER BY a.project_id
+           FOR NO KEY UPDATE) AS locked;
+$$;
+
 -- Books every billing resource's time up to the hour boundary cur (all of its ended hours).
 CREATE FUNCTION credits._book_ended_hours(cur timestamptz) RETURNS void
     LANGUAGE sql AS $$
@@ -101,6 +117,7 @@ BEGIN
     at := credits.now();
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
+    PERFORM credits._lock_due_accounts(cur);
     PERFORM credits._book_ended_hours(cur);
     completed := credits._deduct_ended_hours(cur, at);
     SELECT * INTO due FROM credits._due_projects();
