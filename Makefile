@@ -29,12 +29,14 @@ ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_check_iso \
 
 TAP_TESTS   = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
-PROVE_FLAGS = -I test/perl
 
 EXTRA_CLEAN = $(DATA_built) tmp_check_iso test/fuzz/build regression.diffs regression.out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The TAP tests' own modules (Makefile.global resets PROVE_FLAGS, so this comes after it).
+PG_PROVE_FLAGS += -I test/perl
 
 $(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_PARTS)
 	cat $^ > $@
