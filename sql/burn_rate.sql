@@ -1,17 +1,11 @@
 \set ECHO none
 \ir test/sql/helpers.sql
+\ir test/sql/metering_helpers.sql
 \set ECHO all
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 -- Burn rate: the C aggregate credits.burn_rate(amount, per) and the burn_rate, hours_remaining
 -- and runs_out_at columns of balance_overview.  Projects 5500-5529, June 2026.
-
-CREATE FUNCTION pg_temp.funded(project_id bigint, amount credits) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM credits.open_account(project_id);
-    PERFORM credits.add_payment_method(project_id, 'pm_' || project_id);
-    PERFORM credits.complete_deposit(project_id, credits.add_credits(project_id, amount));
-END $$;
 
 --
 -- The aggregate: each input is "amount every per", scaled to one hour exactly and rounded

@@ -1,47 +1,12 @@
 \set ECHO none
 \ir test/sql/helpers.sql
+\ir test/sql/metering_helpers.sql
 \set ECHO all
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 -- Instances: per-second (per-microsecond) billing split at UTC hour boundaries, one usage
 -- transaction per (project, resource, hour), rounded half to even once per hour.
 -- Projects 5001-5029.
-
--- A project with an account, a card and a completed deposit of amount.
-CREATE FUNCTION pg_temp.funded(project_id bigint, amount credits) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM credits.open_account(project_id);
-    PERFORM credits.add_payment_method(project_id, 'pm_' || project_id);
-    PERFORM credits.complete_deposit(project_id, credits.add_credits(project_id, amount));
-END $$;
-
--- A project's usage rows as transaction_history shows them, oldest first.
-CREATE FUNCTION pg_temp.usage(p bigint)
-    RETURNS TABLE (stored boolean, date timestamptz, description text, amount credits,
-                   status credits.transaction_status, uncollected credits)
-    LANGUAGE sql AS $$
-    SELECT h.transaction_id IS NOT NULL, h.date, left(h.description, 30), h.amount, h.status, h.uncollected
-      FROM credits.transaction_history h
-     WHERE h.project_id = p AND h.type = 'usage'
-     ORDER BY h.date, h.description;
-$$;
-
--- Runs the hourly deductions; returns how many usage transactions of projects lo..hi it
--- completed (other test files' projects may share the database), and flags a run that
--- returned fewer than that.
-CREATE FUNCTION pg_temp.deduct(lo bigint DEFAULT 5000, hi bigint DEFAULT 5999) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    before bigint;
-    returned bigint;
-    mine bigint;
-BEGIN
-    SELECT count(*) INTO before FROM credits.transactions
-     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
-    returned := credits.run_hourly_deductions();
-    SELECT count(*) - before INTO mine FROM credits.transactions
-     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
-    RETURN mine || ' completed' || CASE WHEN returned < mine THEN format(' (but it returned %s)', returned) ELSE '' END;
-END $$;
 
 --
 -- Started 10:20, stopped 12:40 at 3.00/h: 2.00 + 3.00 + 2.00 for hours 10, 11, 12.

@@ -1,56 +1,12 @@
 \set ECHO none
 \ir test/sql/helpers.sql
+\ir test/sql/metering_helpers.sql
 \set ECHO all
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 -- Zero balance: what happens when a balance reaches zero or accrued usage uses it up, and when
 -- a deposit makes it positive again (src/zero_balance.c decides, 44_zero_balance.sql acts).
 -- Projects 5400-5449, May 2026.
-
-CREATE FUNCTION pg_temp.funded(project_id bigint, amount credits) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM credits.open_account(project_id);
-    PERFORM credits.add_payment_method(project_id, 'pm_' || project_id);
-    PERFORM credits.complete_deposit(project_id, credits.add_credits(project_id, amount));
-END $$;
-
-CREATE FUNCTION pg_temp.usage(p bigint)
-    RETURNS TABLE (stored boolean, date timestamptz, description text, amount credits,
-                   status credits.transaction_status, uncollected credits)
-    LANGUAGE sql AS $$
-    SELECT h.transaction_id IS NOT NULL, h.date, left(h.description, 30), h.amount, h.status, h.uncollected
-      FROM credits.transaction_history h
-     WHERE h.project_id = p AND h.type = 'usage'
-     ORDER BY h.date, h.description;
-$$;
-
--- Runs the hourly deductions; returns how many usage transactions of projects lo..hi it
--- completed, and flags a run that returned fewer than that.
-CREATE FUNCTION pg_temp.deduct(lo bigint DEFAULT 5000, hi bigint DEFAULT 5999) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    before bigint;
-    returned bigint;
-    mine bigint;
-BEGIN
-    SELECT count(*) INTO before FROM credits.transactions
-     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
-    returned := credits.run_hourly_deductions();
-    SELECT count(*) - before INTO mine FROM credits.transactions
-     WHERE project_id BETWEEN lo AND hi AND type = 'usage' AND status = 'completed';
-    RETURN mine || ' completed' || CASE WHEN returned < mine THEN format(' (but it returned %s)', returned) ELSE '' END;
-END $$;
-
--- A project's balance and usage totals by status.
-CREATE FUNCTION pg_temp.totals(p bigint) RETURNS text LANGUAGE sql AS $$
-    SELECT format('balance=%s depleted=%s completed=%s (uncollected %s) accumulating=%s',
-                  a.balance, a.depleted,
-                  (SELECT coalesce(sum(t.amount), '0') FROM credits.transactions t
-                    WHERE t.project_id = p AND t.type = 'usage' AND t.status = 'completed'),
-                  (SELECT coalesce(sum(t.uncollected), '0') FROM credits.transactions t
-                    WHERE t.project_id = p AND t.type = 'usage'),
-                  credits._accumulating(p))
-      FROM credits.accounts a WHERE a.project_id = p;
-$$;
 
 
 -- The zero-balance events of project p, oldest first.
