@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root) or a prepared one:
-# packages, build and install (test/setup.sh), then regress, isolation specs, TAP tests and a
-# short fuzz run, each on its own throwaway server. Ends with one line "N passed, N failed".
+# packages, build and install (test/setup.sh), then regress, isolation specs, TAP tests, the
+# regress and isolation suites again under UBSan, and a short fuzz run, each on its own
+# throwaway server. Ends with one line "N passed, N failed".
 #
 # As root the tests run as the postgres user (initdb refuses root) in a copy of the tree.
 set -uo pipefail
@@ -44,6 +45,15 @@ if [ "$ntap" -gt 0 ]; then
   as_tester make -C "$work" -s PG_CONFIG="$PG_CONFIG" tapcheck 2>&1 | tee "$logs/tapcheck.log"
   ok=$(grep -cE '^test/t/.*\.pl \.+ ok' "$logs/tapcheck.log")
   count tapcheck "$ok" $((ntap - ok))
+fi
+
+# The regress and isolation suites once more against the extension built with UBSan (every
+# integer overflow, shift and conversion of the C code checked); test/sanitize.sh documents it,
+# and its valgrind mode (too slow for every run).
+if SANITIZE_VALGRIND=0 "$work/test/sanitize.sh" > "$logs/sanitize.log" 2>&1; then
+  tail -1 "$logs/sanitize.log"; count sanitize 1 0
+else
+  tail -30 "$logs/sanitize.log"; count sanitize 0 1
 fi
 
 # The text-parser fuzzer: a short run; any crash or round-trip mismatch fails it.
