@@ -90,6 +90,9 @@ sub new
 		dep_keys    => {},    # pid -> key -> tid
 		usage_keys  => {},    # pid -> key -> [rid, amount]
 		res         => {},    # pid -> rid -> { rid, kind, state, rate, since, live_from }
+		active      => {},    # pid -> rid -> the same, for those not terminated or deleted
+		finalized   => [],    # [pid, resource] as they were terminated or deleted, in time order
+		pending     => {},    # tid -> pending deposit or auto-recharge
 		rows        => {},    # pid -> rid -> hour -> usage row { pid, rid, h, units, api, status, tid, charge, uncollected }
 		acc         => {},    # pid -> "rid\0hour" -> usage row still accumulating
 		usage_tids  => {},    # tid -> usage row (once known)
@@ -259,7 +262,7 @@ sub in_progress
 		$x->{units} += $r->{units};
 		$x->{api} += $r->{api};
 	}
-	for my $r (values %{ $self->{res}{$pid} // {} })
+	for my $r (values %{ $self->{active}{$pid} // {} })
 	{
 		next unless defined $r->{live_from};
 		for my $s (_segments($r->{rate}, $r->{live_from}, $self->{now}))
@@ -301,7 +304,7 @@ sub burn_rate
 {
 	my ($self, $pid) = @_;
 	my $burn = 0;
-	for my $r (values %{ $self->{res}{$pid} // {} })
+	for my $r (values %{ $self->{active}{$pid} // {} })
 	{
 		$burn += $r->{rate} if $r->{state} eq 'running' || $r->{state} eq 'available';
 	}
@@ -326,9 +329,9 @@ sub burn_rate
 sub _cut_off
 {
 	my ($self, $pid) = @_;
-	for my $rid (sort keys %{ $self->{res}{$pid} })
+	for my $rid (sort keys %{ $self->{active}{$pid} })
 	{
-		my $r = $self->{res}{$pid}{$rid};
+		my $r = $self->{active}{$pid}{$rid};
 		next unless $r->{state} eq 'running' || $r->{state} eq 'available';
 		$self->_book($pid, $r, $self->{now});
 		$r->{live_from} = undef;
@@ -336,6 +339,7 @@ sub _cut_off
 		if ($r->{kind} eq 'instance')
 		{
 			$r->{state} = 'terminated';
+			$self->_finalized($pid, $r);
 			$self->_event($pid, 'instance_terminated', $rid);
 		}
 		else
@@ -354,9 +358,9 @@ sub _restore
 	my ($self, $pid) = @_;
 	$self->{acct}{$pid}{depleted} = 0;
 	$self->{stats}{'cut-offs lifted by a deposit'}++;
-	for my $rid (sort keys %{ $self->{res}{$pid} })
+	for my $rid (sort keys %{ $self->{active}{$pid} })
 	{
-		my $r = $self->{res}{$pid}{$rid};
+		my $r = $self->{active}{$pid}{$rid};
 		next unless $r->{state} eq 'inaccessible';
 		$r->{state}     = 'available';
 		$r->{since}     = $self->{now};
@@ -365,10 +369,18 @@ sub _restore
 	}
 }
 
+# A resource reached a final state (terminated, deleted): it never changes again.
+sub _finalized
+{
+	my ($self, $pid, $r) = @_;
+	delete $self->{active}{$pid}{ $r->{rid} };
+	push @{ $self->{finalized} }, [ $pid, $r ];
+}
+
 sub pending_auto_recharge
 {
 	my ($self, $pid) = @_;
-	for my $t (values %{ $self->{txns} })
+	for my $t (values %{ $self->{pending} })
 	{
 		return $t if $t->{pid} == $pid && $t->{type} eq 'auto_recharge' && $t->{status} eq 'pending';
 	}
@@ -378,7 +390,7 @@ sub pending_auto_recharge
 sub _new_charge
 {
 	my ($self, $tid, $pid, $type, $amount, $mid, $key) = @_;
-	$self->{txns}{$tid} = {
+	$self->{txns}{$tid} = $self->{pending}{$tid} = {
 		tid => $tid, pid => $pid, type => $type, status => 'pending', amount => $amount,
 		method => $mid, created => $self->{now}, key => $key,
 	};
@@ -441,6 +453,7 @@ sub op_open_account
 	return _err('22004', 'project_id is null') unless defined $op->{pid};
 	$self->{acct}{ $op->{pid} } //= { balance => 0, depleted => 0 };
 	$self->{res}{ $op->{pid} } //= {};
+	$self->{active}{ $op->{pid} } //= {};
 	return { value => undef };
 }
 
@@ -551,6 +564,7 @@ sub op_complete_deposit
 	my $acct = $self->{acct}{$pid};
 	$t->{status}  = 'completed';
 	$t->{invoice} = $op->{text};
+	delete $self->{pending}{ $t->{tid} };
 	$self->{touched}{ $t->{tid} } = 1;
 	$acct->{balance} += $t->{amount};
 	$self->{auto}{$pid}{armed} = 1 if $self->{auto}{$pid};
@@ -565,6 +579,7 @@ sub op_fail_deposit
 	return $e if $e;
 	my $t = $self->{txns}{ $op->{tid} };
 	$t->{status} = 'failed';
+	delete $self->{pending}{ $t->{tid} };
 	$self->{touched}{ $t->{tid} } = 1;
 	$self->{auto}{ $op->{pid} }{armed} = 0 if $t->{type} eq 'auto_recharge' && $self->{auto}{ $op->{pid} };
 	return { value => undef };
@@ -583,7 +598,7 @@ sub _activate
 	my $r = $self->{res}{$pid}{$rid};
 	if (!$r)
 	{
-		$self->{res}{$pid}{$rid} = {
+		$self->{res}{$pid}{$rid} = $self->{active}{$pid}{$rid} = {
 			rid => $rid, kind => $kind, state => $active, rate => $rate,
 			since => $self->{now}, live_from => $self->{now},
 		};
@@ -626,6 +641,7 @@ sub _deactivate
 	{
 		$self->_book($pid, $r, $self->{now});
 		@{$r}{qw(state since live_from)} = ($final, $self->{now}, undef);
+		$self->_finalized($pid, $r) if $final eq 'deleted';
 	}
 	return { value => undef };
 }
@@ -711,7 +727,7 @@ sub op_run_hourly_deductions
 	$self->_fold;
 	for my $pid (keys %{ $self->{res} })
 	{
-		$self->_book($pid, $_, $cur) for grep { defined $_->{live_from} } values %{ $self->{res}{$pid} };
+		$self->_book($pid, $_, $cur) for grep { defined $_->{live_from} } values %{ $self->{active}{$pid} };
 	}
 	my $completed = 0;
 	for my $pid (sort { $a <=> $b } keys %{ $self->{acc} })
@@ -856,13 +872,22 @@ sub resource_lines
 {
 	my ($self, $since) = @_;
 	my @l;
+	my $line = sub { my ($pid, $r) = @_; join('|', $pid, $r->{rid}, $r->{kind}, $r->{state}, $r->{rate}, $r->{since}) };
+	if (defined $since)
+	{
+		for my $pid (keys %{ $self->{active} })
+		{
+			push @l, $line->($pid, $_) for values %{ $self->{active}{$pid} };
+		}
+		for (my $i = $#{ $self->{finalized} }; $i >= 0 && $self->{finalized}[$i][1]{since} >= $since; $i--)
+		{
+			push @l, $line->(@{ $self->{finalized}[$i] });
+		}
+		return sort @l;
+	}
 	for my $pid (keys %{ $self->{res} })
 	{
-		for my $r (values %{ $self->{res}{$pid} })
-		{
-			next if defined $since && ($r->{state} eq 'terminated' || $r->{state} eq 'deleted') && $r->{since} < $since;
-			push @l, join('|', $pid, $r->{rid}, $r->{kind}, $r->{state}, $r->{rate}, $r->{since});
-		}
+		push @l, $line->($pid, $_) for values %{ $self->{res}{$pid} };
 	}
 	return sort @l;
 }
@@ -1037,7 +1062,8 @@ sub _resources
 {
 	my ($s, $pid, $kind, @states) = @_;
 	my %ok = map { $_ => 1 } @states;
-	my $r = $s->{model}{res}{$pid} // {};
+	my $final = !@states || grep { $_ eq 'terminated' || $_ eq 'deleted' } @states;
+	my $r = ($final ? $s->{model}{res}{$pid} : $s->{model}{active}{$pid}) // {};
 	return [ sort grep { $r->{$_}{kind} eq $kind && (!@states || $ok{ $r->{$_}{state} }) } keys %$r ];
 }
 
@@ -1178,7 +1204,7 @@ sub _settle
 	my $pid = $s->_pid(0.01);
 	my $tid;
 	my $v = rand();
-	my @pending = sort { $a <=> $b } map { $_->{tid} } grep { $_->{status} eq 'pending' } values %{ $m->{txns} };
+	my @pending = sort { $a <=> $b } keys %{ $m->{pending} };
 	if ($v < 0.82 && @pending)
 	{
 		$tid = _chance(0.4) ? $pending[-1] : _pick(\@pending);    # often the newest
