@@ -91,7 +91,8 @@ sub new
 		usage_keys  => {},    # pid -> key -> [rid, amount]
 		res         => {},    # pid -> rid -> { rid, kind, state, rate, since, live_from }
 		active      => {},    # pid -> rid -> the same, for those not terminated or deleted
-		finalized   => [],    # [pid, resource] as they were terminated or deleted, in time order
+		live        => {},    # pid -> rid -> the same, for those running, available or inaccessible
+		changes     => [],    # [pid, resource] each time a state changed, in time order
 		pending     => {},    # tid -> pending deposit or auto-recharge
 		rows        => {},    # pid -> rid -> hour -> usage row { pid, rid, h, units, api, status, tid, charge, uncollected }
 		acc         => {},    # pid -> "rid\0hour" -> usage row still accumulating
@@ -262,7 +263,7 @@ sub in_progress
 		$x->{units} += $r->{units};
 		$x->{api} += $r->{api};
 	}
-	for my $r (values %{ $self->{active}{$pid} // {} })
+	for my $r (values %{ $self->{live}{$pid} // {} })
 	{
 		next unless defined $r->{live_from};
 		for my $s (_segments($r->{rate}, $r->{live_from}, $self->{now}))
@@ -304,7 +305,7 @@ sub burn_rate
 {
 	my ($self, $pid) = @_;
 	my $burn = 0;
-	for my $r (values %{ $self->{active}{$pid} // {} })
+	for my $r (values %{ $self->{live}{$pid} // {} })
 	{
 		$burn += $r->{rate} if $r->{state} eq 'running' || $r->{state} eq 'available';
 	}
@@ -329,22 +330,19 @@ sub burn_rate
 sub _cut_off
 {
 	my ($self, $pid) = @_;
-	for my $rid (sort keys %{ $self->{active}{$pid} })
+	for my $rid (sort keys %{ $self->{live}{$pid} })
 	{
-		my $r = $self->{active}{$pid}{$rid};
+		my $r = $self->{live}{$pid}{$rid};
 		next unless $r->{state} eq 'running' || $r->{state} eq 'available';
 		$self->_book($pid, $r, $self->{now});
-		$r->{live_from} = undef;
-		$r->{since}     = $self->{now};
 		if ($r->{kind} eq 'instance')
 		{
-			$r->{state} = 'terminated';
-			$self->_finalized($pid, $r);
+			$self->_set_state($pid, $r, 'terminated');
 			$self->_event($pid, 'instance_terminated', $rid);
 		}
 		else
 		{
-			$r->{state} = 'inaccessible';
+			$self->_set_state($pid, $r, 'inaccessible');
 			$self->_event($pid, 'volume_inaccessible', $rid);
 		}
 	}
@@ -358,23 +356,31 @@ sub _restore
 	my ($self, $pid) = @_;
 	$self->{acct}{$pid}{depleted} = 0;
 	$self->{stats}{'cut-offs lifted by a deposit'}++;
-	for my $rid (sort keys %{ $self->{active}{$pid} })
+	for my $rid (sort keys %{ $self->{live}{$pid} })
 	{
-		my $r = $self->{active}{$pid}{$rid};
+		my $r = $self->{live}{$pid}{$rid};
 		next unless $r->{state} eq 'inaccessible';
-		$r->{state}     = 'available';
-		$r->{since}     = $self->{now};
-		$r->{live_from} = $self->{now};
+		$self->_set_state($pid, $r, 'available');
 		$self->_event($pid, 'volume_available', $rid);
 	}
 }
 
-# A resource reached a final state (terminated, deleted): it never changes again.
-sub _finalized
+# Moves a resource to a new state as of now: it bills (from now) while running or available.
+# Keeps the sets the hot paths read: active (not terminated or deleted: they never change
+# again), live (running, available, inaccessible), and the list of changes.
+sub _set_state
 {
-	my ($self, $pid, $r) = @_;
-	delete $self->{active}{$pid}{ $r->{rid} };
-	push @{ $self->{finalized} }, [ $pid, $r ];
+	my ($self, $pid, $r, $state) = @_;
+	my $rid = $r->{rid};
+	$r->{state}     = $state;
+	$r->{since}     = $self->{now};
+	$r->{live_from} = ($state eq 'running' || $state eq 'available') ? $self->{now} : undef;
+	$self->{res}{$pid}{$rid} = $r;
+	if ($state eq 'terminated' || $state eq 'deleted') { delete $self->{active}{$pid}{$rid}; }
+	else                                               { $self->{active}{$pid}{$rid} = $r; }
+	if ($state eq 'stopped' || !$self->{active}{$pid}{$rid}) { delete $self->{live}{$pid}{$rid}; }
+	else                                                     { $self->{live}{$pid}{$rid} = $r; }
+	push @{ $self->{changes} }, [ $pid, $r ];
 }
 
 sub pending_auto_recharge
@@ -454,6 +460,7 @@ sub op_open_account
 	$self->{acct}{ $op->{pid} } //= { balance => 0, depleted => 0 };
 	$self->{res}{ $op->{pid} } //= {};
 	$self->{active}{ $op->{pid} } //= {};
+	$self->{live}{ $op->{pid} } //= {};
 	return { value => undef };
 }
 
@@ -598,10 +605,7 @@ sub _activate
 	my $r = $self->{res}{$pid}{$rid};
 	if (!$r)
 	{
-		$self->{res}{$pid}{$rid} = $self->{active}{$pid}{$rid} = {
-			rid => $rid, kind => $kind, state => $active, rate => $rate,
-			since => $self->{now}, live_from => $self->{now},
-		};
+		$self->_set_state($pid, { rid => $rid, kind => $kind, rate => $rate }, $active);
 	}
 	elsif ($r->{kind} ne $kind)
 	{
@@ -618,7 +622,8 @@ sub _activate
 	}
 	elsif ($r->{state} eq 'stopped')
 	{
-		@{$r}{qw(state rate since live_from)} = ('running', $rate, $self->{now}, $self->{now});
+		$r->{rate} = $rate;
+		$self->_set_state($pid, $r, 'running');
 		$self->{stats}{'restarts'}++;
 	}
 	else
@@ -640,8 +645,7 @@ sub _deactivate
 	if ($r->{state} eq 'running' || $r->{state} eq 'available' || $r->{state} eq 'inaccessible')
 	{
 		$self->_book($pid, $r, $self->{now});
-		@{$r}{qw(state since live_from)} = ($final, $self->{now}, undef);
-		$self->_finalized($pid, $r) if $final eq 'deleted';
+		$self->_set_state($pid, $r, $final);
 	}
 	return { value => undef };
 }
@@ -727,7 +731,7 @@ sub op_run_hourly_deductions
 	$self->_fold;
 	for my $pid (keys %{ $self->{res} })
 	{
-		$self->_book($pid, $_, $cur) for grep { defined $_->{live_from} } values %{ $self->{active}{$pid} };
+		$self->_book($pid, $_, $cur) for grep { defined $_->{live_from} } values %{ $self->{live}{$pid} };
 	}
 	my $completed = 0;
 	for my $pid (sort { $a <=> $b } keys %{ $self->{acc} })
@@ -867,7 +871,7 @@ sub adopt_events
 sub projects { my $s = shift; return sort { $a <=> $b } keys %{ $s->{acct} }; }
 
 # One line per resource, as the harness formats credits.resources; with $since, only those
-# not in a final state (terminated, deleted) or that reached it at $since or later.
+# running, available or inaccessible, and those whose state changed at $since or later.
 sub resource_lines
 {
 	my ($self, $since) = @_;
@@ -875,13 +879,19 @@ sub resource_lines
 	my $line = sub { my ($pid, $r) = @_; join('|', $pid, $r->{rid}, $r->{kind}, $r->{state}, $r->{rate}, $r->{since}) };
 	if (defined $since)
 	{
-		for my $pid (keys %{ $self->{active} })
+		my %seen;
+		for my $pid (keys %{ $self->{live} })
 		{
-			push @l, $line->($pid, $_) for values %{ $self->{active}{$pid} };
+			for my $r (values %{ $self->{live}{$pid} })
+			{
+				$seen{"$pid\0$r->{rid}"} = 1;
+				push @l, $line->($pid, $r);
+			}
 		}
-		for (my $i = $#{ $self->{finalized} }; $i >= 0 && $self->{finalized}[$i][1]{since} >= $since; $i--)
+		for (my $i = $#{ $self->{changes} }; $i >= 0 && $self->{changes}[$i][1]{since} >= $since; $i--)
 		{
-			push @l, $line->(@{ $self->{finalized}[$i] });
+			my ($pid, $r) = @{ $self->{changes}[$i] };
+			push @l, $line->($pid, $r) unless $seen{"$pid\0$r->{rid}"}++;
 		}
 		return sort @l;
 	}
@@ -1062,8 +1072,9 @@ sub _resources
 {
 	my ($s, $pid, $kind, @states) = @_;
 	my %ok = map { $_ => 1 } @states;
-	my $final = !@states || grep { $_ eq 'terminated' || $_ eq 'deleted' } @states;
-	my $r = ($final ? $s->{model}{res}{$pid} : $s->{model}{active}{$pid}) // {};
+	my $all  = !@states || grep { $_ eq 'terminated' || $_ eq 'deleted' } @states;
+	my $live = !$all && !grep { $_ eq 'stopped' } @states;
+	my $r = ($all ? $s->{model}{res}{$pid} : $live ? $s->{model}{live}{$pid} : $s->{model}{active}{$pid}) // {};
 	return [ sort grep { $r->{$_}{kind} eq $kind && (!@states || $ok{ $r->{$_}{state} }) } keys %$r ];
 }
 

@@ -84,7 +84,8 @@ my %Q = (
 	   UNION ALL
 	   SELECT \'res\', concat_ws(\'|\', project_id, resource_id, kind, state, ' . micro('rate_per_hour') . ', '
 	  . usec('state_since') . '), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-	     FROM credits.resource_overview WHERE state NOT IN (\'terminated\', \'deleted\') OR state_since >= since',
+	     FROM credits.resource_overview
+	    WHERE state IN (\'running\', \'available\', \'inaccessible\') OR state_since >= since',
 	step_state => 'SELECT * FROM public.model_step_state($1, $2, $3, $4, $5)',
 	all_tx => 'SELECT transaction_id, project_id, type::text, status::text, ' . micro('amount') . ', '
 	  . micro('uncollected') . ', resource_id, ' . usec('usage_hour') . ', method_id
@@ -406,8 +407,8 @@ sub compare_in_progress_and_resources
 	$e = diff_lines('usage_in_progress (project|resource|hour|amount)', [ sort @mine ], [ sort @theirs ]);
 	return $e if $e;
 
-	# resources: those that can still change, and those that reached their final state now
-	# (terminated instances and deleted volumes never change again; the full checks see all)
+	# resources: those running, available or inaccessible, and those whose state changed now
+	# (the others change only by changing state; the full checks see all)
 	return diff_lines('resources (project|resource|kind|state|rate|state_since)',
 		[ $model->resource_lines($db_clock) ],
 		[ sort map { $_->[0] } @{ $state->{res} } ]);
