@@ -1,18 +1,7 @@
 -- The credits type: sum, avg, min and max; exact, parallel, and in windows.
-SET search_path = public, credits;
-
--- Runs one statement; shows 'no error', or its SQLSTATE and message.
-CREATE FUNCTION pg_temp.fails(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    state text;
-    msg text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN state || ': ' || msg;
-END $$;
+\set ECHO none
+\ir test/sql/helpers.sql
+\set ECHO all
 
 CREATE TABLE amounts (grp text, c credits);
 INSERT INTO amounts VALUES ('a', '1.50'), ('a', '2.25'), ('a', NULL), ('a', '-0.75'),

@@ -1,18 +1,7 @@
 -- The credits type: arithmetic, rounding, overflow and casts.
-SET search_path = public, credits;
-
--- Runs one statement; shows 'no error', or its SQLSTATE and message.
-CREATE FUNCTION pg_temp.fails(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    state text;
-    msg text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    RETURN state || ': ' || msg;
-END $$;
+\set ECHO none
+\ir test/sql/helpers.sql
+\set ECHO all
 
 --
 -- Operator resolution: price * 3 and total / 7 need no cast; the result
@@ -114,7 +103,7 @@ SELECT stmt, pg_temp.fails(stmt) AS result FROM (VALUES
 -- products that round right at the ends of the range: an exact tie after an
 -- odd count rounds away (out of range), after an even one it stays
 SELECT f, pg_temp.fails(format('SELECT %L::credits * %s', '0.000001', f)) AS error,
-       CASE WHEN pg_temp.fails(format('SELECT %L::credits * %s', '0.000001', f)) = 'no error'
+       CASE WHEN pg_temp.fails(format('SELECT %L::credits * %s', '0.000001', f)) = 'ok'
             THEN '0.000001'::credits * f END AS product
 FROM unnest(ARRAY[9223372036854775806.5, 9223372036854775807.4999999999999999,
                   9223372036854775807.5, -9223372036854775807.5,

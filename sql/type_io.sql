@@ -1,20 +1,7 @@
 -- The credits type: text input and output, the text cast, binary send/recv.
-SET search_path = public, credits;
-
--- Runs one statement; shows 'no error', or its SQLSTATE, message and detail.
-CREATE FUNCTION pg_temp.fails(stmt text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    state text;
-    msg text;
-    detail text;
-BEGIN
-    EXECUTE stmt;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            detail = PG_EXCEPTION_DETAIL;
-    RETURN state || ': ' || msg || CASE WHEN detail <> '' THEN ' | ' || detail ELSE '' END;
-END $$;
+\set ECHO none
+\ir test/sql/helpers.sql
+\set ECHO all
 
 --
 -- Valid input: optional surrounding white space, optional sign, digits,
