@@ -24,13 +24,39 @@ use strict;
 use warnings;
 
 use DBI;
+use File::Basename qw(basename);
 use POSIX ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils ();
 use Time::HiRes qw(time sleep);
 
 # SQLSTATEs the business rules give under this load: no available balance, terminated
 # instance or deleted volume reused, deposit already settled (55000); instance never started,
 # method gone (P0002); method used by auto-recharge (55006).
 our %EXPECTED = map { $_ => 1 } qw(55000 P0002 55006);
+
+# Starts server $name with the load's projects set up; returns it and this test's emptied log dir.
+sub start_loaded_node
+{
+	my ($name) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', <<'CONF');
+timezone = 'UTC'
+lc_messages = 'C'
+max_connections = 40
+fsync = off
+deadlock_timeout = 200ms
+log_line_prefix = '%m [%p] '
+CONF
+	$node->start;
+
+	setup($node, projects => 12);
+	my $dir = "$PostgreSQL::Test::Utils::log_path/" . basename($0, '.pl');    # e.g. .../060_soak
+	mkdir $dir;
+	unlink glob "$dir/*.log";
+	return ($node, $dir);
+}
 
 # Creates the clock table and the projects: each with a default payment method, some with
 # auto-recharge, a first completed deposit.

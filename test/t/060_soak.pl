@@ -33,22 +33,7 @@ my $clients = $ENV{CREDITS_SOAK_CLIENTS} // 16;
 my $seed    = $ENV{CREDITS_SOAK_SEED}    // int(rand(2**31));
 diag("soak: CREDITS_SOAK_SEED=$seed CREDITS_SOAK_SECONDS=$seconds CREDITS_SOAK_CLIENTS=$clients");
 
-my $node = PostgreSQL::Test::Cluster->new('soak');
-$node->init;
-$node->append_conf('postgresql.conf', <<'CONF');
-timezone = 'UTC'
-lc_messages = 'C'
-max_connections = 40
-fsync = off
-deadlock_timeout = 200ms
-log_line_prefix = '%m [%p] '
-CONF
-$node->start;
-
-CreditsLoad::setup($node, projects => 12);
-my $dir = "$PostgreSQL::Test::Utils::log_path/060_soak";
-mkdir $dir;
-unlink glob "$dir/*.log";
+my ($node, $dir) = CreditsLoad::start_loaded_node('soak');
 
 my $t0 = time();
 CreditsLoad::run_round($node, seconds => $seconds, clients => $clients, dir => $dir, round => 1,

@@ -35,22 +35,7 @@ my $clients = 16;
 diag("crash: CREDITS_CRASH_SEED=$seed CREDITS_CRASH_ROUNDS=$rounds");
 srand($seed);
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init;
-$node->append_conf('postgresql.conf', <<'CONF');
-timezone = 'UTC'
-lc_messages = 'C'
-max_connections = 40
-fsync = off
-deadlock_timeout = 200ms
-log_line_prefix = '%m [%p] '
-CONF
-$node->start;
-
-CreditsLoad::setup($node, projects => 12);
-my $dir = "$PostgreSQL::Test::Utils::log_path/070_crash";
-mkdir $dir;
-unlink glob "$dir/*.log";
+my ($node, $dir) = CreditsLoad::start_loaded_node('crash');
 
 for my $round (1 .. $rounds)
 {
