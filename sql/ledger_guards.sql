@@ -116,8 +116,11 @@ SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type
 SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''completed'', ''5'', now(), ''x'', %s)', :visa));
 -- one usage transaction per (project, resource, hour)
 SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id, usage_hour, accrued_units) VALUES (4301, ''usage'', ''accumulating'', ''0'', now(), ''x'', ''cpu-small-1'', ''2026-03-04 08:00+00'', 0)'));
--- transactions of unknown projects, events of unknown kinds
+-- transactions of unknown projects or on another project's payment method (checked once per
+-- statement: one bad row refuses the whole statement), events of unknown kinds
 SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description) VALUES (4399, ''deposit'', ''pending'', ''5'', now(), ''x'')');
+SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''pending'', ''5'', now(), ''x'', %s), (4302, ''deposit'', ''pending'', ''5'', now(), ''x'', %s)', :visa, :visa));
+SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''pending'', ''5'', now(), ''x'', 987654321)');
 SELECT pg_temp.refused_brief('INSERT INTO credits.events (project_id, kind, payload, created_at) VALUES (4301, ''refund_requested'', ''{}'', now())');
 SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
 SELECT credits.fail_deposit(4302, transaction_id) FROM credits.transactions WHERE project_id = 4302;

@@ -76,6 +76,18 @@ SELECT * FROM credits.verify();
 ROLLBACK;
 
 --
+-- A transaction of no account, and a deposit on another project's payment method (the
+-- statement trigger transactions_known_references disabled).
+--
+BEGIN;
+ALTER TABLE credits.transactions DISABLE TRIGGER transactions_known_references, DISABLE TRIGGER transactions_guard;
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description)
+VALUES (4499, 'deposit', 'pending', '5', now(), 'x');
+UPDATE credits.transactions SET method_id = :visa WHERE project_id = 4402 AND transaction_id = :q;
+SELECT project_id, regexp_replace(problem, '\d+', '#', 'g') AS problem FROM credits.verify();
+ROLLBACK;
+
+--
 -- A resource charged twice for one hour (unique index transactions_one_usage_per_hour dropped).
 --
 BEGIN;

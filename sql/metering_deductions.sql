@@ -26,7 +26,9 @@ SELECT * FROM pg_temp.usage(5301);
 SELECT pg_temp.totals(5301);
 SET credits.clock = '2026-04-01 12:40+00';
 SELECT pg_temp.deduct();
-SELECT resource_id, accrued_until FROM resources WHERE project_id = 5301;
+-- the resource's time is booked up to the project's last deducted hour
+SELECT r.resource_id, greatest(r.accrued_until, a.deducted_until) AS booked_until
+  FROM resources r JOIN accounts a USING (project_id) WHERE project_id = 5301;
 SELECT * FROM pg_temp.usage(5301) WHERE date >= '2026-04-01 12:00+00';
 SELECT pg_temp.totals(5301);
 

@@ -129,6 +129,16 @@ SELECT record_usage_batch('{}'::bigint[], '{}'::text[], '{}'::credits[]) AS take
 SELECT pg_temp.pending(5203);
 SELECT * FROM pg_temp.usage(5203);
 
+-- A batch appends one event per project and product, at most 1,000 elements to an event: 2,500
+-- calls of 0.000003 on one product and one call on another are 4 events worth 0.007503.
+SELECT pg_temp.funded(5204, '10.00');
+SELECT record_usage_batch(array_fill(5204::bigint, ARRAY[2501]),
+                          array_fill('api:many'::text, ARRAY[2500]) || 'api:one'::text,
+                          array_fill('0.000003'::credits, ARRAY[2501])) AS taken;
+SELECT pg_temp.pending(5204);
+SELECT resource_id, count(*) AS events, sum(amount) FROM credits.usage_events WHERE project_id = 5204
+ GROUP BY resource_id ORDER BY resource_id;
+
 -- Bad batches: refused whole, nothing written.
 SELECT pg_temp.ledger_state() AS before \gset
 SELECT pg_temp.fails(stmt) AS result, stmt

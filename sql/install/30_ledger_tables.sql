@@ -4,6 +4,8 @@
 -- Money rules the database itself enforces:
 --   * a balance is never negative                        (CHECK on accounts.balance)
 --   * one usage transaction per (project, resource, hour) (unique index)
+--   * every transaction belongs to an account, and a deposit's method exists
+--                                          (trigger transactions_known_references, per statement)
 --   * at most one pending auto-recharge per project     (unique partial index)
 --   * an idempotency key names one deposit per project   (unique partial index)
 --   * status moves only pending → completed | failed and accumulating → completed, and a
@@ -22,6 +24,9 @@ CREATE TABLE credits.accounts (
     -- Set when the balance reaches zero or accrued usage uses up the available balance;
     -- cleared when a deposit makes the available balance positive (src/zero_balance.c).
     depleted    boolean NOT NULL DEFAULT false,
+    -- The end of the project's last deducted hour: its billable time before it is in completed
+    -- usage transactions (sql/install/40_metering_tables.sql).
+    deducted_until timestamptz NOT NULL DEFAULT '-infinity',
     opened_at   timestamptz NOT NULL
 );
 
@@ -40,8 +45,10 @@ CREATE UNIQUE INDEX payment_methods_active_ref ON credits.payment_methods (proje
     WHERE removed_at IS NULL;
 
 CREATE TABLE credits.transactions (
-    transaction_id  bigserial PRIMARY KEY,
-    project_id      bigint NOT NULL REFERENCES credits.accounts,
+    -- Unique: one sequence numbers every transaction (the index covers deposits and
+    -- auto-recharges; usage rows, a million an hour, are found by project, hour and resource).
+    transaction_id  bigserial NOT NULL,
+    project_id      bigint NOT NULL,
     type            credits.transaction_type NOT NULL,
     status          credits.transaction_status NOT NULL,
     -- Signed: deposits and auto-recharges positive, usage negative (what was, or so far would
@@ -57,7 +64,7 @@ CREATE TABLE credits.transactions (
     usage_hour      timestamptz,
     accrued_units   numeric,
     -- Deposits and auto-recharges.
-    method_id       bigint REFERENCES credits.payment_methods,
+    method_id       bigint,
     idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200),
     invoice_url     text CHECK (length(invoice_url) BETWEEN 1 AND 2048),
     failure_reason  text CHECK (length(failure_reason) <= 2000),
@@ -77,15 +84,19 @@ CREATE TABLE credits.transactions (
         (completed_at IS NOT NULL) = (status = 'completed')
         AND (failed_at IS NOT NULL) = (status = 'failed'))
 );
+-- Usage rows are written a million an hour, so they are in one index only: this one, which
+-- also serves their history (by project and hour) and the deduction's lookups.  Deposits and
+-- auto-recharges have the id and history indexes.
+CREATE UNIQUE INDEX transactions_deposit_ids ON credits.transactions (transaction_id) WHERE type <> 'usage';
 CREATE UNIQUE INDEX transactions_one_usage_per_hour
-    ON credits.transactions (project_id, resource_id, usage_hour) WHERE type = 'usage';
+    ON credits.transactions (project_id, usage_hour, resource_id) WHERE type = 'usage';
 CREATE UNIQUE INDEX transactions_idempotency_key
     ON credits.transactions (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX transactions_one_pending_auto_recharge
     ON credits.transactions (project_id) WHERE type = 'auto_recharge' AND status = 'pending';
 CREATE INDEX transactions_accumulating
     ON credits.transactions (project_id, usage_hour) WHERE status = 'accumulating';
-CREATE INDEX transactions_history ON credits.transactions (project_id, created_at DESC);
+CREATE INDEX transactions_history ON credits.transactions (project_id, created_at DESC) WHERE type <> 'usage';
 
 -- The outbox: what the outside world must act on, written in the transaction that caused it.
 CREATE TABLE credits.events (

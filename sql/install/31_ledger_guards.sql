@@ -105,3 +105,55 @@ CREATE TRIGGER transactions_no_delete
 CREATE TRIGGER transactions_no_truncate
     BEFORE TRUNCATE ON credits.transactions FOR EACH STATEMENT
     EXECUTE FUNCTION credits._transactions_guard();
+
+-- The ledger's references, checked once per statement instead of by a foreign key per row (a
+-- deduction run inserts a million usage rows, and per-row key checks took 40% of its time):
+-- every new transaction's project has an account, and every method named exists for that
+-- project.  Accounts and payment methods are never deleted (triggers below), so what holds
+-- when a row is inserted holds for good; credits.verify() checks it again.
+CREATE FUNCTION credits._transactions_known_references() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT n.transaction_id, n.project_id, n.method_id,
+           NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = n.project_id) AS no_account
+      INTO bad
+      FROM inserted n
+     WHERE NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = n.project_id)
+        OR (n.method_id IS NOT NULL
+            AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                             WHERE m.method_id = n.method_id AND m.project_id = n.project_id))
+     LIMIT 1;
+    IF FOUND AND bad.no_account THEN
+        RAISE EXCEPTION 'a transaction names unknown project %', bad.project_id
+            USING ERRCODE = 'foreign_key_violation';
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'a transaction names payment method %, which project % does not have',
+            bad.method_id, bad.project_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER transactions_known_references
+    AFTER INSERT ON credits.transactions REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION credits._transactions_known_references();
+
+-- Refuses to delete accounts and payment methods: the ledger refers to them forever
+-- (a payment method is removed by credits.remove_payment_method, which keeps its row).
+CREATE FUNCTION credits._never_deleted() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are never deleted', TG_TABLE_NAME
+        USING ERRCODE = 'object_not_in_prerequisite_state';
+END $$;
+
+CREATE TRIGGER accounts_no_delete
+    BEFORE DELETE ON credits.accounts FOR EACH ROW EXECUTE FUNCTION credits._never_deleted();
+CREATE TRIGGER accounts_no_truncate
+    BEFORE TRUNCATE ON credits.accounts FOR EACH STATEMENT EXECUTE FUNCTION credits._never_deleted();
+CREATE TRIGGER payment_methods_no_delete
+    BEFORE DELETE ON credits.payment_methods FOR EACH ROW EXECUTE FUNCTION credits._never_deleted();
+CREATE TRIGGER payment_methods_no_truncate
+    BEFORE TRUNCATE ON credits.payment_methods FOR EACH STATEMENT EXECUTE FUNCTION credits._never_deleted();

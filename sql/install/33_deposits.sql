@@ -110,8 +110,9 @@ CREATE FUNCTION credits._raise_not_pending(project_id bigint, transaction_id big
 DECLARE
     t credits.transactions;
 BEGIN
-    SELECT * INTO t FROM credits.transactions x WHERE x.transaction_id = _raise_not_pending.transaction_id;
-    IF NOT FOUND OR t.project_id <> project_id OR t.type = 'usage' THEN
+    SELECT * INTO t FROM credits.transactions x
+     WHERE x.transaction_id = _raise_not_pending.transaction_id AND x.type <> 'usage';
+    IF NOT FOUND OR t.project_id <> project_id THEN
         RAISE EXCEPTION 'project % has no deposit %', project_id, transaction_id
             USING ERRCODE = 'no_data_found';
     END IF;

@@ -1,11 +1,15 @@
 -- ---------------------------------------------------------------------------------------------
 -- Metered resources and API usage.
 --
--- Instances and volumes carry a billing clock, accrued_until: all billable time before it is
--- already booked into usage transactions; time after it is accruing "live".  It is set while
--- an instance runs or a volume is accessible, and null otherwise.  Booking happens when a
--- resource stops, changes rate or is cut off, and for every running resource at the hour
--- boundary in run_hourly_deductions.
+-- Two clocks say which billable time is already in usage transactions:
+--   * accounts.deducted_until, per project: every hour before it has been deducted
+--     (run_hourly_deductions moves it to the current hour, in the update that debits the account);
+--   * resources.accrued_until, per resource: set while an instance runs or a volume is
+--     accessible (null otherwise) to where its own booking got to (start, restart, rate change).
+-- A billing resource's time before greatest(accrued_until, deducted_until) is booked; the time
+-- after it accrues "live".  Booking happens when a resource stops, changes rate or is cut off,
+-- and for every billing resource at the hour boundary, when run_hourly_deductions writes each
+-- ended hour once, completed, and moves each project's clock instead of a million resources'.
 --
 -- API usage is appended to usage_events by record_usage (no shared row is updated per call)
 -- and folded into the usage transactions by the periodic runs.

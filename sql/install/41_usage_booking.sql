@@ -8,14 +8,16 @@ CREATE FUNCTION credits._describe(kind text, resource_id text) RETURNS text
     RETURN CASE kind WHEN 'instance' THEN 'Instance ' WHEN 'volume' THEN 'Volume ' ELSE 'API usage ' END
            || resource_id;
 
+-- The end of the project's last deducted hour: its billable time before it is in completed
+-- usage transactions (-infinity before its first deduction).
+CREATE FUNCTION credits._deducted_until(project_id bigint) RETURNS timestamptz
+    LANGUAGE sql STABLE
+    RETURN (SELECT a.deducted_until FROM credits.accounts a WHERE a.project_id = _deducted_until.project_id);
+
 -- Books what a resource billed at rate accrued over [from_ts, upto) into the usage
--- transactions of the hours it touches (creating them as accumulating).  A completed hour is
--- never reopened: callers keep billing clocks out of deducted hours (credits._billing_start),
--- and the part of a segment that still falls into one is not booked (WHERE t.status =
--- 'accumulating').  That happens only when a resource was started again by a transaction that
--- began before the hour ended and ran alongside the deduction of that hour: at most that
--- race's seconds go unbilled, instead of every later booking of the resource (and every later
--- run_hourly_deductions) failing on the completed row.
+-- transactions of the hours it touches (creating them as accumulating).  Time before the last
+-- deducted hour's end is never booked again: it is in completed hours already, whatever
+-- from_ts says (see credits._billing_start for the one way it can).
 CREATE FUNCTION credits._book_usage(project_id bigint, kind text, resource_id text,
                                     rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
     RETURNS void LANGUAGE sql AS $$
@@ -23,22 +25,19 @@ CREATE FUNCTION credits._book_usage(project_id bigint, kind text, resource_id te
                                            resource_id, usage_hour, accrued_units)
     SELECT project_id, 'usage', 'accumulating', -credits._accrued_amount(s.units), s.usage_hour,
            credits._describe(kind, resource_id), resource_id, s.usage_hour, s.units
-      FROM credits._hour_segments(rate_per_hour, from_ts, upto) AS s
-    ON CONFLICT (project_id, resource_id, usage_hour) WHERE type = 'usage' DO UPDATE
+      FROM credits._hour_segments(rate_per_hour, greatest(from_ts, credits._deducted_until(project_id)), upto) AS s
+    ON CONFLICT (project_id, usage_hour, resource_id) WHERE type = 'usage' DO UPDATE
        SET accrued_units = t.accrued_units + excluded.accrued_units,
-           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units)
-     WHERE t.status = 'accumulating';
+           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units);
 $$;
 
--- Where a resource's billing clock starts at time at: at, or the end of the resource's last
--- deducted hour when a caller whose transaction began earlier starts it after that deduction.
-CREATE FUNCTION credits._billing_start(project_id bigint, resource_id text, at timestamptz)
-    RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT greatest(at, max(t.usage_hour) + interval '1 hour')
-      FROM credits.transactions t
-     WHERE t.project_id = _billing_start.project_id AND t.resource_id = _billing_start.resource_id
-       AND t.type = 'usage' AND t.status = 'completed';
-$$;
+-- Where a resource's billing clock starts when it starts billing at time at: at, or the end
+-- of the last deducted hour when the caller's transaction began before a deduction that has
+-- committed since (those seconds, at most the length of that race, go unbilled rather than
+-- reopen a completed hour).
+CREATE FUNCTION credits._billing_start(project_id bigint, at timestamptz) RETURNS timestamptz
+    LANGUAGE sql STABLE
+    RETURN greatest(at, credits._deducted_until(project_id));
 
 -- Moves every recorded API usage event into its usage transaction.  An event whose hour was
 -- already deducted (its call committed after the deduction) goes to the current hour instead:
@@ -65,7 +64,7 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
                credits._describe(coalesce(r.kind, 'api'), g.resource_id), g.resource_id, g.usage_hour, g.units
           FROM grouped g
           LEFT JOIN credits.resources r ON r.project_id = g.project_id AND r.resource_id = g.resource_id
-        ON CONFLICT (project_id, resource_id, usage_hour) WHERE type = 'usage' DO UPDATE
+        ON CONFLICT (project_id, usage_hour, resource_id) WHERE type = 'usage' DO UPDATE
            SET accrued_units = t.accrued_units + excluded.accrued_units,
                amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units))
     -- (a data-modifying WITH runs to completion whether or not it is read)
@@ -85,8 +84,10 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
          WHERE t.status = 'accumulating'
         UNION ALL
         SELECT r.project_id, NULL, r.resource_id, s.usage_hour, credits._describe(r.kind, r.resource_id), s.units
-          FROM credits.resources r,
-               LATERAL credits._hour_segments(r.rate_per_hour, r.accrued_until, credits.now()) AS s
+          FROM credits.resources r
+          JOIN credits.accounts a ON a.project_id = r.project_id,
+               LATERAL credits._hour_segments(r.rate_per_hour, greatest(r.accrued_until, a.deducted_until),
+                                              credits.now()) AS s
          WHERE r.accrued_until < credits.now()
         UNION ALL
         -- (events of an hour already deducted show in the current hour, where the fold puts them)

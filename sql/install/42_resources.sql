@@ -45,7 +45,7 @@ BEGIN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
                                        accrued_until, created_at)
         VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
-                credits._billing_start(project_id, resource_id, at), at)
+                credits._billing_start(project_id, at), at)
         ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
         IF NOT FOUND THEN
             -- A concurrent call created it first (and has committed): act on its row.
@@ -60,13 +60,13 @@ BEGIN
         IF r.rate_per_hour <> rate_per_hour THEN
             PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
             UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
-                                           accrued_until = greatest(x.accrued_until, at)
+                                           accrued_until = credits._billing_start(_activate.project_id, at)
              WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
         END IF;
     ELSIF r.state = 'stopped' THEN
         UPDATE credits.resources x
            SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
-               accrued_until = credits._billing_start(_activate.project_id, _activate.resource_id, at)
+               accrued_until = credits._billing_start(_activate.project_id, at)
          WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
     ELSE
         RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
@@ -86,6 +86,9 @@ DECLARE
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    -- The account first, then the resource (see credits._activate).  A deduction run holds the
+    -- account until it commits; the booking below then starts after the hours it deducted.
+    PERFORM FROM credits.accounts a WHERE a.project_id = _deactivate.project_id FOR SHARE;
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _deactivate.project_id AND x.resource_id = _deactivate.resource_id FOR UPDATE;
     IF NOT FOUND THEN

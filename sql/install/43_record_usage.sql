@@ -56,8 +56,8 @@ BEGIN
 END $$;
 
 -- Records many usages at once: element i of each array is one record_usage call.  All or
--- nothing: one bad element refuses the whole batch.  Returns the rows taken (repeated keys
--- are not counted again).
+-- nothing: one bad element refuses the whole batch.  Returns the elements taken (repeated
+-- keys are not counted again).
 CREATE FUNCTION credits.record_usage_batch(project_ids bigint[], resource_ids text[], amounts credits.credits[],
                                            idempotency_keys text[] DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
@@ -100,12 +100,15 @@ BEGIN
     END IF;
 
     -- Without keys every element is taken: one plain INSERT, and no key to check afterwards.
+    -- The batch's elements of one project and product are appended as one event (the fold
+    -- adds them up all the same); a group holds at most 1,000 elements, so its sum stays far
+    -- inside the range of credits (1,000 x the 1e9 ceiling).
     IF idempotency_keys IS NULL THEN
         INSERT INTO credits.usage_events
-        SELECT u.project_id, u.resource_id, credits.hour_of(at), u.amount
-          FROM unnest(project_ids, resource_ids, amounts) AS u(project_id, resource_id, amount);
-        GET DIAGNOSTICS taken = ROW_COUNT;
-        RETURN taken;
+        SELECT u.project_id, u.resource_id, credits.hour_of(at), sum(u.amount)
+          FROM unnest(project_ids, resource_ids, amounts) WITH ORDINALITY AS u(project_id, resource_id, amount, ord)
+         GROUP BY u.project_id, u.resource_id, (u.ord - 1) / 1000;
+        RETURN n;
     END IF;
 
     -- The first element with a key takes it (unless an earlier call did); only taken keys and
@@ -121,13 +124,16 @@ BEGIN
         INSERT INTO credits.usage_keys
         SELECT f.project_id, f.idempotency_key, f.resource_id, f.amount, at FROM first_use f
         ON CONFLICT DO NOTHING
-        RETURNING project_id, idempotency_key)
-    INSERT INTO credits.usage_events
-    SELECT i.project_id, i.resource_id, credits.hour_of(at), i.amount
-      FROM input i
-     WHERE i.idempotency_key IS NULL
-        OR i.ord IN (SELECT f.ord FROM first_use f JOIN claimed c USING (project_id, idempotency_key));
-    GET DIAGNOSTICS taken = ROW_COUNT;
+        RETURNING project_id, idempotency_key),
+    taken_elements AS (
+        SELECT i.* FROM input i
+         WHERE i.idempotency_key IS NULL
+            OR i.ord IN (SELECT f.ord FROM first_use f JOIN claimed c USING (project_id, idempotency_key))),
+    appended AS (
+        INSERT INTO credits.usage_events
+        SELECT t.project_id, t.resource_id, credits.hour_of(at), sum(t.amount)
+          FROM taken_elements t GROUP BY t.project_id, t.resource_id, (t.ord - 1) / 1000)
+    SELECT count(*) INTO taken FROM taken_elements;
 
     -- A key used before (or twice in this batch) must repeat its arguments; else nothing stays.
     SELECT u.idempotency_key INTO bad

@@ -46,7 +46,7 @@ BEGIN
     LOOP
         UPDATE credits.resources x
            SET state = 'available', state_since = at,
-               accrued_until = credits._billing_start(_restore_volumes.project_id, r.resource_id, at)
+               accrued_until = credits._billing_start(_restore_volumes.project_id, at)
          WHERE x.project_id = _restore_volumes.project_id AND x.resource_id = r.resource_id;
         PERFORM credits._enqueue_event(project_id, 'volume_available', r.resource_id, NULL,
             jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at));

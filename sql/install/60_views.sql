@@ -78,7 +78,13 @@ SELECT h.* FROM (
     SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
            t.amount, t.status, t.uncollected
       FROM credits.transactions t
-     WHERE t.status <> 'accumulating'
+     WHERE t.type <> 'usage'
+    UNION ALL
+    -- (usage rows apart: they have an index of their own, see credits.transactions)
+    SELECT t.transaction_id, t.project_id, t.usage_hour, t.type, t.description, NULL,
+           t.amount, t.status, t.uncollected
+      FROM credits.transactions t
+     WHERE t.type = 'usage' AND t.status = 'completed'
     UNION ALL
     SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
            u.amount, 'accumulating'::credits.transaction_status, '0'::credits.credits
@@ -111,6 +117,18 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     UNION ALL
     SELECT s.project_id, format('balance %s is negative', s.balance)
       FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
+      FROM credits.transactions t
+     WHERE verify.project_id IS NULL
+       AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+    UNION ALL
+    SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
+                                t.transaction_id, t.method_id)
+      FROM credits.transactions t JOIN scope USING (project_id)
+     WHERE t.method_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                        WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
     UNION ALL
     SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
       FROM credits.transactions t JOIN scope USING (project_id)

@@ -7,9 +7,9 @@
 #                       balance row, in one transaction
 #
 # each at 1, 8 and 32 clients, then record_usage with an idempotency key at 32 clients,
-# record_usage_batch with 1,000-row batches (100 projects, 3 products) at 1 and 2 clients, and
-# as its floor the same 1,000 rows as one INSERT ... SELECT FROM unnest(...) into
-# credits.usage_events.  pgbench, SECONDS seconds per run (default 5); three rounds, each
+# record_usage_batch with 1,000-row batches (100 projects, 3 products, sent as text array
+# parameters) at 1 and 2 clients, and as its floor the same 1,000 rows as one
+# INSERT ... SELECT FROM unnest(...) into credits.usage_events.  pgbench, SECONDS seconds per run (default 5); three rounds, each
 # running everything once in turn, and the best of the three is kept (the machine's disk and
 # cores are shared: one round alone is noisy).  About 3.5 minutes.  Prints TPS and ratios.
 #
@@ -60,24 +60,26 @@ cat > "$scripts/record_usage_key.sql" <<'SQL'
 \set r random(1, 2000000000)
 SELECT credits.record_usage(1, 'chat-api', '0.0042', 'req-' || :client_id || '-' || :r);
 SQL
+# The batch's three arrays: 1,000 calls over 100 projects and 3 products, sent by pgbench as
+# text parameters on every call (-D), as an application would send them.
+batch_args=(-D "p={$(seq 1 1000 | awk '{printf "%s%d", NR>1?",":"", $1%100+1}')}"
+            -D "r={$(seq 1 1000 | awk '{printf "%sapi-%d", NR>1?",":"", $1%3}')}"
+            -D "a={$(seq 1 1000 | awk '{printf "%s0.%04d", NR>1?",":"", $1%50+1}')}")
 cat > "$scripts/insert_batch_floor.sql" <<'SQL'
 INSERT INTO credits.usage_events
 SELECT u.p, u.r, date_trunc('hour', now(), 'UTC'), u.a
-  FROM unnest((SELECT array_agg(i % 100 + 1) FROM generate_series(1::bigint, 1000) AS i),
-              (SELECT array_agg('api-' || (i % 3)) FROM generate_series(1, 1000) AS i),
-              (SELECT array_agg((i % 50 + 1) * '0.0001'::credits.credits) FROM generate_series(1, 1000) AS i)) AS u(p, r, a);
+  FROM unnest(:p::bigint[], :r::text[], :a::credits.credits[]) AS u(p, r, a);
 SQL
 cat > "$scripts/record_usage_batch.sql" <<'SQL'
-SELECT credits.record_usage_batch(
-  (SELECT array_agg(i % 100 + 1) FROM generate_series(1::bigint, 1000) AS i),
-  (SELECT array_agg('api-' || (i % 3)) FROM generate_series(1, 1000) AS i),
-  (SELECT array_agg((i % 50 + 1) * '0.0001'::credits.credits) FROM generate_series(1, 1000) AS i));
+SELECT credits.record_usage_batch(:p::bigint[], :r::text[], :a::credits.credits[]);
 SQL
 
 # pgbench SCRIPT CLIENTS -> TPS (excluding connection time)
 bench() {
   local threads=$(( $2 < 2 ? $2 : 2 ))
-  as_pg "$PGBIN/pgbench" -n -M prepared -T "$seconds" -c "$2" -j "$threads" -f "$scripts/$1.sql" 2>&1 |
+  local args=()
+  case $1 in *batch*) args=("${batch_args[@]}") ;; esac
+  as_pg "$PGBIN/pgbench" -n -M prepared -T "$seconds" -c "$2" -j "$threads" "${args[@]}" -f "$scripts/$1.sql" 2>&1 |
     tee -a "$scripts/pgbench.log" | awk '/^tps = / {printf "%.0f\n", $3; found=1} END {if (!found) exit 1}'
 }
 
