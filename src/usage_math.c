@@ -18,6 +18,9 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
+#include "credits.h"
+#include "usage_math.h"
+
 #define USECS_PER_HOUR_128 ((int128) USECS_PER_HOUR)
 
 /* Prints an int128 in decimal into buf (at least 41 bytes). */
@@ -42,8 +45,8 @@ Int128ToDecimal(int128 value, char *buf)
 }
 
 /* Reads an integer-valued numeric (a fraction of zeros is allowed) into an int128. */
-static int128
-NumericToInt128(Numeric num)
+int128
+UsageUnitsFromNumeric(Numeric num)
 {
 	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num)));
 	char	   *p = text;
@@ -75,8 +78,8 @@ NumericToInt128(Numeric num)
 }
 
 /* Makes a numeric from an int128. */
-static Datum
-Int128GetNumericDatum(int128 value)
+Datum
+UsageUnitsGetNumeric(int128 value)
 {
 	char		buf[48];
 
@@ -104,8 +107,8 @@ credits_accrual(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("usage can only accrue between finite timestamps")));
 	if (upto <= from)
-		return Int128GetNumericDatum(0);
-	return Int128GetNumericDatum((int128) rate * (int128) (upto - from));
+		return UsageUnitsGetNumeric(0);
+	return UsageUnitsGetNumeric((int128) rate * (int128) (upto - from));
 }
 
 PG_FUNCTION_INFO_V1(credits_accrued_amount);
@@ -117,18 +120,14 @@ PG_FUNCTION_INFO_V1(credits_accrued_amount);
 Datum
 credits_accrued_amount(PG_FUNCTION_ARGS)
 {
-	int128		units = NumericToInt128(PG_GETARG_NUMERIC(0));
-	int128		quotient = units / USECS_PER_HOUR_128;
-	int128		remainder = units % USECS_PER_HOUR_128;
-	int128		twice = remainder < 0 ? -2 * remainder : 2 * remainder;
+	PG_RETURN_CREDITS(UsageAmount(UsageUnitsFromNumeric(PG_GETARG_NUMERIC(0))));
+}
 
-	if (twice > USECS_PER_HOUR_128 || (twice == USECS_PER_HOUR_128 && (quotient & 1) != 0))
-		quotient += units < 0 ? -1 : 1;
-	if (quotient > PG_INT64_MAX || quotient < PG_INT64_MIN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("credits out of range")));
-	PG_RETURN_INT64((int64) quotient);
+/* The amount that units of rate-microseconds come to, half to even; 22003 out of range. */
+Credits
+UsageAmount(int128 units)
+{
+	return CreditsDivRound128(units, USECS_PER_HOUR);
 }
 
 PG_FUNCTION_INFO_V1(credits_amount_units);
@@ -137,5 +136,5 @@ PG_FUNCTION_INFO_V1(credits_amount_units);
 Datum
 credits_amount_units(PG_FUNCTION_ARGS)
 {
-	return Int128GetNumericDatum((int128) PG_GETARG_INT64(0) * USECS_PER_HOUR_128);
+	return UsageUnitsGetNumeric((int128) PG_GETARG_INT64(0) * USECS_PER_HOUR_128);
 }

@@ -9,117 +9,11 @@
 CREATE FUNCTION credits._lock_periodic_runs() RETURNS void
     LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(hashtext('credits periodic run')::bigint << 32) $$;
 
--- Locks, in project order, the accounts this deduction run will debit: those with a resource
--- billing since before cur or a usage hour before cur not yet deducted.  Taking them before
--- any resource keeps the one lock order account → resource of every other path (start_instance,
--- the balance checks' cut-off, a deposit's volume restore), so none can deadlock with the run.
-CREATE FUNCTION credits._lock_due_accounts(cur timestamptz) RETURNS bigint
-    LANGUAGE sql AS $$
-    SELECT count(*) FROM (
-        SELECT a.project_id FROM credits.accounts a
-         WHERE a.project_id IN (SELECT r.project_id FROM credits.resources r WHERE r.accrued_until < cur
-                                UNION
-                                SELECT t.project_id FROM credits.transactions t
-                                 WHERE t.status = 'accumulating' AND t.usage_hour < cur)
-         ORDER BY a.project_id
-           FOR NO KEY UPDATE) AS locked;
-$$;
-
--- Deducts every usage hour before cur, oldest first per project, each written once: the
--- billing resources' time in those hours (from their booking clock to cur) merged with the
--- hours already booked as accumulating (stops, restarts, rate changes, API usage).  An hour
--- that had no row is inserted completed; one that had is completed in place.  A project whose
--- balance does not cover its hours pays them oldest first and the first it cannot pay in full
--- takes exactly what is left, the rest recorded as uncollected; the balance lands on zero
--- and the zero-balance trigger cuts the project off.  Each project's billing clock
--- (accounts.deducted_until) then stands at cur.  Returns the number of usage transactions
--- completed.  The caller holds the periodic lock and the accounts (credits._lock_due_accounts).
--- (Hash joins only: the statistics know nothing of the hours about to be written, and left
--- alone the planner nested-loops them, which is quadratic.  work_mem: the hours of a run are
--- sorted and kept in memory once, a million of them in about 250 MB.)
+-- Deducts every usage hour before cur, oldest first per project, each written once, and
+-- debits the accounts (src/deduction.c, which says how).  Returns the number of usage
+-- transactions completed.  The caller holds the periodic-run lock.
 CREATE FUNCTION credits._deduct_ended_hours(cur timestamptz, at timestamptz) RETURNS bigint
-    LANGUAGE plpgsql SET enable_nestloop = off SET enable_mergejoin = off SET work_mem = '256MB' AS $$
-DECLARE
-    stored bigint;
-    updated bigint;
-    completed bigint;
-BEGIN
-    WITH ended AS (
-        -- time in ended hours of resources still billing, not booked yet
-        SELECT r.project_id, r.resource_id, r.kind, s.usage_hour, s.units
-          FROM credits.resources r
-          JOIN credits.accounts a ON a.project_id = r.project_id,
-               LATERAL credits._hour_segments(r.rate_per_hour, greatest(r.accrued_until, a.deducted_until), cur) AS s
-         WHERE r.accrued_until < cur),
-    booked AS (
-        SELECT t.transaction_id, t.project_id, t.resource_id, t.usage_hour, t.description, t.accrued_units
-          FROM credits.transactions t
-         WHERE t.status = 'accumulating' AND t.usage_hour < cur),
-    hours AS (
-        -- one row per (resource, hour) to deduct; an hour without a row gets its id here
-        SELECT coalesce(b.transaction_id, nextval('credits.transactions_transaction_id_seq')) AS transaction_id,
-               b.transaction_id IS NULL AS is_new, b.accrued_units AS booked_units,
-               coalesce(b.project_id, e.project_id) AS project_id,
-               coalesce(b.resource_id, e.resource_id) AS resource_id,
-               coalesce(b.usage_hour, e.usage_hour) AS usage_hour,
-               coalesce(b.description, credits._describe(e.kind, e.resource_id)) AS description,
-               coalesce(b.accrued_units, 0) + coalesce(e.units, 0) AS units,
-               credits._accrued_amount(coalesce(b.accrued_units, 0) + coalesce(e.units, 0)) AS charge
-          FROM booked b
-          FULL JOIN ended e ON e.project_id = b.project_id AND e.usage_hour = b.usage_hour
-                           AND e.resource_id = b.resource_id),
-    running AS MATERIALIZED (
-        -- each hour with its project's balance, the project's total and the running total,
-        -- oldest first (one sort serves both sums)
-        SELECT h.*, a.balance, sum(h.charge) OVER per_project AS project_charge,
-               sum(h.charge) OVER oldest_first AS through
-          FROM hours h JOIN credits.accounts a USING (project_id)
-        WINDOW per_project AS (PARTITION BY h.project_id),
-               oldest_first AS (per_project ORDER BY h.usage_hour, h.transaction_id)),
-    settled AS (
-        -- what the balance leaves uncollected: nothing, unless the project's hours exceed it;
-        -- then the hour it runs out in pays what is left, and later hours pay nothing
-        SELECT r.*,
-               CASE WHEN r.project_charge <= r.balance THEN '0'::credits.credits
-                    ELSE r.charge - greatest('0'::credits.credits,
-                                             least(r.charge, r.balance - (r.through - r.charge)))
-               END AS uncollected
-          FROM running r),
-    debits AS (
-        SELECT DISTINCT r.project_id, r.project_charge AS charge FROM running r),
-    inserted AS (
-        INSERT INTO credits.transactions (transaction_id, project_id, type, status, amount, uncollected,
-                                          created_at, description, resource_id, usage_hour, accrued_units,
-                                          completed_at)
-        SELECT s.transaction_id, s.project_id, 'usage', 'completed', -s.charge, s.uncollected,
-               s.usage_hour, s.description, s.resource_id, s.usage_hour, s.units, at
-          FROM settled s WHERE s.is_new),
-    done AS (
-        UPDATE credits.transactions t
-           SET status = 'completed', completed_at = at, accrued_units = s.units, amount = -s.charge,
-               uncollected = s.uncollected
-          FROM settled s
-         WHERE NOT s.is_new AND t.transaction_id = s.transaction_id
-           AND t.status = 'accumulating' AND t.usage_hour < cur AND t.accrued_units = s.booked_units
-        RETURNING 1),
-    debited AS (
-        -- (the project's clock moves in the same update: a cut-off it causes books from cur on)
-        UPDATE credits.accounts a
-           SET balance = a.balance - least(a.balance, d.charge), deducted_until = greatest(a.deducted_until, cur)
-          FROM debits d
-         WHERE a.project_id = d.project_id)
-    -- (data-modifying WITH parts run to completion whether or not they are read)
-    SELECT (SELECT count(*) FROM running WHERE NOT is_new), (SELECT count(*) FROM done), (SELECT count(*) FROM running)
-      INTO stored, updated, completed;
-
-    IF updated <> stored THEN
-        -- A booked hour changed under the run (it should not: its writers hold the account the
-        -- run locked first).  Undo everything; the next run starts over.
-        RAISE EXCEPTION 'credits: % of % booked usage hours changed during the deduction run',
-            stored - updated, stored USING ERRCODE = 'serialization_failure';
-    END IF;
-    RETURN completed;
-END $$;
+    AS 'MODULE_PATHNAME', 'credits_deduct_ended_hours' LANGUAGE C STRICT;
 
 -- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
 -- and starts the auto-recharges that the new balances call for.  Returns the number of usage
@@ -138,7 +32,6 @@ BEGIN
     at := credits.now();
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
-    PERFORM credits._lock_due_accounts(cur);
     completed := credits._deduct_ended_hours(cur, at);
     -- (the accrued usage of every project is worth computing only when one may recharge)
     IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN

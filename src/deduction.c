@@ -1,0 +1,513 @@
+/*
+ * deduction.c — the hourly deduction: every ended usage hour written once, and deducted.
+ *
+ * credits._deduct_ended_hours(cur, at) is the heart of run_hourly_deductions (sql/install/
+ * 50_periodic.sql, which folds the API usage first and starts auto-recharges after).  For
+ * every project with a billing resource or a booked usage hour before the hour boundary cur:
+ *
+ *   1. lock its account (in project order, before anything is read: a stop or start of one
+ *      of its resources takes the account first, so it waits for this run, and this run
+ *      sees every one that committed before);
+ *   2. build its ended hours: the hours already booked as accumulating (stops, restarts,
+ *      rate changes, API usage), plus each billing resource's time from its booking clock,
+ *      greatest(accrued_until, the account's deducted_until), to cur, split at the hours and
+ *      kept exactly in rate-microseconds (usage_math.c);
+ *   3. take them from the balance oldest first (by hour, then transaction id; the hours new
+ *      in this run get their ids in hour and resource order): each pays its amount, rounded
+ *      half to even once, while the balance lasts; the one that empties it pays what is left
+ *      and records the rest as uncollected; later ones record all of it as uncollected;
+ *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c), booked
+ *      hours completed in place; then one UPDATE debits every account and moves its clock
+ *      (accounts.deducted_until) to cur.  The zero-balance trigger fires on that UPDATE and
+ *      cuts off the projects that reached zero, in this transaction.
+ *
+ * The caller holds the periodic-run lock, so runs never overlap; everything happens in the
+ * caller's transaction, so a crash leaves every hour as it was.  Rows stream through one
+ * project at a time.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "bulk_insert.h"
+#include "credits.h"
+#include "usage_math.h"
+
+PG_FUNCTION_INFO_V1(credits_deduct_ended_hours);
+
+/* One usage hour to deduct. */
+typedef struct UsageHour
+{
+	TimestampTz hour;
+	char	   *resource_id;
+	char	   *description;
+	int64		transaction_id; /* 0 until a new hour gets its id */
+	bool		is_new;			/* no stored row yet */
+	int128		booked_units;	/* units stored in its row (booked hours) */
+	int128		units;			/* all its units */
+	Credits		charge;
+	Credits		uncollected;
+} UsageHour;
+
+/* A growable array of hours. */
+typedef struct HourList
+{
+	UsageHour  *items;
+	int			n;
+	int			size;
+} HourList;
+
+/* What the run needs at hand while it streams the projects. */
+typedef struct DeductionRun
+{
+	TimestampTz cur;
+	TimestampTz at;
+	Oid			sequence;		/* credits.transactions_transaction_id_seq */
+	Datum		usage_type;		/* 'usage'::credits.transaction_type */
+	Datum		completed_status;	/* 'completed'::credits.transaction_status */
+	BulkInsert *bulk;			/* new hours */
+	SPIPlanPtr	complete_plan;	/* completes a booked hour */
+	TupleDesc	booked_desc;	/* booked hours: SPI result */
+	SPITupleTable *booked;
+	uint64		booked_next;
+	Portal		resources;		/* billing resources, in project order */
+	SPITupleTable *fetched;
+	uint64		fetched_next;
+	MemoryContext project_cxt;	/* one project's hours; reset after each */
+	int64		completed;
+} DeductionRun;
+
+/* Columns of credits.transactions the run writes (attribute numbers, from 1). */
+typedef struct UsageColumns
+{
+	int			natts;
+	AttrNumber	transaction_id, project_id, type, status, amount, uncollected, created_at,
+				description, resource_id, usage_hour, accrued_units, completed_at;
+} UsageColumns;
+
+static UsageColumns cols;
+
+#define RESOURCES_FETCH 10000
+
+/* Appends an empty hour to list and returns it. */
+static UsageHour *
+HourListPush(HourList *list)
+{
+	if (list->n == list->size)
+	{
+		list->size = list->size ? list->size * 2 : 16;
+		list->items = list->items ? repalloc(list->items, list->size * sizeof(UsageHour))
+			: palloc(list->size * sizeof(UsageHour));
+	}
+	memset(&list->items[list->n], 0, sizeof(UsageHour));
+	return &list->items[list->n++];
+}
+
+/* Orders new hours by hour, then resource: the order they get their ids in. */
+static int
+CompareNewHours(const void *a, const void *b)
+{
+	const UsageHour *x = a;
+	const UsageHour *y = b;
+
+	if (x->hour != y->hour)
+		return x->hour < y->hour ? -1 : 1;
+	return strcmp(x->resource_id, y->resource_id);
+}
+
+/* Orders hours oldest first: by hour, then transaction id. */
+static int
+CompareOldestFirst(const void *a, const void *b)
+{
+	const UsageHour *x = a;
+	const UsageHour *y = b;
+
+	if (x->hour != y->hour)
+		return x->hour < y->hour ? -1 : 1;
+	return x->transaction_id < y->transaction_id ? -1 : x->transaction_id > y->transaction_id;
+}
+
+/* Runs a query that must succeed, with parameters; returns the SPI result code. */
+static int
+RunQuery(const char *query, int nargs, Oid *types, Datum *values, int expected)
+{
+	int			rc = SPI_execute_with_args(query, nargs, types, values, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "credits: \"%s\" failed: %s", query, SPI_result_code_string(rc));
+	return rc;
+}
+
+/* Looks up the attribute number of a column of credits.transactions. */
+static AttrNumber
+Column(TupleDesc desc, const char *name)
+{
+	int			attnum = SPI_fnumber(desc, name);
+
+	if (attnum <= 0)
+		elog(ERROR, "credits: credits.transactions has no column \"%s\"", name);
+	return (AttrNumber) attnum;
+}
+
+/* Finds the table, sequence, enum values and columns the run writes. */
+static Oid
+SetUpTargets(DeductionRun *run)
+{
+	Oid			relid = get_relname_relid("transactions", get_namespace_oid("credits", false));
+	Relation	rel;
+	TupleDesc	desc;
+
+	RunQuery("SELECT 'usage'::credits.transaction_type, 'completed'::credits.transaction_status,"
+			 " 'credits.transactions_transaction_id_seq'::regclass",
+			 0, NULL, NULL, SPI_OK_SELECT);
+	run->usage_type = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0});
+	run->completed_status = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){0});
+	run->sequence = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &(bool){0}));
+
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	cols.natts = desc->natts;
+	cols.transaction_id = Column(desc, "transaction_id");
+	cols.project_id = Column(desc, "project_id");
+	cols.type = Column(desc, "type");
+	cols.status = Column(desc, "status");
+	cols.amount = Column(desc, "amount");
+	cols.uncollected = Column(desc, "uncollected");
+	cols.created_at = Column(desc, "created_at");
+	cols.description = Column(desc, "description");
+	cols.resource_id = Column(desc, "resource_id");
+	cols.usage_hour = Column(desc, "usage_hour");
+	cols.accrued_units = Column(desc, "accrued_units");
+	cols.completed_at = Column(desc, "completed_at");
+	table_close(rel, NoLock);
+	return relid;
+}
+
+/* The next billing resource row, or NULL when there are no more. */
+static HeapTuple
+NextResource(DeductionRun *run)
+{
+	if (run->fetched == NULL || run->fetched_next == run->fetched->numvals)
+	{
+		if (run->fetched)
+			SPI_freetuptable(run->fetched);
+		SPI_cursor_fetch(run->resources, true, RESOURCES_FETCH);
+		MemoryContextSwitchTo(run->project_cxt);	/* (SPI returns in its own context) */
+		run->fetched = SPI_tuptable;
+		run->fetched_next = 0;
+		if (run->fetched->numvals == 0)
+			return NULL;
+	}
+	return run->fetched->vals[run->fetched_next];
+}
+
+/* The booked hours of project (they come in project, hour, id order) onto hours. */
+static void
+TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
+{
+	TupleDesc	desc = run->booked_desc;
+	bool		isnull;
+
+	for (; run->booked_next < run->booked->numvals; run->booked_next++)
+	{
+		HeapTuple	tuple = run->booked->vals[run->booked_next];
+		int64		project = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		UsageHour  *h;
+
+		if (project > project_id)
+			break;
+		if (project < project_id)
+			continue;			/* its account was not due when locked: next run */
+		h = HourListPush(hours);
+		h->hour = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
+		h->resource_id = SPI_getvalue(tuple, desc, 3);
+		h->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
+		h->booked_units = UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull)));
+		h->units = h->booked_units;
+	}
+}
+
+/* Adds units of resource_id in hour to the booked hour they belong to, or to a new one. */
+static void
+AddUnits(HourList *booked, HourList *fresh, TimestampTz hour, const char *resource_id,
+		 const char *description, int128 units)
+{
+	UsageHour  *h;
+
+	for (int i = 0; i < booked->n; i++)
+	{
+		h = &booked->items[i];
+		if (h->hour == hour && strcmp(h->resource_id, resource_id) == 0)
+		{
+			h->units += units;
+			return;
+		}
+	}
+	h = HourListPush(fresh);
+	h->hour = hour;
+	h->resource_id = pstrdup(resource_id);
+	h->description = pstrdup(description);
+	h->is_new = true;
+	h->units = units;
+}
+
+/* The billing resources of project onto fresh hours (booked ones take their share). */
+static void
+TakeResourceHours(DeductionRun *run, int64 project_id, HourList *booked, HourList *fresh)
+{
+	HeapTuple	tuple;
+	bool		isnull;
+
+	while ((tuple = NextResource(run)) != NULL)
+	{
+		TupleDesc	desc = run->fetched->tupdesc;
+		int64		project = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		char	   *resource_id;
+		char	   *description;
+		int64		rate;
+		TimestampTz from;
+
+		if (project > project_id)
+			break;
+		run->fetched_next++;
+		if (project < project_id)
+			continue;			/* its account was not due when locked: next run */
+		resource_id = SPI_getvalue(tuple, desc, 2);
+		description = SPI_getvalue(tuple, desc, 3);
+		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
+		from = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
+		if (TIMESTAMP_NOT_FINITE(from))
+			elog(ERROR, "credits: resource %s of project " INT64_FORMAT " bills from an infinite time",
+				 resource_id, project_id);
+		/* hour by hour from the hour of from up to cur */
+		for (TimestampTz hour = from - (from % USECS_PER_HOUR + (from % USECS_PER_HOUR < 0 ? USECS_PER_HOUR : 0));
+			 hour < run->cur; hour += USECS_PER_HOUR)
+		{
+			TimestampTz start = Max(from, hour);
+			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);
+
+			if (end > start)
+				AddUnits(booked, fresh, hour, resource_id, description,
+						 (int128) rate * (int128) (end - start));
+		}
+	}
+}
+
+/* Inserts a new hour, completed. */
+static void
+InsertHour(DeductionRun *run, int64 project_id, UsageHour *h)
+{
+	TupleTableSlot *slot = BulkInsertNextSlot(run->bulk);
+	MemoryContext old = MemoryContextSwitchTo(BulkInsertRowContext(run->bulk));
+	Datum	   *v = slot->tts_values;
+	bool	   *n = slot->tts_isnull;
+
+	for (int i = 0; i < cols.natts; i++)
+		n[i] = true;
+#define SET(col, value) (v[cols.col - 1] = (value), n[cols.col - 1] = false)
+	SET(transaction_id, Int64GetDatum(h->transaction_id));
+	SET(project_id, Int64GetDatum(project_id));
+	SET(type, run->usage_type);
+	SET(status, run->completed_status);
+	SET(amount, CreditsGetDatum(-h->charge));
+	SET(uncollected, CreditsGetDatum(h->uncollected));
+	SET(created_at, TimestampTzGetDatum(h->hour));
+	SET(description, CStringGetTextDatum(h->description));
+	SET(resource_id, CStringGetTextDatum(h->resource_id));
+	SET(usage_hour, TimestampTzGetDatum(h->hour));
+	SET(accrued_units, UsageUnitsGetNumeric(h->units));
+	SET(completed_at, TimestampTzGetDatum(run->at));
+#undef SET
+	MemoryContextSwitchTo(old);
+	BulkInsertAdd(run->bulk);
+}
+
+/* Completes a booked hour in place; it must still hold the units it was read with. */
+static void
+CompleteBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
+{
+	Datum		args[8] = {
+		Int64GetDatum(project_id), TimestampTzGetDatum(h->hour), CStringGetTextDatum(h->resource_id),
+		UsageUnitsGetNumeric(h->booked_units), UsageUnitsGetNumeric(h->units),
+		CreditsGetDatum(-h->charge), CreditsGetDatum(h->uncollected), TimestampTzGetDatum(run->at)};
+	int			rc = SPI_execute_plan(run->complete_plan, args, NULL, false, 0);
+
+	MemoryContextSwitchTo(run->project_cxt);	/* (SPI returns in its own context) */
+
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "credits: completing a usage hour failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		/* Its writers lock the account this run holds: it cannot change.  Undo everything. */
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: usage hour %s of %s changed during the deduction run",
+						timestamptz_to_str(h->hour), h->resource_id)));
+}
+
+/*
+ * Deducts one project's ended hours from balance; returns what it collected, or -1 when it
+ * has none.  The hours are written before the accounts are debited (the caller's last step).
+ */
+static Credits
+DeductProject(DeductionRun *run, int64 project_id, Credits balance)
+{
+	HourList	booked = {0};
+	HourList	fresh = {0};
+	HourList	all = {0};
+	Credits		left = balance;
+	int64		n;
+
+	TakeBookedHours(run, project_id, &booked);
+	TakeResourceHours(run, project_id, &booked, &fresh);
+	if (booked.n + fresh.n == 0)
+		return -1;
+
+	/* new hours get their ids in hour and resource order; then all of them oldest first */
+	qsort(fresh.items, fresh.n, sizeof(UsageHour), CompareNewHours);
+	for (int i = 0; i < fresh.n; i++)
+		fresh.items[i].transaction_id = nextval_internal(run->sequence, false);
+	for (int i = 0; i < booked.n; i++)
+		*HourListPush(&all) = booked.items[i];
+	for (int i = 0; i < fresh.n; i++)
+		*HourListPush(&all) = fresh.items[i];
+	qsort(all.items, all.n, sizeof(UsageHour), CompareOldestFirst);
+
+	for (int i = 0; i < all.n; i++)
+	{
+		UsageHour  *h = &all.items[i];
+		Credits		collected;
+
+		h->charge = UsageAmount(h->units);
+		collected = Min(h->charge, left);
+		left -= collected;
+		h->uncollected = h->charge - collected;
+		if (h->is_new)
+			InsertHour(run, project_id, h);
+		else
+			CompleteBookedHour(run, project_id, h);
+	}
+	n = all.n;
+	run->completed += n;
+	return balance - left;
+}
+
+/*
+ * credits._deduct_ended_hours(cur timestamptz, at timestamptz) → bigint: deducts every usage
+ * hour before cur (completing it at time at), as the file comment says; returns the number of
+ * usage transactions completed.
+ */
+Datum
+credits_deduct_ended_hours(PG_FUNCTION_ARGS)
+{
+	DeductionRun run = {0};
+	Oid			ts_arg[1] = {TIMESTAMPTZOID};
+	Datum		cur_arg[1];
+	SPITupleTable *accounts;
+	TupleDesc	accounts_desc;
+	ArrayBuildState *debit_ids;
+	ArrayBuildState *debit_amounts;
+	MemoryContext call_cxt = CurrentMemoryContext;
+	Oid			relid;
+	Oid			credits_type;
+	uint64		naccounts;
+
+	run.cur = PG_GETARG_TIMESTAMPTZ(0);
+	run.at = PG_GETARG_TIMESTAMPTZ(1);
+	cur_arg[0] = TimestampTzGetDatum(run.cur);
+	SPI_connect();
+	relid = SetUpTargets(&run);
+
+	/* 1. the accounts, locked in project order, with their balances */
+	RunQuery("SELECT a.project_id, a.balance FROM credits.accounts a"
+			 " WHERE a.project_id IN (SELECT r.project_id FROM credits.resources r WHERE r.accrued_until < $1"
+			 "                        UNION"
+			 "                        SELECT t.project_id FROM credits.transactions t"
+			 "                         WHERE t.status = 'accumulating' AND t.usage_hour < $1)"
+			 " ORDER BY a.project_id FOR NO KEY UPDATE",
+			 1, ts_arg, cur_arg, SPI_OK_SELECT);
+	accounts = SPI_tuptable;
+	accounts_desc = accounts->tupdesc;
+	naccounts = SPI_processed;
+	credits_type = SPI_gettypeid(accounts_desc, 2);
+
+	/* 2. what they have booked, and their billing resources, read after the locks */
+	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units"
+			 "  FROM credits.transactions t"
+			 " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
+			 " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
+			 1, ts_arg, cur_arg, SPI_OK_SELECT);
+	run.booked = SPI_tuptable;
+	run.booked_desc = SPI_tuptable->tupdesc;
+	run.resources = SPI_cursor_open_with_args(
+		NULL,
+		"SELECT r.project_id, r.resource_id,"
+		"       credits._describe(r.kind, r.resource_id), r.rate_per_hour,"
+		"       greatest(r.accrued_until, a.deducted_until)"
+		"  FROM credits.resources r JOIN credits.accounts a ON a.project_id = r.project_id"
+		" WHERE r.accrued_until < $1"
+		" ORDER BY r.project_id",
+		1, ts_arg, cur_arg, NULL, false, 0);
+	run.complete_plan = SPI_prepare(
+		"UPDATE credits.transactions t"
+		"   SET status = 'completed', completed_at = $8, accrued_units = $5, amount = $6, uncollected = $7"
+		" WHERE t.project_id = $1 AND t.usage_hour = $2 AND t.resource_id = $3 AND t.type = 'usage'"
+		"   AND t.status = 'accumulating' AND t.accrued_units = $4",
+		8, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID, NUMERICOID, NUMERICOID,
+			 credits_type, credits_type, TIMESTAMPTZOID});
+	if (run.complete_plan == NULL)
+		elog(ERROR, "credits: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+
+	/* 3. project by project: the hours, oldest first, against the balance */
+	run.bulk = BulkInsertOpen(relid);
+	debit_ids = initArrayResult(INT8OID, call_cxt, false);
+	debit_amounts = initArrayResult(credits_type, call_cxt, false);
+	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
+											ALLOCSET_DEFAULT_SIZES);
+	for (uint64 i = 0; i < naccounts; i++)
+	{
+		bool		isnull;
+		int64		project_id = DatumGetInt64(SPI_getbinval(accounts->vals[i], accounts_desc, 1, &isnull));
+		Credits		balance = DatumGetCredits(SPI_getbinval(accounts->vals[i], accounts_desc, 2, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(run.project_cxt);
+		Credits		collected = DeductProject(&run, project_id, balance);
+
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(run.project_cxt);
+		if (collected < 0)
+			continue;
+		accumArrayResult(debit_ids, Int64GetDatum(project_id), false, INT8OID, call_cxt);
+		accumArrayResult(debit_amounts, CreditsGetDatum(collected), false,
+						 credits_type, call_cxt);
+	}
+	BulkInsertClose(run.bulk);
+	SPI_cursor_close(run.resources);
+	CommandCounterIncrement();
+
+	/* 4. every account debited and its clock moved, in one statement (the zero-balance
+	 * trigger fires here) */
+	{
+		Oid			types[3] = {INT8ARRAYOID, get_array_type(credits_type), TIMESTAMPTZOID};
+		Datum		args[3] = {
+			makeArrayResult(debit_ids, call_cxt), makeArrayResult(debit_amounts, call_cxt), cur_arg[0]};
+
+		RunQuery("UPDATE credits.accounts a"
+				 "   SET balance = a.balance OPERATOR(credits.-) d.collected,"
+				 "       deducted_until = greatest(a.deducted_until, $3)"
+				 "  FROM unnest($1, $2) AS d(project_id, collected)"
+				 " WHERE a.project_id = d.project_id",
+				 3, types, args, SPI_OK_UPDATE);
+	}
+	SPI_finish();
+	PG_RETURN_INT64(run.completed);
+}

@@ -1,0 +1,23 @@
+/*
+ * usage_math.h — exact accrual of time-based charges (usage_math.c), for the deduction run.
+ *
+ * Units are "rate-microseconds": a rate in micro-credits per hour times billable
+ * microseconds.  Stored as integer-valued numerics; worked on as int128.
+ */
+#ifndef USAGE_MATH_H
+#define USAGE_MATH_H
+
+#include "utils/numeric.h"
+
+#include "credits.h"
+
+/* An integer-valued numeric of units as an int128 (22003 past 2^126, 22023 with a fraction). */
+extern int128 UsageUnitsFromNumeric(Numeric num);
+
+/* An int128 of units as a numeric Datum. */
+extern Datum UsageUnitsGetNumeric(int128 value);
+
+/* The amount that units come to, rounded half to even to the micro-credit (22003 out of range). */
+extern Credits UsageAmount(int128 units);
+
+#endif
