@@ -62,9 +62,9 @@ SELECT credits.record_usage(1, 'chat-api', '0.0042', 'req-' || :client_id || '-'
 SQL
 # The batch's three arrays: 1,000 calls over 100 projects and 3 products, sent by pgbench as
 # text parameters on every call (-D), as an application would send them.
-batch_args=(-D "p={$(seq 1 1000 | awk '{printf "%s%d", NR>1?",":"", $1%100+1}')}"
-            -D "r={$(seq 1 1000 | awk '{printf "%sapi-%d", NR>1?",":"", $1%3}')}"
-            -D "a={$(seq 1 1000 | awk '{printf "%s0.%04d", NR>1?",":"", $1%50+1}')}")
+batch_args=(-D "p={$(seq 1 1000 | awk '{printf "%s%d", (NR>1?",":""), $1%100+1}')}"
+            -D "r={$(seq 1 1000 | awk '{printf "%sapi-%d", (NR>1?",":""), $1%3}')}"
+            -D "a={$(seq 1 1000 | awk '{printf "%s0.%04d", (NR>1?",":""), $1%50+1}')}")
 cat > "$scripts/insert_batch_floor.sql" <<'SQL'
 INSERT INTO credits.usage_events
 SELECT u.p, u.r, date_trunc('hour', now(), 'UTC'), u.a
