@@ -167,6 +167,17 @@ SELECT delete_volume(5403, 'vol-1');
 SELECT pg_temp.deduct();
 SELECT pg_temp.totals(5403);
 
+-- A project never funded that records API usage: its hour is charged and left uncollected in
+-- full, but its balance did not reach zero (it was never above): no cut-off, no event.
+SELECT open_account(5404);
+SET credits.clock = '2026-05-03 11:10+00';
+SELECT record_usage(5404, 'api:chat', '0.30');
+SET credits.clock = '2026-05-03 12:00:05+00';
+SELECT pg_temp.deduct();
+SELECT * FROM pg_temp.usage(5404);
+SELECT pg_temp.totals(5404);
+SELECT count(*) AS events FROM pg_temp.events(5404);
+
 SELECT project_id, current_balance, accumulating FROM balance_overview
  WHERE project_id BETWEEN 5400 AND 5449 ORDER BY project_id;
 SELECT * FROM verify();

@@ -17,9 +17,10 @@
  *      half to even once, while the balance lasts; the one that empties it pays what is left
  *      and records the rest as uncollected; later ones record all of it as uncollected;
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c), booked
- *      hours completed in place; then one UPDATE debits every account and moves its clock
- *      (accounts.deducted_until) to cur.  The zero-balance trigger fires on that UPDATE and
- *      cuts off the projects that reached zero, in this transaction.
+ *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
+ *      that pay something, and every due account's clock (accounts.deducted_until) moves to
+ *      cur.  The zero-balance trigger fires on the debit and cuts off the projects that
+ *      reached zero, in this transaction.
  *
  * The caller holds the periodic-run lock, so runs never overlap; everything happens in the
  * caller's transaction, so a crash leaves every hour as it was.  Rows stream through one
@@ -77,7 +78,14 @@ typedef struct DeductionRun
 	Datum		usage_type;		/* 'usage'::credits.transaction_type */
 	Datum		completed_status;	/* 'completed'::credits.transaction_status */
 	BulkInsert *bulk;			/* new hours */
-	SPIPlanPtr	complete_plan;	/* completes a booked hour */
+	MemoryContext call_cxt;		/* lives for the whole call */
+	Oid			credits_type;
+	/* the booked hours to complete, column by column, for one UPDATE at the end */
+	ArrayBuildState *booked_project_ids, *booked_hours, *booked_resource_ids,
+			   *booked_units_before, *booked_units, *booked_amounts, *booked_uncollected;
+	int64		booked_completions;
+	/* the accounts: those that pay something, with what they pay, and those that pay nothing */
+	ArrayBuildState *paying_ids, *paid, *not_paying_ids;
 	TupleDesc	booked_desc;	/* booked hours: SPI result */
 	SPITupleTable *booked;
 	uint64		booked_next;
@@ -334,26 +342,101 @@ InsertHour(DeductionRun *run, int64 project_id, UsageHour *h)
 	BulkInsertAdd(run->bulk);
 }
 
-/* Completes a booked hour in place; it must still hold the units it was read with. */
+/* Appends one value to a column of the booked hours to complete. */
 static void
-CompleteBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
+Collect(DeductionRun *run, ArrayBuildState **column, Datum value, Oid type)
 {
-	Datum		args[8] = {
-		Int64GetDatum(project_id), TimestampTzGetDatum(h->hour), CStringGetTextDatum(h->resource_id),
-		UsageUnitsGetNumeric(h->booked_units), UsageUnitsGetNumeric(h->units),
-		CreditsGetDatum(-h->charge), CreditsGetDatum(h->uncollected), TimestampTzGetDatum(run->at)};
-	int			rc = SPI_execute_plan(run->complete_plan, args, NULL, false, 0);
+	if (*column == NULL)
+		*column = initArrayResult(type, run->call_cxt, false);
+	accumArrayResult(*column, value, false, type, run->call_cxt);
+}
 
-	MemoryContextSwitchTo(run->project_cxt);	/* (SPI returns in its own context) */
+/* Queues a booked hour to be completed in place (CompleteBookedHours). */
+static void
+QueueBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
+{
+	Collect(run, &run->booked_project_ids, Int64GetDatum(project_id), INT8OID);
+	Collect(run, &run->booked_hours, TimestampTzGetDatum(h->hour), TIMESTAMPTZOID);
+	Collect(run, &run->booked_resource_ids, CStringGetTextDatum(h->resource_id), TEXTOID);
+	Collect(run, &run->booked_units_before, UsageUnitsGetNumeric(h->booked_units), NUMERICOID);
+	Collect(run, &run->booked_units, UsageUnitsGetNumeric(h->units), NUMERICOID);
+	Collect(run, &run->booked_amounts, CreditsGetDatum(-h->charge), run->credits_type);
+	Collect(run, &run->booked_uncollected, CreditsGetDatum(h->uncollected), run->credits_type);
+	run->booked_completions++;
+}
 
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "credits: completing a usage hour failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed != 1)
-		/* Its writers lock the account this run holds: it cannot change.  Undo everything. */
+/*
+ * Completes the queued booked hours in one UPDATE.  Each must still hold the units it was
+ * read with: its writers lock the account this run holds, so it cannot change; if one did,
+ * everything is undone and the next run starts over.
+ */
+static void
+CompleteBookedHours(DeductionRun *run)
+{
+	Oid			types[8] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, NUMERICARRAYOID,
+		NUMERICARRAYOID, get_array_type(run->credits_type), get_array_type(run->credits_type),
+	TIMESTAMPTZOID};
+	Datum		args[8];
+
+	if (run->booked_completions == 0)
+		return;
+	args[0] = makeArrayResult(run->booked_project_ids, run->call_cxt);
+	args[1] = makeArrayResult(run->booked_hours, run->call_cxt);
+	args[2] = makeArrayResult(run->booked_resource_ids, run->call_cxt);
+	args[3] = makeArrayResult(run->booked_units_before, run->call_cxt);
+	args[4] = makeArrayResult(run->booked_units, run->call_cxt);
+	args[5] = makeArrayResult(run->booked_amounts, run->call_cxt);
+	args[6] = makeArrayResult(run->booked_uncollected, run->call_cxt);
+	args[7] = TimestampTzGetDatum(run->at);
+	RunQuery("UPDATE credits.transactions t"
+			 "   SET status = 'completed', completed_at = $8, accrued_units = b.units,"
+			 "       amount = b.amount, uncollected = b.uncollected"
+			 "  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
+			 "       AS b(project_id, usage_hour, resource_id, booked_units, units, amount, uncollected)"
+			 " WHERE t.project_id = b.project_id AND t.usage_hour = b.usage_hour"
+			 "   AND t.resource_id = b.resource_id AND t.type = 'usage'"
+			 "   AND t.status = 'accumulating' AND t.accrued_units = b.booked_units",
+			 8, types, args, SPI_OK_UPDATE);
+	if (SPI_processed != (uint64) run->booked_completions)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: usage hour %s of %s changed during the deduction run",
-						timestamptz_to_str(h->hour), h->resource_id)));
+				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " booked usage hours changed during the deduction run",
+						run->booked_completions - (int64) SPI_processed, run->booked_completions)));
+}
+
+/*
+ * Debits the accounts that pay something (the zero-balance trigger fires on that UPDATE and
+ * cuts off those that reach zero), and moves every due account's billing clock to cur.  An
+ * account that pays nothing keeps its balance column untouched: at zero from the start (API
+ * usage of a project never funded), it has not reached zero now.
+ */
+static void
+DebitAccounts(DeductionRun *run)
+{
+	Datum		cur = TimestampTzGetDatum(run->cur);
+
+	if (run->paying_ids)
+	{
+		Oid			types[3] = {INT8ARRAYOID, get_array_type(run->credits_type), TIMESTAMPTZOID};
+		Datum		args[3] = {makeArrayResult(run->paying_ids, run->call_cxt),
+		makeArrayResult(run->paid, run->call_cxt), cur};
+
+		RunQuery("UPDATE credits.accounts a"
+				 "   SET balance = a.balance OPERATOR(credits.-) d.paid,"
+				 "       deducted_until = greatest(a.deducted_until, $3)"
+				 "  FROM unnest($1, $2) AS d(project_id, paid)"
+				 " WHERE a.project_id = d.project_id",
+				 3, types, args, SPI_OK_UPDATE);
+	}
+	if (run->not_paying_ids)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
+		Datum		args[2] = {makeArrayResult(run->not_paying_ids, run->call_cxt), cur};
+
+		RunQuery("UPDATE credits.accounts a SET deducted_until = greatest(a.deducted_until, $2)"
+				 " WHERE a.project_id = ANY ($1)",
+				 2, types, args, SPI_OK_UPDATE);
+	}
 }
 
 /*
@@ -396,7 +479,7 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 		if (h->is_new)
 			InsertHour(run, project_id, h);
 		else
-			CompleteBookedHour(run, project_id, h);
+			QueueBookedHour(run, project_id, h);
 	}
 	n = all.n;
 	run->completed += n;
@@ -416,8 +499,6 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	Datum		cur_arg[1];
 	SPITupleTable *accounts;
 	TupleDesc	accounts_desc;
-	ArrayBuildState *debit_ids;
-	ArrayBuildState *debit_amounts;
 	MemoryContext call_cxt = CurrentMemoryContext;
 	Oid			relid;
 	Oid			credits_type;
@@ -446,6 +527,8 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	accounts_desc = accounts->tupdesc;
 	naccounts = SPI_processed;
 	credits_type = SPI_gettypeid(accounts_desc, 2);
+	run.credits_type = credits_type;
+	run.call_cxt = call_cxt;
 
 	/* 2. what they have booked, and their billing resources, read after the locks */
 	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units"
@@ -463,20 +546,8 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 		" WHERE r.accrued_until < $1"
 		" ORDER BY r.project_id",
 		1, ts_arg, cur_arg, NULL, false, 0);
-	run.complete_plan = SPI_prepare(
-		"UPDATE credits.transactions t"
-		"   SET status = 'completed', completed_at = $8, accrued_units = $5, amount = $6, uncollected = $7"
-		" WHERE t.project_id = $1 AND t.usage_hour = $2 AND t.resource_id = $3 AND t.type = 'usage'"
-		"   AND t.status = 'accumulating' AND t.accrued_units = $4",
-		8, (Oid[]) {INT8OID, TIMESTAMPTZOID, TEXTOID, NUMERICOID, NUMERICOID,
-			 credits_type, credits_type, TIMESTAMPTZOID});
-	if (run.complete_plan == NULL)
-		elog(ERROR, "credits: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-
 	/* 3. project by project: the hours, oldest first, against the balance */
 	run.bulk = BulkInsertOpen(relid);
-	debit_ids = initArrayResult(INT8OID, call_cxt, false);
-	debit_amounts = initArrayResult(credits_type, call_cxt, false);
 	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
 											ALLOCSET_DEFAULT_SIZES);
 	for (uint64 i = 0; i < naccounts; i++)
@@ -490,30 +561,21 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(run.project_cxt);
-		if (collected < 0)
-			continue;
-		accumArrayResult(debit_ids, Int64GetDatum(project_id), false, INT8OID, call_cxt);
-		accumArrayResult(debit_amounts, CreditsGetDatum(collected), false,
-						 credits_type, call_cxt);
+		if (collected > 0)
+		{
+			Collect(&run, &run.paying_ids, Int64GetDatum(project_id), INT8OID);
+			Collect(&run, &run.paid, CreditsGetDatum(collected), credits_type);
+		}
+		else if (collected == 0)
+			Collect(&run, &run.not_paying_ids, Int64GetDatum(project_id), INT8OID);
 	}
 	BulkInsertClose(run.bulk);
 	SPI_cursor_close(run.resources);
+	CompleteBookedHours(&run);
 	CommandCounterIncrement();
 
-	/* 4. every account debited and its clock moved, in one statement (the zero-balance
-	 * trigger fires here) */
-	{
-		Oid			types[3] = {INT8ARRAYOID, get_array_type(credits_type), TIMESTAMPTZOID};
-		Datum		args[3] = {
-			makeArrayResult(debit_ids, call_cxt), makeArrayResult(debit_amounts, call_cxt), cur_arg[0]};
-
-		RunQuery("UPDATE credits.accounts a"
-				 "   SET balance = a.balance OPERATOR(credits.-) d.collected,"
-				 "       deducted_until = greatest(a.deducted_until, $3)"
-				 "  FROM unnest($1, $2) AS d(project_id, collected)"
-				 " WHERE a.project_id = d.project_id",
-				 3, types, args, SPI_OK_UPDATE);
-	}
+	/* 4. the accounts debited, their clocks moved */
+	DebitAccounts(&run);
 	SPI_finish();
 	PG_RETURN_INT64(run.completed);
 }

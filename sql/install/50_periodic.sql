@@ -2,7 +2,8 @@
 -- The periodic work: hourly deductions and the minute's balance checks.  pg_cron never replays
 -- runs missed while the server was down, so each run catches up by itself, and each is safe to
 -- call at any time, any number of times, concurrently: runs take one advisory lock and wait
--- for each other, and every (resource, hour) moves accumulating → completed exactly once.
+-- for each other, and every (resource, hour) is completed and deducted exactly once (its row
+-- is unique, and a project's hours before accounts.deducted_until are never booked again).
 -- ---------------------------------------------------------------------------------------------
 
 -- Waits for any other periodic run of this database to finish.
