@@ -37,15 +37,10 @@
 # valgrind about 6 minutes (regress and isolation).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# shellcheck source=lib/private_pg.sh
+. "$src/test/lib/private_pg.sh"
 VALGRIND=${SANITIZE_VALGRIND:-1}
 start=$(date +%s)
-
-if [ "$(id -u)" = 0 ]; then
-  as_tester() { runuser -u postgres -- "$@"; }
-else
-  as_tester() { "$@"; }
-fi
 
 work=$(mktemp -d /tmp/credits-sanitize.XXXXXX)
 cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$work"; }
@@ -55,20 +50,8 @@ mkdir -p "$reports"
 
 # The private PostgreSQL installation: the same relative layout under $root.
 root=$work/root
+private_pg_install "$root"
 bindir=$("$PG_CONFIG" --bindir)
-libbase=$(dirname "$bindir")                     # /usr/lib/postgresql/15
-sharedir=$("$PG_CONFIG" --sharedir)              # /usr/share/postgresql/15
-includedir=$("$PG_CONFIG" --includedir)          # /usr/include/postgresql
-pkglibdir=$("$PG_CONFIG" --pkglibdir)
-mkdir -p "$root$(dirname "$libbase")" "$root$(dirname "$sharedir")" "$root$(dirname "$includedir")"
-cp -a "$libbase" "$root$(dirname "$libbase")/"
-cp -a "$sharedir" "$root$(dirname "$sharedir")/"
-ln -s "$includedir" "$root$includedir"           # headers are only read
-rm -rf "$root$pkglibdir/credits.so" "$root$pkglibdir/bitcode/credits" "$root$pkglibdir/bitcode/credits.index.bc" \
-       "$root$sharedir/extension/credits"*
-private_pg_config=$root$bindir/pg_config
-[ "$("$private_pg_config" --sharedir)" = "$root$sharedir" ] || {
-  echo "sanitize: the copied pg_config does not find its own share directory" >&2; exit 1; }
 
 if [ "$VALGRIND" = 1 ]; then
   mv "$root$bindir/postgres" "$root$bindir/postgres.real"
@@ -85,9 +68,7 @@ EOF
 fi
 
 # The tree: this checkout, without the build and test outputs.
-cp -a "$src" "$work/src"
-rm -rf "$work/src"/{tmp_check,tmp_check_iso,results,output_iso,log} "$work/src"/src/*.o "$work/src"/src/*.bc \
-       "$work/src"/*.so "$work/src"/regression.*
+clean_tree_copy "$src" "$work/src"
 if [ "$(id -u)" = 0 ]; then chown -R postgres: "$work"; fi
 
 ubsan='-fsanitize=undefined -fno-wrapv -fno-omit-frame-pointer -g'

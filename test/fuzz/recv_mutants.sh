@@ -12,34 +12,17 @@
 #   KEEP=1 test/fuzz/recv_mutants.sh       keep the work directory (each build's prove output)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# shellcheck source=../lib/private_pg.sh
+. "$src/test/lib/private_pg.sh"
 seconds=${RECV_FUZZ_SECONDS:-3}
-
-if [ "$(id -u)" = 0 ]; then
-  as_tester() { runuser -u postgres -- "$@"; }
-else
-  as_tester() { "$@"; }
-fi
 
 work=$(mktemp -d /tmp/credits-mutants.XXXXXX)
 cleanup() { [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
-# The private PostgreSQL installation: the same relative layout under $root.
-root=$work/root
-bindir=$("$PG_CONFIG" --bindir)
-libbase=$(dirname "$bindir")
-sharedir=$("$PG_CONFIG" --sharedir)
-includedir=$("$PG_CONFIG" --includedir)
-mkdir -p "$root$(dirname "$libbase")" "$root$(dirname "$sharedir")" "$root$(dirname "$includedir")"
-cp -a "$libbase" "$root$(dirname "$libbase")/"
-cp -a "$sharedir" "$root$(dirname "$sharedir")/"
-ln -s "$includedir" "$root$includedir"
-private_pg_config=$root$bindir/pg_config
-
-cp -a "$src" "$work/tree"
-rm -rf "$work/tree"/{tmp_check,tmp_check_iso,results,output_iso,log} "$work/tree"/src/*.o \
-       "$work/tree"/src/*.bc "$work/tree"/*.so
+# The private PostgreSQL installation, and the tree to build in it.
+private_pg_install "$work/root"
+clean_tree_copy "$src" "$work/tree"
 if [ "$(id -u)" = 0 ]; then chown -R postgres: "$work"; fi
 io=$work/tree/src/credits_io.c
 cp "$io" "$work/credits_io.c.orig"
