@@ -28,7 +28,11 @@ CREATE TABLE credits.accounts (
     -- usage transactions (sql/install/40_metering_tables.sql).
     deducted_until timestamptz NOT NULL DEFAULT '-infinity',
     opened_at   timestamptz NOT NULL
-);
+)
+-- Half-empty pages: a balance update (every deposit; the hourly deduction debits every
+-- account with usage) finds room on its page and stays a heap-only update, with no new index
+-- entry.
+WITH (fillfactor = 50);
 
 CREATE TABLE credits.payment_methods (
     method_id    bigserial PRIMARY KEY,
