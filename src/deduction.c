@@ -239,7 +239,7 @@ TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
 			continue;			/* its account was not due when locked: next run */
 		h = HourListPush(hours);
 		h->hour = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
-		h->resource_id = SPI_getvalue(tuple, desc, 3);
+		h->resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
 		h->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		h->booked_units = UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull)));
 		h->units = h->booked_units;
@@ -292,8 +292,8 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		run->fetched_next++;
 		if (project < project_id)
 			continue;			/* its account was not due when locked: next run */
-		resource_id = SPI_getvalue(tuple, desc, 2);
-		description = SPI_getvalue(tuple, desc, 3);
+		resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
+		description = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
 		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull)), deducted_until);
 		if (TIMESTAMP_NOT_FINITE(from))

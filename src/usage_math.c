@@ -77,12 +77,14 @@ UsageUnitsFromNumeric(Numeric num)
 	return negative ? -(int128) magnitude : (int128) magnitude;
 }
 
-/* Makes a numeric from an int128. */
+/* Makes a numeric from an int128 (directly when it fits in an int64, as nearly all do). */
 Datum
 UsageUnitsGetNumeric(int128 value)
 {
 	char		buf[48];
 
+	if (value >= PG_INT64_MIN && value <= PG_INT64_MAX)
+		return NumericGetDatum(int64_to_numeric((int64) value));
 	Int128ToDecimal(value, buf);
 	return DirectFunctionCall3(numeric_in, CStringGetDatum(buf),
 							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
