@@ -16,7 +16,8 @@
  *      in this run get their ids in hour and resource order): each pays its amount, rounded
  *      half to even once, while the balance lasts; the one that empties it pays what is left
  *      and records the rest as uncollected; later ones record all of it as uncollected;
- *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c), booked
+ *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
+ *      trigger fires on them: their accounts are the ones locked in step 1), booked
  *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
  *      that pay something, and every due account's clock (accounts.deducted_until) moves to
  *      cur.  The zero-balance trigger fires on the debit and cuts off the projects that
@@ -72,27 +73,33 @@ typedef struct HourList
 /* What the run needs at hand while it streams the projects. */
 typedef struct DeductionRun
 {
-	TimestampTz cur;
-	TimestampTz at;
+	/* the call */
+	TimestampTz cur;			/* the hour boundary: hours before it are deducted */
+	TimestampTz at;				/* completed_at of the hours */
+	MemoryContext call_cxt;		/* lives for the whole call */
+	MemoryContext project_cxt;	/* one project's hours; reset after each */
+
+	/* what it writes with */
 	Oid			sequence;		/* credits.transactions_transaction_id_seq */
+	Oid			credits_type;
 	Datum		usage_type;		/* 'usage'::credits.transaction_type */
 	Datum		completed_status;	/* 'completed'::credits.transaction_status */
-	BulkInsert *bulk;			/* new hours */
-	MemoryContext call_cxt;		/* lives for the whole call */
-	Oid			credits_type;
-	/* the booked hours to complete, column by column, for one UPDATE at the end */
+
+	/* what it reads: booked hours (all fetched), billing resources (a cursor) */
+	SPITupleTable *booked;
+	TupleDesc	booked_desc;
+	uint64		booked_next;
+	Portal		resources;
+	SPITupleTable *fetched;
+	uint64		fetched_next;
+
+	/* what it writes: new hours (as it goes), booked hours to complete and the accounts to
+	 * debit (column by column, each for one UPDATE at the end) */
+	BulkInsert *bulk;
 	ArrayBuildState *booked_project_ids, *booked_hours, *booked_resource_ids,
 			   *booked_units_before, *booked_units, *booked_amounts, *booked_uncollected;
 	int64		booked_completions;
-	/* the accounts: those that pay something, with what they pay, and those that pay nothing */
 	ArrayBuildState *paying_ids, *paid, *not_paying_ids;
-	TupleDesc	booked_desc;	/* booked hours: SPI result */
-	SPITupleTable *booked;
-	uint64		booked_next;
-	Portal		resources;		/* billing resources, in project order */
-	SPITupleTable *fetched;
-	uint64		fetched_next;
-	MemoryContext project_cxt;	/* one project's hours; reset after each */
 	int64		completed;
 } DeductionRun;
 
@@ -122,6 +129,13 @@ HourListPush(HourList *list)
 	return &list->items[list->n++];
 }
 
+/* Orders two hours by their UTC hour. */
+static int
+CompareHour(const UsageHour *x, const UsageHour *y)
+{
+	return x->hour < y->hour ? -1 : x->hour > y->hour;
+}
+
 /* Orders new hours by hour, then resource: the order they get their ids in. */
 static int
 CompareNewHours(const void *a, const void *b)
@@ -129,9 +143,7 @@ CompareNewHours(const void *a, const void *b)
 	const UsageHour *x = a;
 	const UsageHour *y = b;
 
-	if (x->hour != y->hour)
-		return x->hour < y->hour ? -1 : 1;
-	return strcmp(x->resource_id, y->resource_id);
+	return CompareHour(x, y) ? CompareHour(x, y) : strcmp(x->resource_id, y->resource_id);
 }
 
 /* Orders hours oldest first: by hour, then transaction id. */
@@ -141,8 +153,8 @@ CompareOldestFirst(const void *a, const void *b)
 	const UsageHour *x = a;
 	const UsageHour *y = b;
 
-	if (x->hour != y->hour)
-		return x->hour < y->hour ? -1 : 1;
+	if (CompareHour(x, y) != 0)
+		return CompareHour(x, y);
 	return x->transaction_id < y->transaction_id ? -1 : x->transaction_id > y->transaction_id;
 }
 
