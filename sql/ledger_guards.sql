@@ -52,6 +52,10 @@ SELECT pg_temp.refused(format('DELETE FROM credits.transactions WHERE transactio
 SELECT pg_temp.refused('DELETE FROM credits.transactions WHERE project_id = 4301');
 SELECT pg_temp.refused('TRUNCATE credits.transactions');
 SELECT pg_temp.refused('TRUNCATE credits.accounts CASCADE');
+-- accounts and payment methods are never deleted either: the ledger refers to them
+SELECT pg_temp.refused('DELETE FROM credits.accounts WHERE project_id = 4302');
+SELECT pg_temp.refused(format('DELETE FROM credits.payment_methods WHERE method_id = %s', :visa));
+SELECT pg_temp.refused('TRUNCATE credits.payment_methods CASCADE');
 SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
 SELECT pg_temp.n('transaction', transaction_id) AS id, project_id, type, status, amount, description,
        invoice_url, failure_reason
