@@ -19,9 +19,8 @@
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
  *      trigger fires on them: their accounts are the ones locked in step 1), booked
  *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
- *      that pay something, and every due account's clock (accounts.deducted_until) moves to
- *      cur.  The zero-balance trigger fires on the debit and cuts off the projects that
- *      reached zero, in this transaction.
+ *      and moves their clocks (accounts.deducted_until) to cur.  The zero-balance trigger
+ *      fires on it and cuts off the projects whose balance reached zero, in this transaction.
  *
  * The caller holds the periodic-run lock, so runs never overlap; everything happens in the
  * caller's transaction, so a crash leaves every hour as it was.  Rows stream through one
@@ -99,7 +98,7 @@ typedef struct DeductionRun
 	ArrayBuildState *booked_project_ids, *booked_hours, *booked_resource_ids,
 			   *booked_units_before, *booked_units, *booked_amounts, *booked_uncollected;
 	int64		booked_completions;
-	ArrayBuildState *paying_ids, *paid, *not_paying_ids;
+	ArrayBuildState *debited_ids, *paid;
 	int64		completed;
 } DeductionRun;
 
@@ -417,38 +416,27 @@ CompleteBookedHours(DeductionRun *run)
 }
 
 /*
- * Debits the accounts that pay something (the zero-balance trigger fires on that UPDATE and
- * cuts off those that reach zero), and moves every due account's billing clock to cur.  An
- * account that pays nothing keeps its balance column untouched: at zero from the start (API
- * usage of a project never funded), it has not reached zero now.
+ * Debits every due account by what it paid and moves its billing clock to cur, in one
+ * UPDATE.  The zero-balance trigger fires on it and cuts off the projects whose balance
+ * reached zero.
  */
 static void
 DebitAccounts(DeductionRun *run)
 {
-	Datum		cur = TimestampTzGetDatum(run->cur);
+	Oid			types[3] = {INT8ARRAYOID, get_array_type(run->credits_type), TIMESTAMPTZOID};
+	Datum		args[3];
 
-	if (run->paying_ids)
-	{
-		Oid			types[3] = {INT8ARRAYOID, get_array_type(run->credits_type), TIMESTAMPTZOID};
-		Datum		args[3] = {makeArrayResult(run->paying_ids, run->call_cxt),
-		makeArrayResult(run->paid, run->call_cxt), cur};
-
-		RunQuery("UPDATE credits.accounts a"
-				 "   SET balance = a.balance OPERATOR(credits.-) d.paid,"
-				 "       deducted_until = greatest(a.deducted_until, $3)"
-				 "  FROM unnest($1, $2) AS d(project_id, paid)"
-				 " WHERE a.project_id = d.project_id",
-				 3, types, args, SPI_OK_UPDATE);
-	}
-	if (run->not_paying_ids)
-	{
-		Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
-		Datum		args[2] = {makeArrayResult(run->not_paying_ids, run->call_cxt), cur};
-
-		RunQuery("UPDATE credits.accounts a SET deducted_until = greatest(a.deducted_until, $2)"
-				 " WHERE a.project_id = ANY ($1)",
-				 2, types, args, SPI_OK_UPDATE);
-	}
+	if (run->debited_ids == NULL)
+		return;
+	args[0] = makeArrayResult(run->debited_ids, run->call_cxt);
+	args[1] = makeArrayResult(run->paid, run->call_cxt);
+	args[2] = TimestampTzGetDatum(run->cur);
+	RunQuery("UPDATE credits.accounts a"
+			 "   SET balance = a.balance OPERATOR(credits.-) d.paid,"
+			 "       deducted_until = greatest(a.deducted_until, $3)"
+			 "  FROM unnest($1, $2) AS d(project_id, paid)"
+			 " WHERE a.project_id = d.project_id",
+			 3, types, args, SPI_OK_UPDATE);
 }
 
 /*
@@ -573,13 +561,10 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(run.project_cxt);
-		if (collected > 0)
-		{
-			Collect(&run, &run.paying_ids, Int64GetDatum(project_id), INT8OID);
-			Collect(&run, &run.paid, CreditsGetDatum(collected), credits_type);
-		}
-		else if (collected == 0)
-			Collect(&run, &run.not_paying_ids, Int64GetDatum(project_id), INT8OID);
+		if (collected < 0)
+			continue;			/* nothing due after all: its account stays as it is */
+		Collect(&run, &run.debited_ids, Int64GetDatum(project_id), INT8OID);
+		Collect(&run, &run.paid, CreditsGetDatum(collected), credits_type);
 	}
 	BulkInsertClose(run.bulk);
 	SPI_cursor_close(run.resources);

@@ -5,8 +5,9 @@
  * credits.accounts, both this function, keep it and act on it (sql/install/44_zero_balance.sql
  * gives each a WHEN clause, so an ordinary balance change never calls in here):
  *
- *   BEFORE UPDATE  decides the flag: a balance that reaches zero sets it; a deposit into a
- *                  depleted account clears it once the available balance (balance minus usage
+ *   BEFORE UPDATE  decides the flag: a balance that reaches zero from above sets it (an
+ *                  account never funded has not reached zero); a deposit into a depleted
+ *                  account clears it once the available balance (balance minus usage
  *                  accrued and not yet deducted) is positive again.
  *   AFTER UPDATE   acts on a change of the flag, in the same transaction: when set, running
  *                  instances are terminated, available volumes made inaccessible and the events
@@ -94,8 +95,8 @@ DecideDepleted(TriggerData *trigdata)
 	Datum		value;
 	bool		isnull = false;
 
-	if (!depleted && new_balance == 0)
-		decided = true;
+	if (!depleted && new_balance == 0 && old_balance > 0)
+		decided = true;			/* reached zero (an account never funded has not) */
 	else if (depleted && new_balance > old_balance)
 	{
 		/* A deposit into a depleted account: lift enforcement once it can pay its usage. */

@@ -58,7 +58,7 @@ CREATE FUNCTION credits._zero_balance_trigger() RETURNS trigger
 
 CREATE TRIGGER zero_balance_decide
     BEFORE UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
-    WHEN ((NEW.balance = '0'::credits.credits AND NOT NEW.depleted)
+    WHEN ((NEW.balance = '0'::credits.credits AND OLD.balance > '0'::credits.credits AND NOT NEW.depleted)
           OR (NEW.depleted AND NEW.balance > OLD.balance))
     EXECUTE FUNCTION credits._zero_balance_trigger();
 
