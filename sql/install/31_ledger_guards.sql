@@ -140,20 +140,25 @@ CREATE TRIGGER transactions_known_references
     AFTER INSERT ON credits.transactions REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION credits._transactions_known_references();
 
--- Refuses to delete accounts and payment methods: the ledger refers to them forever
--- (a payment method is removed by credits.remove_payment_method, which keeps its row).
+-- Refuses to delete accounts and payment methods: the ledger refers to them forever.  The
+-- trigger's arguments name the rows and give the hint.
 CREATE FUNCTION credits._never_deleted() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION '% rows are never deleted', TG_TABLE_NAME
-        USING ERRCODE = 'object_not_in_prerequisite_state';
+    RAISE EXCEPTION 'credits % are never deleted', TG_ARGV[0]
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = 'The ledger refers to them for good.', HINT = TG_ARGV[1];
 END $$;
 
 CREATE TRIGGER accounts_no_delete
-    BEFORE DELETE ON credits.accounts FOR EACH ROW EXECUTE FUNCTION credits._never_deleted();
+    BEFORE DELETE ON credits.accounts FOR EACH ROW
+    EXECUTE FUNCTION credits._never_deleted('accounts', 'An account with nothing to spend is simply left at zero.');
 CREATE TRIGGER accounts_no_truncate
-    BEFORE TRUNCATE ON credits.accounts FOR EACH STATEMENT EXECUTE FUNCTION credits._never_deleted();
+    BEFORE TRUNCATE ON credits.accounts FOR EACH STATEMENT
+    EXECUTE FUNCTION credits._never_deleted('accounts', 'An account with nothing to spend is simply left at zero.');
 CREATE TRIGGER payment_methods_no_delete
-    BEFORE DELETE ON credits.payment_methods FOR EACH ROW EXECUTE FUNCTION credits._never_deleted();
+    BEFORE DELETE ON credits.payment_methods FOR EACH ROW
+    EXECUTE FUNCTION credits._never_deleted('payment methods', 'Remove one with credits.remove_payment_method(): it is marked removed and kept.');
 CREATE TRIGGER payment_methods_no_truncate
-    BEFORE TRUNCATE ON credits.payment_methods FOR EACH STATEMENT EXECUTE FUNCTION credits._never_deleted();
+    BEFORE TRUNCATE ON credits.payment_methods FOR EACH STATEMENT
+    EXECUTE FUNCTION credits._never_deleted('payment methods', 'Remove one with credits.remove_payment_method(): it is marked removed and kept.');
