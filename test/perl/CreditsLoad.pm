@@ -26,7 +26,7 @@ use warnings;
 use DBI;
 use File::Basename qw(basename);
 use POSIX ();
-use PostgreSQL::Test::Cluster;
+use CreditsNode;
 use PostgreSQL::Test::Utils ();
 use Time::HiRes qw(time sleep);
 
@@ -39,17 +39,11 @@ our %EXPECTED = map { $_ => 1 } qw(55000 P0002 55006);
 sub start_loaded_node
 {
 	my ($name) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	$node->append_conf('postgresql.conf', <<'CONF');
-timezone = 'UTC'
-lc_messages = 'C'
+	my $node = CreditsNode::start_node($name, <<'CONF');
 max_connections = 40
-fsync = off
 deadlock_timeout = 200ms
 log_line_prefix = '%m [%p] '
 CONF
-	$node->start;
 
 	setup($node, projects => 12);
 	my $dir = "$PostgreSQL::Test::Utils::log_path/" . basename($0, '.pl');    # e.g. .../060_soak

@@ -12,9 +12,9 @@ use warnings;
 
 use FindBin;
 use IPC::Run ();
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CreditsNode;
 use Time::HiRes ();
 
 use lib "$FindBin::RealBin/../worker";
@@ -22,16 +22,7 @@ use FakeProvider;
 
 my $worker = "$FindBin::RealBin/../worker/payment_worker.pl";
 
-my $node = PostgreSQL::Test::Cluster->new('payment_worker');
-$node->init;
-$node->append_conf('postgresql.conf', <<'CONF');
-timezone = 'UTC'
-lc_messages = 'C'
-fsync = off
-synchronous_commit = off
-CONF
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION credits');
+my $node = CreditsNode::start_node('payment_worker', "synchronous_commit = off\n");
 $node->safe_psql('postgres', <<'SQL');
 CREATE ROLE payment_worker LOGIN IN ROLE credits_worker;
 ALTER DATABASE postgres SET credits.event_lease = '2s';

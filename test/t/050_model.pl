@@ -19,9 +19,9 @@ use warnings;
 
 use DBI;
 use Digest::MD5 qw(md5_hex);
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CreditsNode;
 use Time::HiRes ();
 
 use CreditsModel;
@@ -34,18 +34,11 @@ my $replay     = "CREDITS_MODEL_SEED=$seed CREDITS_MODEL_STEPS=$steps";
 diag("model test: $replay");
 srand($seed);
 
-my $node = PostgreSQL::Test::Cluster->new('model');
-$node->init;
-$node->append_conf('postgresql.conf', <<'CONF');
-timezone = 'UTC'
-lc_messages = 'C'
-fsync = off
+my $node = CreditsNode::start_node('model', <<'CONF');
 synchronous_commit = off
 full_page_writes = off
 log_statement = none
 CONF
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION credits');
 
 my $dbh = DBI->connect('dbi:Pg:dbname=postgres;host=' . $node->host . ';port=' . $node->port,
 	'', '', { AutoCommit => 1, RaiseError => 0, PrintError => 0 })

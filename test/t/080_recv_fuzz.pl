@@ -29,9 +29,9 @@ use warnings;
 
 use DBI;
 use IO::Socket::UNIX;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use CreditsNode;
 use Time::HiRes qw(time);
 
 my $seed    = $ENV{CREDITS_RECV_FUZZ_SEED}    // int(rand(2**31));
@@ -403,18 +403,12 @@ is(ref_text(pack('H16', $_->[0])), $_->[1], "reference: $_->[0] is $_->[1]")
 	[ '00000000000f4240', '1.00' ], [ '0000000000bc614e', '12.345678' ],
 	[ 'fffffffffffc2f70', '-0.25' ], [ '0000000000000064', '0.0001' ]);
 
-my $node = PostgreSQL::Test::Cluster->new('recv_fuzz');
-$node->init;
-$node->append_conf('postgresql.conf', <<'CONF');
-lc_messages = 'C'
-fsync = off
+my $node = CreditsNode::start_node('recv_fuzz', <<'CONF');
 synchronous_commit = off
 log_min_messages = log
 log_min_error_statement = panic
 CONF
-$node->start;
 $node->safe_psql('postgres', <<'SQL');
-CREATE EXTENSION credits;
 CREATE TABLE fz_bind (id int PRIMARY KEY, c credits.credits, tail int NOT NULL);
 CREATE TABLE fz_copy (id int PRIMARY KEY, c credits.credits, tail int NOT NULL);
 SQL
