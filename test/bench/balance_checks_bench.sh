@@ -21,7 +21,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/tmp_server.sh"
 
 tmp_server_start bench_checks
-psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 # Hour H is 2026-01-01 11:00 UTC.  Project p (1..projects):
 #   p % 100 <> 0: deposit 100.00, instance at 1.00/h started at 10:00 + (p % 3559) s

@@ -25,7 +25,6 @@ TMP_SERVER_CONF="max_wal_size = 8GB
 checkpoint_timeout = 30min
 work_mem = 64MB
 maintenance_work_mem = 256MB" tmp_server_start deduction_bench
-psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "loading $projects projects x 10 running resources ..."
 t0=$(date +%s)

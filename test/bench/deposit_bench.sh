@@ -22,7 +22,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/tmp_server.sh"
 
 tmp_server_start bench_deposit
-psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "creating $projects projects with a payment method, and plain_balances ..."
 psql <<SQL

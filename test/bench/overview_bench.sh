@@ -16,7 +16,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/tmp_server.sh"
 
 tmp_server_start overview_bench
-psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 scripts=$(mktemp -d /tmp/credits-overview-bench.XXXXXX)
 chmod 755 "$scripts"
 trap 'tmp_server_stop; rm -rf "$scripts"' EXIT

@@ -17,7 +17,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/tmp_server.sh"
 
 tmp_server_start credits_bench
-psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "loading $rows rows into t_credits, t_bigint and t_numeric ..."
 psql <<SQL

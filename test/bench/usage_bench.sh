@@ -26,7 +26,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/tmp_server.sh"
 
 tmp_server_start usage_bench
-psql() { as_pg psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 scripts=$(mktemp -d /tmp/credits-usage-bench.XXXXXX)
 chmod 755 "$scripts"
 trap '[ -s "$scripts/pgbench.log" ] && grep -iE "error|abort|fatal" "$scripts/pgbench.log" | head -5; tmp_server_stop; rm -rf "$scripts"' EXIT

@@ -5,10 +5,14 @@
 #                              pg_cron installed) and TMP_SERVER_DIR
 #   tmp_server_stop            stop it and remove its files (also run on exit)
 #   as_pg CMD...               run a command as the server's owner (postgres when root)
+#   psql ARGS...               psql on that server as its owner, quiet, stopping at the first
+#                              error (the benchmarks' way to talk to it)
 #
 # As root the server runs as the postgres user (initdb refuses root).  Extra postgresql.conf
 # lines can be passed in TMP_SERVER_CONF.
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+
+psql() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
