@@ -116,6 +116,8 @@ SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_i
 -- deposits are positive; usage is not
 SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''pending'', ''-5'', now(), ''x'', %s)', :visa));
 SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id, usage_hour, accrued_units) VALUES (4301, ''usage'', ''accumulating'', ''5'', now(), ''x'', ''r'', ''2026-03-04 08:00+00'', 0)');
+-- a usage hour is a whole UTC hour (history and verify() find usage rows hour by hour)
+SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id, usage_hour, accrued_units) VALUES (4301, ''usage'', ''accumulating'', ''0'', now(), ''x'', ''r'', ''2026-03-04 08:30+00'', 0)');
 -- status and its times go together
 SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''completed'', ''5'', now(), ''x'', %s)', :visa));
 -- one usage transaction per (project, resource, hour)

@@ -97,6 +97,8 @@ INSERT INTO credits.transactions (project_id, type, status, amount, created_at, 
 SELECT project_id, type, status, amount, created_at, description, resource_id, usage_hour, accrued_units
   FROM credits.transactions WHERE transaction_id = :u;
 SELECT * FROM credits.verify();
+-- (and for that project alone, whose usage rows are read hour by hour)
+SELECT * FROM credits.verify((SELECT project_id FROM credits.transactions WHERE transaction_id = :u));
 ROLLBACK;
 
 --

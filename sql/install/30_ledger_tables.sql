@@ -77,6 +77,8 @@ CREATE TABLE credits.transactions (
     CONSTRAINT usage_shape CHECK (
         CASE WHEN type = 'usage'
              THEN resource_id IS NOT NULL AND usage_hour IS NOT NULL AND accrued_units IS NOT NULL
+                  -- (a whole UTC hour: credits._usage_transactions finds rows hour by hour)
+                  AND usage_hour = credits.hour_of(usage_hour)
                   AND status IN ('accumulating', 'completed') AND amount <= '0'::credits.credits
                   AND uncollected >= '0'::credits.credits AND uncollected <= -amount
                   AND method_id IS NULL AND idempotency_key IS NULL
@@ -88,12 +90,16 @@ CREATE TABLE credits.transactions (
         (completed_at IS NOT NULL) = (status = 'completed')
         AND (failed_at IS NOT NULL) = (status = 'failed'))
 );
--- Usage rows are written a million an hour, so they are in one index only: this one, which
--- also serves their history (by project and hour) and the deduction's lookups.  Deposits and
--- auto-recharges have the id and history indexes.
+-- Usage rows are written a million an hour, so they are in one index only: this one, ordered
+-- by hour first.  Each hourly run's new rows then go to its right edge, page after page, and
+-- no older page is read or written again; ordered by project first, every run would touch a
+-- page of every project's history (at 100,000 projects with a day of history, 1.7-2.6x
+-- slower, and worse as history grows).  It also serves one project's usage: probed hour by
+-- hour (credits._usage_transactions), and the lookups of booking and deduction by their full
+-- key.  Deposits and auto-recharges have the id and history indexes.
 CREATE UNIQUE INDEX transactions_deposit_ids ON credits.transactions (transaction_id) WHERE type <> 'usage';
 CREATE UNIQUE INDEX transactions_one_usage_per_hour
-    ON credits.transactions (project_id, usage_hour, resource_id) WHERE type = 'usage';
+    ON credits.transactions (usage_hour, project_id, resource_id) WHERE type = 'usage';
 CREATE UNIQUE INDEX transactions_idempotency_key
     ON credits.transactions (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX transactions_one_pending_auto_recharge
