@@ -17,6 +17,20 @@ CREATE FUNCTION pg_temp.pending(p bigint) RETURNS text LANGUAGE sql AS $$
 $$;
 
 --
+-- The billing hour of a time is its UTC hour, whatever the session's time zone (Kolkata is
+-- 5:30 ahead, Chatham 12:45 in March): before and after 2000-01-01 (where timestamps count
+-- from), at and just before an hour boundary; infinities stay as they are.
+--
+SET TimeZone = 'Asia/Kolkata';
+SELECT t AS ts, credits.hour_of(t) AT TIME ZONE 'UTC' AS utc_hour
+  FROM unnest(ARRAY['2026-03-01 10:59:59.999999+00', '2026-03-01 11:00+00', '2026-03-01 11:00:00.000001+00',
+                    '1999-12-31 23:59:59.999999+00', '1999-12-31 23:00+00', '1970-01-01 00:30+00',
+                    '2000-01-01 00:00+00', 'infinity', '-infinity']::timestamptz[]) AS t;
+SET TimeZone = 'Pacific/Chatham';
+SELECT credits.hour_of('2026-03-01 10:20+00') = '2026-03-01 10:00+00' AS chatham;
+SET TimeZone = 'UTC';
+
+--
 -- record_usage: one appended row per call; a repeated key with the same arguments counts once.
 --
 SET credits.clock = '2026-03-01 09:00+00';

@@ -311,8 +311,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 			elog(ERROR, "credits: resource %s of project " INT64_FORMAT " bills from an infinite time",
 				 resource_id, project_id);
 		/* hour by hour from the hour of from up to cur */
-		for (TimestampTz hour = from - (from % USECS_PER_HOUR + (from % USECS_PER_HOUR < 0 ? USECS_PER_HOUR : 0));
-			 hour < run->cur; hour += USECS_PER_HOUR)
+		for (TimestampTz hour = HourOf(from); hour < run->cur; hour += USECS_PER_HOUR)
 		{
 			TimestampTz start = Max(from, hour);
 			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);

@@ -140,3 +140,25 @@ credits_amount_units(PG_FUNCTION_ARGS)
 {
 	return UsageUnitsGetNumeric((int128) PG_GETARG_INT64(0) * USECS_PER_HOUR_128);
 }
+
+/* The start of the UTC hour that ts falls in; infinities stay as they are. */
+TimestampTz
+HourOf(TimestampTz ts)
+{
+	int64		into_hour;
+
+	if (TIMESTAMP_NOT_FINITE(ts))
+		return ts;
+	/* (timestamps count microseconds from 2000-01-01 00:00 UTC, the start of an hour) */
+	into_hour = ts % USECS_PER_HOUR;
+	return ts - (into_hour < 0 ? into_hour + USECS_PER_HOUR : into_hour);
+}
+
+PG_FUNCTION_INFO_V1(credits_hour_of);
+
+/* credits.hour_of(ts timestamptz) → timestamptz: the start of the UTC hour of ts. */
+Datum
+credits_hour_of(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(HourOf(PG_GETARG_TIMESTAMPTZ(0)));
+}

@@ -7,6 +7,7 @@
 #ifndef USAGE_MATH_H
 #define USAGE_MATH_H
 
+#include "datatype/timestamp.h"
 #include "utils/numeric.h"
 
 #include "credits.h"
@@ -19,5 +20,8 @@ extern Datum UsageUnitsGetNumeric(int128 value);
 
 /* The amount that units come to, rounded half to even to the micro-credit (22003 out of range). */
 extern Credits UsageAmount(int128 units);
+
+/* The start of the UTC hour that ts falls in; infinities stay as they are. */
+extern TimestampTz HourOf(TimestampTz ts);
 
 #endif

@@ -18,13 +18,11 @@ CREATE FUNCTION credits.minimum_deposit() RETURNS credits.credits
 CREATE FUNCTION credits.event_lease() RETURNS interval
     AS 'MODULE_PATHNAME', 'credits_event_lease_interval' LANGUAGE C STABLE PARALLEL SAFE;
 
--- Start of the UTC hour that ts falls in: billing hours are UTC hours [h, h+1).
--- (Written with immutable functions only - date_trunc(text, timestamptz, text) is merely
--- stable - so that the planner inlines it; called per request by record_usage, the SQL
--- function call cost about a fifth of the call.)
+-- Start of the UTC hour that ts falls in: billing hours are UTC hours [h, h+1), whatever the
+-- session's time zone (src/usage_math.c: one integer floor, called per request by
+-- record_usage and per usage row by the usage_shape check).  Infinities stay as they are.
 CREATE FUNCTION credits.hour_of(ts timestamptz) RETURNS timestamptz
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN timezone('UTC', date_trunc('hour', timezone('UTC', ts)));
+    AS 'MODULE_PATHNAME', 'credits_hour_of' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Exact accrual (src/usage_math.c): rate-microseconds over [from, upto), and their amount.
 CREATE FUNCTION credits._accrual(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
