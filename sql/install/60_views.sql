@@ -135,12 +135,13 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
         UNION ALL
         SELECT t.* FROM credits._usage_transactions t
          WHERE t.project_id = verify.project_id),
+    -- (summed per project before the join: a join first sorted every transaction)
     ledger AS (
-        SELECT s.project_id,
-               coalesce(sum(t.amount + t.uncollected) FILTER (WHERE t.status = 'completed'),
-                        '0'::credits.credits) AS total
-          FROM scope s LEFT JOIN scoped t USING (project_id)
-         GROUP BY s.project_id)
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total
+          FROM scope s
+          LEFT JOIN (SELECT t.project_id, sum(t.amount + t.uncollected) AS total
+                       FROM scoped t WHERE t.status = 'completed'
+                      GROUP BY t.project_id) AS x USING (project_id))
     SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
       FROM scope s JOIN ledger l USING (project_id)
      WHERE s.balance <> l.total
@@ -163,7 +164,7 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
       FROM scoped t
      WHERE t.type = 'usage'
-     GROUP BY t.project_id, t.resource_id, t.usage_hour HAVING count(*) > 1
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
     UNION ALL
     SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
       FROM scoped t
