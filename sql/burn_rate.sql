@@ -29,12 +29,23 @@ SELECT burn_rate(r, '1 hour') AS rates, burn_rate(r, '1 hour') = sum(r) AS equal
 SELECT burn_rate(amount, per) AS no_rows FROM (SELECT '1.00'::credits, '1 hour'::interval WHERE false) AS v(amount, per);
 SELECT burn_rate(amount, per) AS nulls_skipped
   FROM (VALUES ('1.00'::credits, '1 hour'::interval), (NULL, '1 hour'), ('1.00', NULL)) AS v(amount, per);
--- A period must be positive and month-free (a month has no fixed length); the rate must fit.
+-- A period must be positive and month-free (a month has no fixed length).
 SELECT per, pg_temp.fails(format('SELECT credits.burn_rate(''1.00'', %L::interval)', per)) AS result
   FROM unnest(ARRAY['0', '-1 hour', '1 month', '1 year', '1 mon -30 days', '1 day -24 hours',
                     '-1 day 25 hours']) AS per;
-SELECT pg_temp.fails($$SELECT credits.burn_rate('9000000000000.00', '1 minute')$$);
-SELECT pg_temp.fails($$SELECT credits.burn_rate(x, '1 hour') FROM (VALUES ('9000000000000.00'::credits.credits), ('9000000000000.00')) AS v(x)$$);
+-- A rate past the credits range is the range's end, not an error: runaway usage of one project
+-- must not make the overview of every project fail (metering_runaway).  Just inside the range
+-- it is exact; scaled past it, or summed past it, it is clamped, in both directions.
+SELECT credits.burn_rate('9223372036854.775807', '1 hour') AS largest,
+       credits.burn_rate('-9223372036854.775807', '1 hour') AS smallest,
+       credits.burn_rate('153722867280.912930', '1 minute') AS just_inside,
+       credits.burn_rate('153722867280.912931', '1 minute') AS scaled_past,
+       credits.burn_rate('-9000000000000.00', '1 minute') AS scaled_past_below;
+SELECT credits.burn_rate(x, '1 hour') AS summed_past,
+       credits.burn_rate(-x, '1 hour') AS summed_past_below,
+       credits.burn_rate(x, '1 hour') FILTER (WHERE tag <> 'b') AS summed_to_the_end
+  FROM (VALUES ('9000000000000.00'::credits.credits, 'a'), ('9000000000000.00', 'b'),
+               ('223372036854.775807', 'c')) AS v(x, tag);
 
 -- Parallel-safe, with a combine function, and a parallel plan gives the serial answer.
 SELECT a.aggfnoid::regprocedure, a.aggcombinefn, p.proparallel

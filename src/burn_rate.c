@@ -5,8 +5,10 @@
  *
  * Each input is "amount every per": an instance's rate_per_hour with per = 1 hour, or the API
  * usage of a past period with per = that period's length.  Each is scaled to one hour exactly
- * (int128, rounded half to even to the micro-credit) and summed with overflow checks.  The
- * state is a credits value, so the aggregate runs in parallel with a plain combine step.
+ * (int128, rounded half to even to the micro-credit) and summed, clamped to the credits
+ * range's ends: usage past the range (sql/metering_runaway.sql) must not make a project's
+ * overview, or the view of every project, fail.  The state is a credits value, so the
+ * aggregate runs in parallel with a plain combine step.
  */
 #include "postgres.h"
 
@@ -32,6 +34,16 @@ PeriodMicroseconds(const Interval *per)
 	return usecs;
 }
 
+/* a + b, clamped to [-max, max] credits. */
+static Credits
+ClampedSum(Credits a, Credits b)
+{
+	int128		sum = (int128) a + (int128) b;
+
+	return sum > (int128) CREDITS_MAX ? CREDITS_MAX
+		: sum < -(int128) CREDITS_MAX ? -CREDITS_MAX : (Credits) sum;
+}
+
 PG_FUNCTION_INFO_V1(credits_burn_rate_accum);
 
 /* Adds amount-per-period, scaled to one hour, to the running credits-per-hour total. */
@@ -41,13 +53,16 @@ credits_burn_rate_accum(PG_FUNCTION_ARGS)
 	Credits		total = PG_GETARG_CREDITS(0);
 	Credits		amount = PG_GETARG_CREDITS(1);
 	Interval   *per = PG_GETARG_INTERVAL_P(2);
+	int128		scaled = (int128) amount * USECS_PER_HOUR;
+	int64		usecs = PeriodMicroseconds(per);
 	Credits		hourly;
-	Credits		sum;
 
-	hourly = CreditsDivRound128((int128) amount * USECS_PER_HOUR, PeriodMicroseconds(per));
-	if (pg_add_s64_overflow(total, hourly, &sum))
-		CreditsOutOfRange();
-	PG_RETURN_CREDITS(sum);
+	/* (scaled to an hour, past the range only when per is shorter than an hour) */
+	if (scaled / usecs >= (int128) CREDITS_MAX || scaled / usecs <= -(int128) CREDITS_MAX)
+		hourly = scaled > 0 ? CREDITS_MAX : -CREDITS_MAX;
+	else
+		hourly = CreditsDivRound128(scaled, usecs);
+	PG_RETURN_CREDITS(ClampedSum(total, hourly));
 }
 
 PG_FUNCTION_INFO_V1(credits_burn_rate_combine);
@@ -56,9 +71,5 @@ PG_FUNCTION_INFO_V1(credits_burn_rate_combine);
 Datum
 credits_burn_rate_combine(PG_FUNCTION_ARGS)
 {
-	Credits		sum;
-
-	if (pg_add_s64_overflow(PG_GETARG_CREDITS(0), PG_GETARG_CREDITS(1), &sum))
-		CreditsOutOfRange();
-	PG_RETURN_CREDITS(sum);
+	PG_RETURN_CREDITS(ClampedSum(PG_GETARG_CREDITS(0), PG_GETARG_CREDITS(1)));
 }

@@ -8,13 +8,20 @@
  * The result is checked against the credits range only at the end: a sum
  * that leaves the range raises 22003; avg rounds half to even.
  * min and max reuse int8smaller and int8larger (see 10_type.sql).
+ *
+ * Two internal aggregates over the same state total usage, where one
+ * project's runaway usage must not make a statement fail for every project:
+ * credits._usage_total saturates at the range's ends, and credits._units_sum
+ * returns the total as rate-microseconds (usage_math.c), a numeric.
  */
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
 
 #include "credits.h"
+#include "usage_math.h"
 
 PG_FUNCTION_INFO_V1(credits_agg_accum);
 PG_FUNCTION_INFO_V1(credits_agg_accum_inv);
@@ -23,6 +30,8 @@ PG_FUNCTION_INFO_V1(credits_agg_serialize);
 PG_FUNCTION_INFO_V1(credits_agg_deserialize);
 PG_FUNCTION_INFO_V1(credits_sum_final);
 PG_FUNCTION_INFO_V1(credits_avg_final);
+PG_FUNCTION_INFO_V1(credits_usage_total_final);
+PG_FUNCTION_INFO_V1(credits_units_sum_final);
 
 /* The transition state shared by sum and avg. */
 typedef struct CreditsAggState
@@ -175,4 +184,40 @@ credits_avg_final(PG_FUNCTION_ARGS)
 	if (state == NULL || state->count == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_CREDITS(CreditsDivRound128(state->sum, state->count));
+}
+
+/*
+ * credits._usage_total: the total clamped to [-max, max] credits, NULL without input.  A
+ * usage total past the range is more than any balance holds, so enforcing it as the range's
+ * end collects exactly what the true total would; -max, not min, so that it negates.
+ */
+Datum
+credits_usage_total_final(PG_FUNCTION_ARGS)
+{
+	CreditsAggState *state;
+
+	state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
+	if (state == NULL || state->count == 0)
+		PG_RETURN_NULL();
+	if (state->sum > (int128) CREDITS_MAX)
+		PG_RETURN_CREDITS(CREDITS_MAX);
+	if (state->sum < -(int128) CREDITS_MAX)
+		PG_RETURN_CREDITS(-CREDITS_MAX);
+	PG_RETURN_CREDITS((Credits) state->sum);
+}
+
+/* credits._units_sum: the exact total as rate-microseconds (numeric), NULL without input. */
+Datum
+credits_units_sum_final(PG_FUNCTION_ARGS)
+{
+	CreditsAggState *state;
+	int128		limit = (((int128) 1) << 126) / USECS_PER_HOUR;
+
+	state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
+	if (state == NULL || state->count == 0)
+		PG_RETURN_NULL();
+	/* (past 2^126 units: 2.4e22 credits, 2.4e13 calls at the largest amount one may record) */
+	if (state->sum > limit || state->sum < -limit)
+		CreditsOutOfRange();
+	return UsageUnitsGetNumeric(state->sum * USECS_PER_HOUR);
 }

@@ -117,7 +117,7 @@ PG_FUNCTION_INFO_V1(credits_accrued_amount);
 
 /*
  * credits._accrued_amount(units numeric) → credits: the amount that units of
- * rate-microseconds come to, rounded half to even to the micro-credit.
+ * rate-microseconds come to, rounded half to even to the micro-credit (UsageAmount).
  */
 Datum
 credits_accrued_amount(PG_FUNCTION_ARGS)
@@ -125,20 +125,21 @@ credits_accrued_amount(PG_FUNCTION_ARGS)
 	PG_RETURN_CREDITS(UsageAmount(UsageUnitsFromNumeric(PG_GETARG_NUMERIC(0))));
 }
 
-/* The amount that units of rate-microseconds come to, half to even; 22003 out of range. */
+/*
+ * The amount that units of rate-microseconds come to, half to even, clamped to [-max, max]
+ * credits: an hour's charge past the range is more than any balance holds, so charging the
+ * range's end collects exactly what the true amount would (its units stay exact).
+ */
 Credits
 UsageAmount(int128 units)
 {
+	int128		limit = (int128) CREDITS_MAX * USECS_PER_HOUR_128;
+
+	if (units >= limit)
+		return CREDITS_MAX;
+	if (units <= -limit)
+		return -CREDITS_MAX;
 	return CreditsDivRound128(units, USECS_PER_HOUR);
-}
-
-PG_FUNCTION_INFO_V1(credits_amount_units);
-
-/* credits._amount_units(amount credits) → numeric: an amount as rate-microseconds. */
-Datum
-credits_amount_units(PG_FUNCTION_ARGS)
-{
-	return UsageUnitsGetNumeric((int128) PG_GETARG_INT64(0) * USECS_PER_HOUR_128);
 }
 
 /* The start of the UTC hour that ts falls in; infinities stay as they are. */

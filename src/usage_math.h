@@ -18,7 +18,7 @@ extern int128 UsageUnitsFromNumeric(Numeric num);
 /* An int128 of units as a numeric Datum. */
 extern Datum UsageUnitsGetNumeric(int128 value);
 
-/* The amount that units come to, rounded half to even to the micro-credit (22003 out of range). */
+/* The amount that units come to, rounded half to even to the micro-credit, within ±max credits. */
 extern Credits UsageAmount(int128 units);
 
 /* The start of the UTC hour that ts falls in; infinities stay as they are. */

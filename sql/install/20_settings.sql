@@ -25,12 +25,33 @@ CREATE FUNCTION credits.hour_of(ts timestamptz) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'credits_hour_of' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Exact accrual (src/usage_math.c): rate-microseconds over [from, upto), and their amount.
+-- An amount past the credits range is charged as the range's end (9223372036854.775807): no
+-- balance holds more, so what is collected is exact, and the units stay exact.
 CREATE FUNCTION credits._accrual(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
     RETURNS numeric AS 'MODULE_PATHNAME', 'credits_accrual' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION credits._accrued_amount(units numeric) RETURNS credits.credits
     AS 'MODULE_PATHNAME', 'credits_accrued_amount' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-CREATE FUNCTION credits._amount_units(amount credits.credits) RETURNS numeric
-    AS 'MODULE_PATHNAME', 'credits_amount_units' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Usage totals that one project's runaway usage cannot make fail for every project
+-- (src/credits_agg.c, on sum(credits)'s exact int128 state): _units_sum(amount) is the
+-- total of API amounts as rate-microseconds, exact; _usage_total(amount) is a total of usage
+-- amounts clamped to the range's ends, as _accrued_amount clamps an hour.
+CREATE FUNCTION credits._usage_total_final(internal) RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_usage_total_final' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION credits._units_sum_final(internal) RETURNS numeric
+    AS 'MODULE_PATHNAME', 'credits_units_sum_final' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE AGGREGATE credits._usage_total(credits.credits) (
+    SFUNC = credits.credits_agg_accum, STYPE = internal, SSPACE = 32,
+    FINALFUNC = credits._usage_total_final,
+    COMBINEFUNC = credits.credits_agg_combine,
+    SERIALFUNC = credits.credits_agg_serialize, DESERIALFUNC = credits.credits_agg_deserialize,
+    PARALLEL = SAFE);
+CREATE AGGREGATE credits._units_sum(credits.credits) (
+    SFUNC = credits.credits_agg_accum, STYPE = internal, SSPACE = 32,
+    FINALFUNC = credits._units_sum_final,
+    COMBINEFUNC = credits.credits_agg_combine,
+    SERIALFUNC = credits.credits_agg_serialize, DESERIALFUNC = credits.credits_agg_deserialize,
+    PARALLEL = SAFE);
 
 -- The UTC hours that [from, upto) touches, with the rate-microseconds accrued in each.
 -- Not STRICT (a null argument gives no rows all the same): the planner inlines only

@@ -55,7 +55,7 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
                     THEN credits.hour_of(at) ELSE m.usage_hour END AS usage_hour
           FROM moved m),
     grouped AS (
-        SELECT project_id, resource_id, usage_hour, credits._amount_units(sum(amount)) AS units, count(*) AS n
+        SELECT project_id, resource_id, usage_hour, credits._units_sum(amount) AS units, count(*) AS n
           FROM targeted GROUP BY project_id, resource_id, usage_hour),
     booked AS (
         INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
@@ -97,7 +97,7 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
                                     AND t.usage_hour = e.usage_hour AND t.type = 'usage'
                                     AND t.status = 'completed')
                     THEN credits.hour_of(credits.now()) ELSE e.usage_hour END,
-               credits._describe('api', e.resource_id), credits._amount_units(sum(e.amount))
+               credits._describe('api', e.resource_id), credits._units_sum(e.amount)
           FROM credits.usage_events e
          GROUP BY e.project_id, e.resource_id, e.usage_hour) AS x
  GROUP BY x.project_id, x.resource_id, x.usage_hour;
@@ -108,7 +108,7 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
 CREATE FUNCTION credits._accumulating(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT coalesce(-sum(u.amount), '0') FROM credits.usage_in_progress u
+    SELECT coalesce(-credits._usage_total(u.amount), '0') FROM credits.usage_in_progress u
      WHERE u.project_id = _accumulating.project_id;
 END;
 

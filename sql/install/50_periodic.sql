@@ -44,7 +44,7 @@ END $$;
 
 -- Usage not yet deducted, in total per project with any, as of credits.now().
 CREATE VIEW credits.accumulating_by_project AS
-SELECT u.project_id, -sum(u.amount) AS accumulating
+SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating
   FROM credits.usage_in_progress u GROUP BY u.project_id;
 
 -- The projects a periodic run may have to act on, found in one pass over the accounts with

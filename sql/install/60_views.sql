@@ -77,7 +77,7 @@ SELECT a.project_id,
   FROM credits.accounts a
   LEFT JOIN credits.auto_recharge r USING (project_id)
   CROSS JOIN LATERAL (
-      SELECT coalesce(-sum(u.amount), '0'::credits.credits) AS accumulating
+      SELECT coalesce(-credits._usage_total(u.amount), '0'::credits.credits) AS accumulating
         FROM credits.usage_in_progress u WHERE u.project_id = a.project_id) AS acc
   CROSS JOIN LATERAL (
       SELECT credits.burn_rate(b.amount, interval '1 hour') AS burn_rate

@@ -27,7 +27,8 @@ BEGIN
               WHERE p.pronamespace = 'credits'::regnamespace
                 AND (p.proname LIKE '\_%' OR p.prosecdef OR p.proname IN ('schedule_jobs', 'unschedule_jobs'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
-                                      '_accrued_amount', '_amount_units', '_hour_segments', '_describe',
+                                      '_accrued_amount', '_hour_segments', '_describe',
+                                      '_usage_total', '_units_sum',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
                                       '_minimum_deposit_text')
     LOOP
