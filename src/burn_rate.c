@@ -34,7 +34,10 @@ PeriodMicroseconds(const Interval *per)
 	return usecs;
 }
 
-/* a + b, clamped to [-max, max] credits. */
+/*
+ * a + b, clamped to [-max, max] credits.  (With inputs of one sign, as a project's rates and
+ * usage are, the order of the additions does not change the result, in parallel or not.)
+ */
 static Credits
 ClampedSum(Credits a, Credits b)
 {

@@ -162,14 +162,22 @@ credits_agg_deserialize(PG_FUNCTION_ARGS)
 	PG_RETURN_POINTER(state);
 }
 
+/* A final function's state, or NULL when the aggregate had no input. */
+static CreditsAggState *
+FinalState(FunctionCallInfo fcinfo)
+{
+	CreditsAggState *state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
+
+	return state != NULL && state->count > 0 ? state : NULL;
+}
+
 /* sum: the exact total, NULL without input, 22003 outside the range. */
 Datum
 credits_sum_final(PG_FUNCTION_ARGS)
 {
-	CreditsAggState *state;
+	CreditsAggState *state = FinalState(fcinfo);
 
-	state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
-	if (state == NULL || state->count == 0)
+	if (state == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_CREDITS(CreditsFromInt128(state->sum));
 }
@@ -178,10 +186,9 @@ credits_sum_final(PG_FUNCTION_ARGS)
 Datum
 credits_avg_final(PG_FUNCTION_ARGS)
 {
-	CreditsAggState *state;
+	CreditsAggState *state = FinalState(fcinfo);
 
-	state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
-	if (state == NULL || state->count == 0)
+	if (state == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_CREDITS(CreditsDivRound128(state->sum, state->count));
 }
@@ -194,10 +201,9 @@ credits_avg_final(PG_FUNCTION_ARGS)
 Datum
 credits_usage_total_final(PG_FUNCTION_ARGS)
 {
-	CreditsAggState *state;
+	CreditsAggState *state = FinalState(fcinfo);
 
-	state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
-	if (state == NULL || state->count == 0)
+	if (state == NULL)
 		PG_RETURN_NULL();
 	if (state->sum > (int128) CREDITS_MAX)
 		PG_RETURN_CREDITS(CREDITS_MAX);
@@ -210,11 +216,10 @@ credits_usage_total_final(PG_FUNCTION_ARGS)
 Datum
 credits_units_sum_final(PG_FUNCTION_ARGS)
 {
-	CreditsAggState *state;
+	CreditsAggState *state = FinalState(fcinfo);
 	int128		limit = (((int128) 1) << 126) / USECS_PER_HOUR;
 
-	state = PG_ARGISNULL(0) ? NULL : (CreditsAggState *) PG_GETARG_POINTER(0);
-	if (state == NULL || state->count == 0)
+	if (state == NULL)
 		PG_RETURN_NULL();
 	/* (past 2^126 units: 2.4e22 credits, 2.4e13 calls at the largest amount one may record) */
 	if (state->sum > limit || state->sum < -limit)

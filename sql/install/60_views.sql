@@ -124,17 +124,20 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
         SELECT a.* FROM credits.accounts a
          WHERE verify.project_id IS NOT NULL
            AND a.project_id = (SELECT credits._require_account(verify.project_id))),
-    -- the transactions of the accounts in scope
-    scoped AS NOT MATERIALIZED (
-        SELECT t.* FROM credits.transactions t
-         WHERE verify.project_id IS NULL
-           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
-        UNION ALL
+    -- the transactions of the one project asked about, read once (usage hour by hour)
+    project_rows AS MATERIALIZED (
         SELECT t.* FROM credits.transactions t
          WHERE t.type <> 'usage' AND t.project_id = verify.project_id
         UNION ALL
         SELECT t.* FROM credits._usage_transactions t
          WHERE t.project_id = verify.project_id),
+    -- the transactions of the accounts in scope (all of them: read by each check)
+    scoped AS NOT MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE verify.project_id IS NULL
+           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+        UNION ALL
+        SELECT * FROM project_rows),
     -- (summed per project before the join: a join first sorted every transaction)
     ledger AS (
         SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total
