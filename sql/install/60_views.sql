@@ -164,8 +164,15 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
        AND NOT EXISTS (SELECT FROM credits.payment_methods m
                         WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
     UNION ALL
+    -- (for all projects, grouped in the order of the usage index, as it streams: orphans,
+    -- reported above, are counted too)
     SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
-      FROM scoped t
+      FROM credits.transactions t
+     WHERE verify.project_id IS NULL AND t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM project_rows t
      WHERE t.type = 'usage'
      GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
     UNION ALL

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Reading one project's usage: transaction_history and verify(project_id) for a random project
+# among PROJECTS (default 10,000), each with 10 resources and HISTORY hours (default 24) of
+# deducted usage, in a database whose first usage hour is YEARS (default 3) years back (one
+# old usage row of another project).  The usage index is ordered by hour first, so that the
+# hourly run only appends to it; one project's rows are then found by one index probe per
+# hour since the first usage in the database (credits._usage_transactions).  The baseline,
+# from the same server: the same read from a copy of the usage rows indexed by project
+# first, one range scan - what the hourly run would pay for on every run instead.
+#
+#   test/bench/history_bench.sh [PROJECTS] [HISTORY] [YEARS] [SECONDS]
+#
+# pgbench, 1 client, SECONDS (default 10) per query; prints the average latency of each.
+# About 1.5 minutes.  The extension must be installed.
+set -euo pipefail
+projects=${1:-10000}
+history=${2:-24}
+years=${3:-3}
+seconds=${4:-10}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/tmp_server.sh
+. "$here/../lib/tmp_server.sh"
+
+tmp_server_start history_bench
+scripts=$(mktemp -d /tmp/credits-history-bench.XXXXXX)
+chmod 755 "$scripts"
+trap 'tmp_server_stop; rm -rf "$scripts"' EXIT
+
+echo "loading $projects projects x 10 resources x $history hours, first usage $years years back ..."
+psql <<SQL
+SET client_min_messages = warning;
+INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until)
+SELECT p, '1000.00', '2026-09-01 00:00+00', '2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'
+  FROM generate_series(1, $projects) AS p;
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
+SELECT p, 'deposit', 'completed', '1000.00', '2026-09-01 00:00+00', 'Deposit', '2026-09-01 00:00+00'
+  FROM generate_series(1, $projects) AS p;
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id,
+                                  usage_hour, accrued_units, completed_at)
+SELECT p, 'usage', 'completed', '-0.13', h, 'Instance gpu-' || k, 'gpu-' || k, h,
+       '0.13'::numeric * 3600000000000000, h + interval '1 hour'
+  FROM generate_series(1, $projects) AS p, generate_series(1, 10) AS k,
+       generate_series('2026-09-01 00:00+00'::timestamptz,
+                       '2026-09-01 00:00+00'::timestamptz + ($history - 1) * interval '1 hour', interval '1 hour') AS h;
+UPDATE credits.accounts SET balance = balance - '0.13'::credits.credits * (10 * $history);
+-- the database's first usage hour, years back (project 1's, from before its history above)
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id,
+                                  usage_hour, accrued_units, completed_at)
+VALUES (1, 'usage', 'completed', '-0.01', '2026-09-01 00:00+00'::timestamptz - interval '$years years',
+        'API usage: api:old', 'api:old', '2026-09-01 00:00+00'::timestamptz - interval '$years years',
+        '0.01'::numeric * 3600000000, '2026-09-01 01:00+00'::timestamptz - interval '$years years');
+UPDATE credits.accounts SET balance = balance - '0.01'::credits.credits WHERE project_id = 1;
+-- the baseline: the usage rows again, indexed by project first
+CREATE TABLE usage_by_project AS SELECT * FROM credits.transactions WHERE type = 'usage';
+CREATE UNIQUE INDEX ON usage_by_project (project_id, usage_hour, resource_id);
+GRANT SELECT ON usage_by_project TO PUBLIC;
+VACUUM ANALYZE;
+SQL
+hours=$(psql -At -c "SELECT count(*) FROM generate_series((SELECT min(usage_hour) FROM credits.transactions WHERE type = 'usage'),
+                                                      (SELECT max(usage_hour) FROM credits.transactions WHERE type = 'usage'), '1 hour')")
+check=$(psql -At -c "SELECT count(*) FROM credits.transaction_history WHERE project_id = 42" \
+                 -c "SELECT count(*) FROM credits.verify(42)")
+
+# one pgbench script per query, a random project each time
+run() {  # NAME SQL -> average latency in ms
+  printf '\\set p random(2, %d)\n%s\n' "$projects" "$2" > "$scripts/$1.sql"
+  chmod 644 "$scripts/$1.sql"
+  as_pg "$PGBIN/pgbench" -n -M prepared -c 1 -T "$seconds" -f "$scripts/$1.sql" 2>&1 |
+    awk '/latency average/ {print $4}'
+}
+history_ms=$(run history "SET credits.clock = '2026-09-02 00:30+00';
+SELECT count(*) FROM credits.transaction_history WHERE project_id = :p;")
+usage_ms=$(run usage "SELECT count(*) FROM credits._usage_transactions WHERE project_id = :p;")
+verify_ms=$(run verify "SELECT count(*) FROM credits.verify(:p);")
+baseline_ms=$(run baseline "SELECT count(*) FROM usage_by_project WHERE project_id = :p;")
+
+printf '\n%s, %d cores, %d projects x 10 resources x %d hours; usage hours in the database: %s (%d years)\n' \
+  "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$projects" "$history" "$hours" "$years"
+printf 'check: project 42 has %s history rows (expected %d); verify(42) problems: %s\n' \
+  "$(echo "$check" | sed -n 1p)" $((10 * history + 1)) "$(echo "$check" | sed -n 2p)"
+printf 'transaction_history, one project:          %s ms\n' "$history_ms"
+printf '_usage_transactions, one project:          %s ms (%.2f us per hour probed)\n' "$usage_ms" \
+  "$(echo "$usage_ms * 1000 / $hours" | bc -l)"
+printf 'verify(project_id):                        %s ms\n' "$verify_ms"
+printf 'baseline, usage rows indexed by project:   %s ms (%.0fx faster than _usage_transactions)\n' "$baseline_ms" \
+  "$(echo "$usage_ms / $baseline_ms" | bc -l)"
