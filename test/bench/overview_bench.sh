@@ -39,7 +39,7 @@ SELECT p, r.id, r.kind, r.state, r.rate, '2026-10-01 08:00+00', '2026-10-01 11:0
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id, usage_hour,
                                   accrued_units, completed_at)
 SELECT r.project_id, 'usage', 'completed', -r.rate_per_hour, h, credits._describe(r.kind, r.resource_id),
-       r.resource_id, h, credits._amount_units(r.rate_per_hour), h + interval '1 hour 5 seconds'
+       r.resource_id, h, r.rate_per_hour::numeric * 3600000000000000, h + interval '1 hour 5 seconds'
   FROM credits.resources r,
        generate_series(timestamptz '2026-10-01 08:00+00', '2026-10-01 10:00+00', interval '1 hour') AS h;
 UPDATE credits.accounts SET balance = '488.99';
