@@ -187,3 +187,23 @@ SELECT pg_temp.pending(5201), pg_temp.pending(5202), pg_temp.pending(5203);
 SELECT project_id, current_balance, accumulating FROM balance_overview
  WHERE project_id BETWEEN 5200 AND 5229 ORDER BY project_id;
 SELECT * FROM verify();
+
+--
+-- One project's usage is read hour by hour (the usage index is ordered by hour first): in a
+-- session whose time zone has daylight saving time, every hour is still found across the
+-- switch (US clocks go forward at 2026-03-08 07:00 UTC).  In a transaction rolled back, so
+-- the other files' projects are not deducted up to that day.
+--
+BEGIN;
+SET LOCAL TimeZone = 'America/New_York';
+SET LOCAL credits.clock = '2026-03-08 05:30+00';
+SELECT pg_temp.funded(5210, '50.00');
+SELECT start_instance(5210, 'gpu-dst', '1.00');
+SET LOCAL credits.clock = '2026-03-08 09:00:05+00';
+SELECT pg_temp.deduct(5210, 5210);
+SELECT date, date AT TIME ZONE 'UTC' AS utc, amount, status FROM transaction_history
+ WHERE project_id = 5210 AND type = 'usage' ORDER BY date;
+SELECT count(*) AS stored_completed FROM transactions
+ WHERE project_id = 5210 AND type = 'usage' AND status = 'completed';
+SELECT * FROM verify(5210);
+ROLLBACK;
