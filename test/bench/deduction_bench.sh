@@ -40,12 +40,8 @@ t0=$(date +%s)
 psql <<SQL
 SET client_min_messages = warning;
 SET credits.clock = '2026-09-01 00:00+00';
-INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until)
-SELECT p, '1000.00', '2026-09-01 00:00+00', '2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'
-  FROM generate_series(1, $projects) AS p;
-INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
-SELECT p, 'deposit', 'completed', '1000.00', '2026-09-01 00:00+00', 'Deposit', '2026-09-01 00:00+00'
-  FROM generate_series(1, $projects) AS p;
+$(funded_accounts_sql "$projects" 1000.00 '2026-09-01 00:00+00' \
+    "'2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'")
 INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, accrued_until, created_at)
 SELECT p, 'gpu-' || k, 'instance', 'running', ((p + k) % 20 + 1) * '0.13'::credits.credits,
        '2026-09-01 00:00+00', '2026-09-01 00:00+00', '2026-09-01 00:00+00'

@@ -29,12 +29,8 @@ trap 'tmp_server_stop; rm -rf "$scripts"' EXIT
 echo "loading $projects projects x 10 resources x $history hours, first usage $years years back ..."
 psql <<SQL
 SET client_min_messages = warning;
-INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until)
-SELECT p, '1000.00', '2026-09-01 00:00+00', '2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'
-  FROM generate_series(1, $projects) AS p;
-INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
-SELECT p, 'deposit', 'completed', '1000.00', '2026-09-01 00:00+00', 'Deposit', '2026-09-01 00:00+00'
-  FROM generate_series(1, $projects) AS p;
+$(funded_accounts_sql "$projects" 1000.00 '2026-09-01 00:00+00' \
+    "'2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'")
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id,
                                   usage_hour, accrued_units, completed_at)
 SELECT p, 'usage', 'completed', '-0.13', h, 'Instance gpu-' || k, 'gpu-' || k, h,

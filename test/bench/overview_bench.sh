@@ -24,11 +24,7 @@ echo "loading $projects projects ..."
 t0=$(date +%s)
 psql <<SQL
 SET client_min_messages = warning;
-INSERT INTO credits.accounts (project_id, balance, opened_at)
-SELECT p, '500.00', '2026-10-01 07:00+00' FROM generate_series(1, $projects) AS p;
-INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
-SELECT p, 'deposit', 'completed', '500.00', '2026-10-01 07:00+00', 'Deposit', '2026-10-01 07:00+00'
-  FROM generate_series(1, $projects) AS p;
+$(funded_accounts_sql "$projects" 500.00 '2026-10-01 07:00+00')
 -- two instances and a volume, running since 08:00 and booked up to 11:00
 INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, accrued_until, created_at)
 SELECT p, r.id, r.kind, r.state, r.rate, '2026-10-01 08:00+00', '2026-10-01 11:00+00', '2026-10-01 08:00+00'
