@@ -93,7 +93,7 @@ CREATE TABLE credits.transactions (
 -- Usage rows are written a million an hour, so they are in one index only: this one, ordered
 -- by hour first.  Each hourly run's new rows then go to its right edge, page after page, and
 -- no older page is read or written again; ordered by project first, every run would touch a
--- page of every project's history (at 100,000 projects with a day of history, 1.7-2.6x
+-- page of every project's history (at 100,000 projects with a day of history, 1.7-2.7x
 -- slower, and worse as history grows).  It also serves one project's usage: probed hour by
 -- hour (credits._usage_transactions), and the lookups of booking and deduction by their full
 -- key.  Deposits and auto-recharges have the id and history indexes.
