@@ -58,10 +58,11 @@ credits_burn_rate_accum(PG_FUNCTION_ARGS)
 	Interval   *per = PG_GETARG_INTERVAL_P(2);
 	int128		scaled = (int128) amount * USECS_PER_HOUR;
 	int64		usecs = PeriodMicroseconds(per);
+	int128		truncated = scaled / usecs;
 	Credits		hourly;
 
 	/* (scaled to an hour, past the range only when per is shorter than an hour) */
-	if (scaled / usecs >= (int128) CREDITS_MAX || scaled / usecs <= -(int128) CREDITS_MAX)
+	if (truncated >= (int128) CREDITS_MAX || truncated <= -(int128) CREDITS_MAX)
 		hourly = scaled > 0 ? CREDITS_MAX : -CREDITS_MAX;
 	else
 		hourly = CreditsDivRound128(scaled, usecs);
