@@ -21,7 +21,7 @@ INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
 # Every sql/*.sql is a regress test (install parts live in sql/install/).
 REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/conf/regress.conf \
-               --load-extension=credits
+               --load-extension=credits --encoding=UTF8
 
 ISOLATION      = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --temp-instance=./tmp_check_iso \

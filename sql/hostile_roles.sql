@@ -97,6 +97,7 @@ INSERT INTO calls (what, stmt) VALUES
     ('_restore_volumes',           'SELECT credits._restore_volumes(7100, now())'),
     ('_book_usage',                'SELECT credits._book_usage(7100, ''instance'', ''i-1'', ''-100'', now() - interval ''1 hour'', now())'),
     ('_fold_usage_events',         'SELECT credits._fold_usage_events(now())'),
+    ('_record_usage',              'SELECT credits._record_usage(7100, ''api:chat'', ''0.01'', NULL)'),
     ('_deduct_ended_hours',        'SELECT credits._deduct_ended_hours(now(), now())'),
     ('_enqueue_event',             'SELECT credits._enqueue_event(7100, ''balance_depleted'', NULL, NULL, ''{}'')'),
     ('_lock_periodic_runs',        'SELECT credits._lock_periodic_runs()'),

@@ -77,6 +77,36 @@ SELECT record_usage(5201, 'a', '0.01', repeat('k', 200)), record_usage(5201, rep
 SELECT pg_temp.pending(5201);
 
 --
+-- The plain call (no key, arguments in range, a known project) is appended in C without
+-- plpgsql (src/usage_record.c); every other call goes to credits._record_usage, whose calls
+-- track_functions counts.  Undone at the end.
+--
+BEGIN;
+SET LOCAL track_functions = 'all';
+SELECT pg_temp.funded(5220, '10.00');
+SELECT record_usage(5220, 'api:chat', '0.01') FROM generate_series(1, 3);    -- one statement
+-- 200 characters in 400 bytes; the ceiling; the smallest amount
+SELECT record_usage(5220, repeat('é', 200), '1000000000'), record_usage(5220, 'api:chat', '0.000001');
+SELECT count(*) AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
+SELECT record_usage(5220, 'api:chat', '0.01', 'k-1');                         -- a key: plpgsql
+SELECT calls AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
+-- past the bounds by one: refused (by credits._record_usage)
+SELECT pg_temp.fails(stmt) AS result
+  FROM unnest(ARRAY[$$SELECT credits.record_usage(5220, repeat('é', 201), '0.01')$$,
+                    $$SELECT credits.record_usage(5220, 'api:chat', '1000000000.000001')$$]) AS stmt;
+SELECT length(resource_id) AS chars, usage_hour, amount FROM credits.usage_events
+ WHERE project_id = 5220 ORDER BY amount;
+SELECT pg_temp.pending(5220);
+ROLLBACK;
+-- A read-only transaction writes nothing, on either path.
+BEGIN READ ONLY;
+SELECT pg_temp.fails(stmt) AS result
+  FROM unnest(ARRAY[$$SELECT credits.record_usage(5201, 'api:chat', '0.01')$$,
+                    $$SELECT credits.record_usage(5201, 'api:chat', '0.01', 'ro-1')$$]) AS stmt;
+ROLLBACK;
+SELECT pg_temp.pending(5201);
+
+--
 -- Folding: the balance check folds the events into stored accumulating rows; usage recorded
 -- later in the same hour adds to them.  The hour boundary is exact.
 --

@@ -52,8 +52,11 @@ SELECT s.relname, r.rolname FROM pg_class s, pg_roles r
  WHERE s.relnamespace = 'credits'::regnamespace AND s.relkind = 'S'
    AND r.rolname IN ('credits_reader', 'credits_app', 'credits_worker')
    AND has_sequence_privilege(r.oid, s.oid, 'USAGE, SELECT, UPDATE');
--- who may run which function of the API (membership included)
+-- who may run which function of the API (membership included; PUBLIC none of them).
+-- record_usage is not SECURITY DEFINER: it is in C and writes without privilege checks, so
+-- its EXECUTE grant is the only gate (src/usage_record.c).
 SELECT p.proname,
+       has_function_privilege('public', p.oid, 'EXECUTE') AS public,
        has_function_privilege('credits_reader', p.oid, 'EXECUTE') AS reader,
        has_function_privilege('credits_app', p.oid, 'EXECUTE') AS app,
        has_function_privilege('credits_worker', p.oid, 'EXECUTE') AS worker,

@@ -11,6 +11,7 @@
 #ifndef CREDITS_H
 #define CREDITS_H
 
+#include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "utils/numeric.h"
 
@@ -53,5 +54,8 @@ extern Credits CreditsFromNumeric(Numeric num);
 
 /* Credits as an exact numeric amount of credits, with 2 to 6 fraction digits. */
 extern Numeric CreditsToNumeric(Credits value);
+
+/* The billing time every function reads: credits.clock when set, else now() (settings.c). */
+extern TimestampTz CreditsNow(void);
 
 #endif							/* CREDITS_H */

@@ -21,6 +21,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "credits.h"
 #include "credits_parse.h"
 
 static char *credits_clock = NULL;
@@ -116,13 +117,20 @@ ClockValue(void)
 	return value;
 }
 
-/* credits.now(): credits.clock when set, else the transaction's start time. */
+/* The billing time: credits.clock when set, else the transaction's start time. */
+TimestampTz
+CreditsNow(void)
+{
+	if (credits_clock != NULL && credits_clock[0] != '\0')
+		return ClockValue();
+	return GetCurrentTransactionStartTimestamp();
+}
+
+/* credits.now() → timestamptz: CreditsNow() for SQL. */
 Datum
 credits_now(PG_FUNCTION_ARGS)
 {
-	if (credits_clock != NULL && credits_clock[0] != '\0')
-		PG_RETURN_TIMESTAMPTZ(ClockValue());
-	PG_RETURN_TIMESTAMPTZ(GetCurrentTransactionStartTimestamp());
+	PG_RETURN_TIMESTAMPTZ(CreditsNow());
 }
 
 PG_FUNCTION_INFO_V1(credits_minimum_deposit_text);

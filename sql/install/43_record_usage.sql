@@ -20,19 +20,18 @@ BEGIN
     END IF;
 END $$;
 
--- Records amount of API usage of resource_id (the metered product, e.g. 'api:chat') in the
--- current hour.  A repeated idempotency key with the same arguments is counted once.
-CREATE FUNCTION credits.record_usage(project_id bigint, resource_id text, amount credits.credits,
-                                     idempotency_key text DEFAULT NULL) RETURNS void
+-- record_usage in full: the keyed calls, and the argument errors.  credits.record_usage (C,
+-- below) appends the plain calls itself and hands every other call to this function.
+CREATE FUNCTION credits._record_usage(project_id bigint, resource_id text, amount credits.credits,
+                                      idempotency_key text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
 DECLARE
     at timestamptz := credits.now();
 BEGIN
-    -- The argument checks are written out as plain conditions on the path every request
-    -- takes (each helper call costs a nested function call, some a query); an argument that
-    -- fails them goes to its helper, which raises the usual error.  (The bounds are those of
-    -- credits._require_text and credits._require_positive.)
-    IF NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = record_usage.project_id) THEN
+    -- (each check is a plain condition; an argument that fails it goes to its helper, which
+    -- raises the usual error.  The bounds are those of credits._require_text and
+    -- credits._require_positive.)
+    IF NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = _record_usage.project_id) THEN
         PERFORM credits._require_account(project_id);
     END IF;
     IF resource_id IS NULL OR length(resource_id) NOT BETWEEN 1 AND 200 THEN
@@ -54,6 +53,15 @@ BEGIN
     END IF;
     INSERT INTO credits.usage_events VALUES (project_id, resource_id, credits.hour_of(at), amount);
 END $$;
+
+-- Records amount of API usage of resource_id (the metered product, e.g. 'api:chat') in the
+-- current hour.  A repeated idempotency key with the same arguments is counted once.  In C
+-- (src/usage_record.c): a call without a key is one probe of the accounts and one appended
+-- row; the rest goes to credits._record_usage.  Not SECURITY DEFINER: it writes without
+-- privilege checks, so its EXECUTE grant (credits_app) is the gate.
+CREATE FUNCTION credits.record_usage(project_id bigint, resource_id text, amount credits.credits,
+                                     idempotency_key text DEFAULT NULL) RETURNS void
+    AS 'MODULE_PATHNAME', 'credits_record_usage' LANGUAGE C VOLATILE;
 
 -- Records many usages at once: element i of each array is one record_usage call.  All or
 -- nothing: one bad element refuses the whole batch.  Returns the elements taken (repeated

@@ -25,7 +25,9 @@ DECLARE
 BEGIN
     FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = 'credits'::regnamespace
-                AND (p.proname LIKE '\_%' OR p.prosecdef OR p.proname IN ('schedule_jobs', 'unschedule_jobs'))
+                -- (record_usage writes in C without SECURITY DEFINER: see 43_record_usage.sql)
+                AND (p.proname LIKE '\_%' OR p.prosecdef
+                     OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
                                       '_usage_total', '_units_sum',
