@@ -82,7 +82,8 @@ SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
 BEGIN;
 UPDATE credits.transactions SET status = 'completed', completed_at = '2026-03-04 09:00+00'
  WHERE transaction_id = :u;
-UPDATE credits.accounts SET balance = balance - '0.06' WHERE project_id = 4301;
+UPDATE credits.accounts SET balance = balance - '0.06', deducted_from = '2026-03-04 08:00+00',
+                            deducted_until = '2026-03-04 09:00+00' WHERE project_id = 4301;
 SELECT pg_temp.refused_brief(format('UPDATE credits.transactions SET amount = ''-0.01'', accrued_units = 0 WHERE transaction_id = %s', :u));
 SELECT pg_temp.refused_brief(format('UPDATE credits.transactions SET uncollected = ''0.06'' WHERE transaction_id = %s', :u));
 SELECT pg_temp.refused_brief(format('UPDATE credits.transactions SET status = ''accumulating'', completed_at = NULL WHERE transaction_id = %s', :u));

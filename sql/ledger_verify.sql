@@ -122,8 +122,22 @@ ROLLBACK;
 BEGIN;
 UPDATE credits.transactions SET status = 'completed', completed_at = '2026-03-05 10:30+00'
  WHERE transaction_id = :u;
-UPDATE credits.accounts SET balance = balance - '0.50' WHERE project_id = 4401;
+UPDATE credits.accounts SET balance = balance - '0.50', deducted_from = '2026-03-05 10:00+00',
+                            deducted_until = '2026-03-05 11:00+00' WHERE project_id = 4401;
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
+ROLLBACK;
+--
+-- A completed hour outside its project's deducted hours, [deducted_from, deducted_until),
+-- over which one project's usage is read: verify() finds it; verify(4401) finds its amount
+-- missing from the sum.
+--
+BEGIN;
+UPDATE credits.transactions SET status = 'completed', completed_at = '2026-03-05 11:00+00'
+ WHERE transaction_id = :u;
+UPDATE credits.accounts SET balance = balance - '0.50', deducted_from = '2026-03-05 11:00+00',
+                            deducted_until = '2026-03-05 12:00+00' WHERE project_id = 4401;
+SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
+SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify(4401);
 ROLLBACK;
 
 --

@@ -120,3 +120,28 @@ SELECT pg_temp.deduct();
 SELECT project_id, current_balance, accumulating FROM balance_overview
  WHERE project_id BETWEEN 5300 AND 5329 ORDER BY project_id;
 SELECT * FROM verify();
+
+--
+-- One project's completed usage is read over its deducted hours, [deducted_from,
+-- deducted_until), which each run widens to take in the hours it completes.  A call from an
+-- hour older than any deducted (its transaction began before the project's first deduction
+-- and committed after it) is booked in its own hour and deducted by the next run: the
+-- deducted hours then begin at that hour, and the history shows it.
+--
+SET credits.clock = '2026-04-04 09:00+00';
+SELECT pg_temp.funded(5304, '50.00');
+SET credits.clock = '2026-04-04 10:30+00';
+SELECT start_instance(5304, 'gpu-1', '1.00');
+SELECT deducted_from, deducted_until FROM credits.accounts WHERE project_id = 5304;
+SET credits.clock = '2026-04-04 12:00+00';
+SELECT pg_temp.deduct(5304, 5304);
+SELECT deducted_from, deducted_until FROM credits.accounts WHERE project_id = 5304;
+-- (the late call, at the time its transaction's start would have given it)
+SET credits.clock = '2026-04-04 09:59:59+00';
+SELECT record_usage(5304, 'api:chat', '0.30');
+SET credits.clock = '2026-04-04 13:00+00';
+SELECT pg_temp.deduct(5304, 5304);
+SELECT deducted_from, deducted_until FROM credits.accounts WHERE project_id = 5304;
+SELECT * FROM pg_temp.usage(5304);
+SELECT pg_temp.totals(5304);
+SELECT * FROM verify(5304);

@@ -19,8 +19,9 @@
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
  *      trigger fires on them: their accounts are the ones locked in step 1), booked
  *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
- *      and moves their clocks (accounts.deducted_until) to cur.  The zero-balance trigger
- *      fires on it and cuts off the projects whose balance reached zero, in this transaction.
+ *      and widens their deducted hours, [deducted_from, deducted_until), to take in this
+ *      run's (up to cur).  The zero-balance trigger fires on it and cuts off the projects
+ *      whose balance reached zero, in this transaction.
  *
  * The caller holds the periodic-run lock, so runs never overlap; everything happens in the
  * caller's transaction, so a crash leaves every hour as it was.  Rows stream through one
@@ -98,7 +99,7 @@ typedef struct DeductionRun
 	ArrayBuildState *booked_project_ids, *booked_hours, *booked_resource_ids,
 			   *booked_units_before, *booked_units, *booked_amounts, *booked_uncollected;
 	int64		booked_completions;
-	ArrayBuildState *debited_ids, *paid;
+	ArrayBuildState *debited_ids, *paid, *oldest_hours;
 	int64		completed;
 } DeductionRun;
 
@@ -415,35 +416,40 @@ CompleteBookedHours(DeductionRun *run)
 }
 
 /*
- * Debits every due account by what it paid and moves its billing clock to cur, in one
- * UPDATE.  The zero-balance trigger fires on it and cuts off the projects whose balance
- * reached zero.
+ * Debits every due account by what it paid and moves its deducted hours to end at cur (and
+ * begin at its oldest hour deducted, if older), in one UPDATE.  The zero-balance trigger fires
+ * on it and cuts off the projects whose balance reached zero.
  */
 static void
 DebitAccounts(DeductionRun *run)
 {
-	Oid			types[3] = {INT8ARRAYOID, get_array_type(run->credits_type), TIMESTAMPTZOID};
-	Datum		args[3];
+	Oid			types[4] = {INT8ARRAYOID, get_array_type(run->credits_type), TIMESTAMPTZARRAYOID,
+							TIMESTAMPTZOID};
+	Datum		args[4];
 
 	if (run->debited_ids == NULL)
 		return;
 	args[0] = makeArrayResult(run->debited_ids, run->call_cxt);
 	args[1] = makeArrayResult(run->paid, run->call_cxt);
-	args[2] = TimestampTzGetDatum(run->cur);
+	args[2] = makeArrayResult(run->oldest_hours, run->call_cxt);
+	args[3] = TimestampTzGetDatum(run->cur);
 	RunQuery("UPDATE credits.accounts a"
 			 "   SET balance = a.balance OPERATOR(credits.-) d.paid,"
-			 "       deducted_until = greatest(a.deducted_until, $3)"
-			 "  FROM unnest($1, $2) AS d(project_id, paid)"
+			 "       deducted_from = least(a.deducted_from, d.oldest_hour),"
+			 "       deducted_until = greatest(a.deducted_until, $4)"
+			 "  FROM unnest($1, $2, $3) AS d(project_id, paid, oldest_hour)"
 			 " WHERE a.project_id = d.project_id",
-			 3, types, args, SPI_OK_UPDATE);
+			 4, types, args, SPI_OK_UPDATE);
 }
 
 /*
  * Deducts one project's ended hours from balance; returns what it collected, or -1 when it
- * has none.  The hours are written before the accounts are debited (the caller's last step).
+ * has none, and sets *oldest_hour to the oldest of them.  The hours are written before the
+ * accounts are debited (the caller's last step).
  */
 static Credits
-DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz deducted_until)
+DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz deducted_until,
+			  TimestampTz *oldest_hour)
 {
 	HourList	booked = {0};
 	HourList	fresh = {0};
@@ -465,6 +471,7 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	for (int i = 0; i < fresh.n; i++)
 		*HourListPush(&all) = fresh.items[i];
 	qsort(all.items, all.n, sizeof(UsageHour), CompareOldestFirst);
+	*oldest_hour = all.items[0].hour;
 
 	for (int i = 0; i < all.n; i++)
 	{
@@ -556,7 +563,8 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 		Credits		balance = DatumGetCredits(SPI_getbinval(accounts->vals[i], accounts_desc, 2, &isnull));
 		TimestampTz deducted_until = DatumGetTimestampTz(SPI_getbinval(accounts->vals[i], accounts_desc, 3, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(run.project_cxt);
-		Credits		collected = DeductProject(&run, project_id, balance, deducted_until);
+		TimestampTz oldest_hour;
+		Credits		collected = DeductProject(&run, project_id, balance, deducted_until, &oldest_hour);
 
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(run.project_cxt);
@@ -564,6 +572,7 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 			continue;			/* nothing due after all: its account stays as it is */
 		Collect(&run, &run.debited_ids, Int64GetDatum(project_id), INT8OID);
 		Collect(&run, &run.paid, CreditsGetDatum(collected), credits_type);
+		Collect(&run, &run.oldest_hours, TimestampTzGetDatum(oldest_hour), TIMESTAMPTZOID);
 	}
 	BulkInsertClose(run.bulk);
 	SPI_cursor_close(run.resources);

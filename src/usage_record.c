@@ -125,14 +125,15 @@ AppendUsageEvent(int64 project_id, text *resource_id, TimestampTz usage_hour, Cr
 static void
 RecordUsageInPlpgsql(FunctionCallInfo outer)
 {
-	Oid			argtypes[4];
+	Oid		   *argtypes;
+	int			nargs;
 	Oid			fn;
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 4);
 
-	for (int i = 0; i < 4; i++)
-		argtypes[i] = get_fn_expr_argtype(outer->flinfo, i);
-	fn = LookupFuncName(list_make2(makeString("credits"), makeString("_record_usage")), 4, argtypes, false);
+	/* (its argument types are record_usage's own) */
+	get_func_signature(outer->flinfo->fn_oid, &argtypes, &nargs);
+	fn = LookupFuncName(list_make2(makeString("credits"), makeString("_record_usage")), nargs, argtypes, false);
 	fmgr_info(fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 4, InvalidOid, NULL, NULL);
 	for (int i = 0; i < 4; i++)

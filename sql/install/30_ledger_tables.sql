@@ -27,7 +27,13 @@ CREATE TABLE credits.accounts (
     -- The end of the project's last deducted hour: its billable time before it is in completed
     -- usage transactions (sql/install/40_metering_tables.sql).
     deducted_until timestamptz NOT NULL DEFAULT '-infinity',
-    opened_at   timestamptz NOT NULL
+    -- The start of the project's oldest deducted hour (null before its first deduction).  Its
+    -- completed usage transactions are all in [deducted_from, deducted_until): one project's
+    -- usage is read over those hours, not over every hour in the database
+    -- (credits._completed_usage).  Both are moved only by the deduction that completes them.
+    deducted_from timestamptz,
+    opened_at   timestamptz NOT NULL,
+    CONSTRAINT deducted_hours CHECK (deducted_from < deducted_until)
 )
 -- Half-empty pages: a balance update (every deposit; the hourly deduction debits every
 -- account with usage) finds room on its page and stays a heap-only update, with no new index
@@ -77,7 +83,7 @@ CREATE TABLE credits.transactions (
     CONSTRAINT usage_shape CHECK (
         CASE WHEN type = 'usage'
              THEN resource_id IS NOT NULL AND usage_hour IS NOT NULL AND accrued_units IS NOT NULL
-                  -- (a whole UTC hour: credits._usage_transactions finds rows hour by hour)
+                  -- (a whole UTC hour: credits._completed_usage finds rows hour by hour)
                   AND usage_hour = credits.hour_of(usage_hour)
                   AND status IN ('accumulating', 'completed') AND amount <= '0'::credits.credits
                   AND uncollected >= '0'::credits.credits AND uncollected <= -amount
@@ -94,9 +100,11 @@ CREATE TABLE credits.transactions (
 -- by hour first.  Each hourly run's new rows then go to its right edge, page after page, and
 -- no older page is read or written again; ordered by project first, every run would touch a
 -- page of every project's history (at 100,000 projects with a day of history, 1.7-2.7x
--- slower, and worse as history grows).  It also serves one project's usage: probed hour by
--- hour (credits._usage_transactions), and the lookups of booking and deduction by their full
--- key.  Deposits and auto-recharges have the id and history indexes.
+-- slower, and worse as history grows).  It also serves one project's completed usage, probed
+-- hour by hour over its deducted hours (credits._completed_usage), and the lookups of booking
+-- and deduction by their full key.  Accumulating hours have an index by project of their own
+-- (they are few: the hours not yet deducted); deposits and auto-recharges have the id and
+-- history indexes.
 CREATE UNIQUE INDEX transactions_deposit_ids ON credits.transactions (transaction_id) WHERE type <> 'usage';
 CREATE UNIQUE INDEX transactions_one_usage_per_hour
     ON credits.transactions (usage_hour, project_id, resource_id) WHERE type = 'usage';

@@ -2,19 +2,23 @@
 -- What users read: balances and runway, the transaction history, the resources, and verify().
 -- ---------------------------------------------------------------------------------------------
 
--- Every stored usage transaction, found hour by hour from the oldest usage hour to the newest.
--- Read it with a project_id filter: each hour is then one probe of the unique index (usage_hour,
--- project_id, resource_id), which is ordered by hour so that the hourly run only appends to it
--- (sql/install/30_ledger_tables.sql).  A project's rows cost one probe per hour since the first
--- usage in the database, about 1 microsecond each, plus its rows; without a filter the planner
--- joins the hours to a scan of the table.  (usage_hour is a whole UTC hour: usage_shape.)
-CREATE VIEW credits._usage_transactions AS
+-- Every completed usage transaction, found hour by hour: each project's in its deducted
+-- hours, [accounts.deducted_from, accounts.deducted_until), where the deduction that completes
+-- them puts them.  Read with a project_id filter, that is one probe of the unique index
+-- (usage_hour, project_id, resource_id) per hour of the project's own billing history, about
+-- 1 microsecond each, plus its rows; the index is ordered by hour so that the hourly run only
+-- appends to it (sql/install/30_ledger_tables.sql).  Read without one (or for a time range),
+-- the planner joins the hours in use to the index and hashes the accounts.  (usage_hour is a
+-- whole UTC hour: usage_shape.  verify() checks that no completed hour lies outside its
+-- project's deducted hours.)
+CREATE VIEW credits._completed_usage AS
 SELECT t.*
   FROM generate_series((SELECT min(f.usage_hour) FROM credits.transactions f WHERE f.type = 'usage'),
                        (SELECT max(l.usage_hour) FROM credits.transactions l WHERE l.type = 'usage'),
                        interval '1 hour') AS h(usage_hour)
-  JOIN credits.transactions t ON t.usage_hour = h.usage_hour
- WHERE t.type = 'usage';
+  JOIN credits.accounts a ON h.usage_hour >= a.deducted_from AND h.usage_hour < a.deducted_until
+  JOIN credits.transactions t ON t.usage_hour = h.usage_hour AND t.project_id = a.project_id
+ WHERE t.type = 'usage' AND t.status = 'completed';
 
 -- burn_rate(amount, per): credits per hour of inputs "amount every per" (src/burn_rate.c).
 CREATE FUNCTION credits._burn_rate_accum(credits.credits, credits.credits, interval) RETURNS credits.credits
@@ -97,8 +101,7 @@ SELECT h.* FROM (
     -- (usage rows apart: they have an index of their own, read hour by hour)
     SELECT t.transaction_id, t.project_id, t.usage_hour, t.type, t.description, NULL,
            t.amount, t.status, t.uncollected
-      FROM credits._usage_transactions t
-     WHERE t.status = 'completed'
+      FROM credits._completed_usage t
     UNION ALL
     SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
            u.amount, 'accumulating'::credits.transaction_status, '0'::credits.credits
@@ -124,13 +127,17 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
         SELECT a.* FROM credits.accounts a
          WHERE verify.project_id IS NOT NULL
            AND a.project_id = (SELECT credits._require_account(verify.project_id))),
-    -- the transactions of the one project asked about, read once (usage hour by hour)
+    -- the transactions of the one project asked about, read once (completed usage hour by
+    -- hour, over its deducted hours)
     project_rows AS MATERIALIZED (
         SELECT t.* FROM credits.transactions t
          WHERE t.type <> 'usage' AND t.project_id = verify.project_id
         UNION ALL
-        SELECT t.* FROM credits._usage_transactions t
-         WHERE t.project_id = verify.project_id),
+        SELECT t.* FROM credits._completed_usage t
+         WHERE t.project_id = verify.project_id
+        UNION ALL
+        SELECT t.* FROM credits.transactions t
+         WHERE t.status = 'accumulating' AND t.project_id = verify.project_id),
     -- the transactions of the accounts in scope (all of them: read by each check)
     scoped AS NOT MATERIALIZED (
         SELECT t.* FROM credits.transactions t
@@ -139,15 +146,23 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
         UNION ALL
         SELECT * FROM project_rows),
     -- (summed per project before the join: a join first sorted every transaction)
+    -- (and the first and last completed usage hour, which must lie in its deducted hours)
     ledger AS (
-        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total, x.first_hour, x.last_hour
           FROM scope s
-          LEFT JOIN (SELECT t.project_id, sum(t.amount + t.uncollected) AS total
+          LEFT JOIN (SELECT t.project_id, sum(t.amount + t.uncollected) AS total,
+                            min(t.usage_hour) AS first_hour, max(t.usage_hour) AS last_hour
                        FROM scoped t WHERE t.status = 'completed'
                       GROUP BY t.project_id) AS x USING (project_id))
     SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
       FROM scope s JOIN ledger l USING (project_id)
      WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id, format('completed usage hours %s to %s are not all in the deducted hours [%s, %s)',
+                                l.first_hour, l.last_hour, s.deducted_from, s.deducted_until)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE l.first_hour IS NOT NULL
+       AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
     UNION ALL
     SELECT s.project_id, format('balance %s is negative', s.balance)
       FROM scope s WHERE s.balance < '0'::credits.credits

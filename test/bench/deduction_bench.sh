@@ -41,7 +41,7 @@ psql <<SQL
 SET client_min_messages = warning;
 SET credits.clock = '2026-09-01 00:00+00';
 $(funded_accounts_sql "$projects" 1000.00 '2026-09-01 00:00+00' \
-    "'2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'")
+    "'2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'" "'2026-09-01 00:00+00'")
 INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, accrued_until, created_at)
 SELECT p, 'gpu-' || k, 'instance', 'running', ((p + k) % 20 + 1) * '0.13'::credits.credits,
        '2026-09-01 00:00+00', '2026-09-01 00:00+00', '2026-09-01 00:00+00'

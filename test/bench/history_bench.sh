@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Reading one project's usage: transaction_history and verify(project_id) for a random project
 # among PROJECTS (default 10,000), each with 10 resources and HISTORY hours (default 24) of
-# deducted usage, in a database whose first usage hour is YEARS (default 3) years back (one
-# old usage row of another project).  The usage index is ordered by hour first, so that the
-# hourly run only appends to it; one project's rows are then found by one index probe per
-# hour since the first usage in the database (credits._usage_transactions).  The baseline,
-# from the same server: the same read from a copy of the usage rows indexed by project
-# first, one range scan - what the hourly run would pay for on every run instead.
+# deducted usage, in a database whose first usage hour is YEARS (default 3) years back (the
+# first usage of project 1, whose deducted hours span those years).  The usage index is
+# ordered by hour first, so that the hourly run only appends to it; one project's completed
+# rows are found by one index probe per hour of its deducted hours (credits._completed_usage).
+# Also measured: project 1's history (one probe per hour of its years), and every project's
+# usage of one hour (a time range over all projects).  The baseline, from the same server:
+# the same read from a copy of the usage rows indexed by project first, one range scan - what
+# the hourly run would pay for on every run instead.
 #
 #   test/bench/history_bench.sh [PROJECTS] [HISTORY] [YEARS] [SECONDS]
 #
 # pgbench, 1 client, SECONDS (default 10) per query; prints the average latency of each.
-# About 1.5 minutes.  The extension must be installed.
+# About 2 minutes.  The extension must be installed.
 set -euo pipefail
 projects=${1:-10000}
 history=${2:-24}
@@ -30,7 +32,7 @@ echo "loading $projects projects x 10 resources x $history hours, first usage $y
 psql <<SQL
 SET client_min_messages = warning;
 $(funded_accounts_sql "$projects" 1000.00 '2026-09-01 00:00+00' \
-    "'2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'")
+    "'2026-09-01 00:00+00'::timestamptz + $history * interval '1 hour'" "'2026-09-01 00:00+00'")
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id,
                                   usage_hour, accrued_units, completed_at)
 SELECT p, 'usage', 'completed', '-0.13', h, 'Instance gpu-' || k, 'gpu-' || k, h,
@@ -45,7 +47,9 @@ INSERT INTO credits.transactions (project_id, type, status, amount, created_at, 
 VALUES (1, 'usage', 'completed', '-0.01', '2026-09-01 00:00+00'::timestamptz - interval '$years years',
         'API usage: api:old', 'api:old', '2026-09-01 00:00+00'::timestamptz - interval '$years years',
         '0.01'::numeric * 3600000000, '2026-09-01 01:00+00'::timestamptz - interval '$years years');
-UPDATE credits.accounts SET balance = balance - '0.01'::credits.credits WHERE project_id = 1;
+UPDATE credits.accounts SET balance = balance - '0.01'::credits.credits,
+                            deducted_from = '2026-09-01 00:00+00'::timestamptz - interval '$years years'
+ WHERE project_id = 1;
 -- the baseline: the usage rows again, indexed by project first
 CREATE TABLE usage_by_project AS SELECT * FROM credits.transactions WHERE type = 'usage';
 CREATE UNIQUE INDEX ON usage_by_project (project_id, usage_hour, resource_id);
@@ -55,6 +59,7 @@ SQL
 hours=$(psql -At -c "SELECT count(*) FROM generate_series((SELECT min(usage_hour) FROM credits.transactions WHERE type = 'usage'),
                                                       (SELECT max(usage_hour) FROM credits.transactions WHERE type = 'usage'), '1 hour')")
 check=$(psql -At -c "SELECT count(*) FROM credits.transaction_history WHERE project_id = 42" \
+                 -c "SELECT count(*) FROM credits.transaction_history WHERE project_id = 1" \
                  -c "SELECT count(*) FROM credits.verify(42)")
 
 # one pgbench script per query, a random project each time
@@ -66,17 +71,22 @@ run() {  # NAME SQL -> average latency in ms
 }
 history_ms=$(run history "SET credits.clock = '2026-09-02 00:30+00';
 SELECT count(*) FROM credits.transaction_history WHERE project_id = :p;")
-usage_ms=$(run usage "SELECT count(*) FROM credits._usage_transactions WHERE project_id = :p;")
+usage_ms=$(run usage "SELECT count(*) FROM credits._completed_usage WHERE project_id = :p;")
 verify_ms=$(run verify "SELECT count(*) FROM credits.verify(:p);")
+old_ms=$(run old "SELECT count(*) FROM credits._completed_usage WHERE project_id = 1;")
+hour_ms=$(run hour "SELECT count(*) FROM credits._completed_usage WHERE usage_hour = '2026-09-01 12:00+00';")
 baseline_ms=$(run baseline "SELECT count(*) FROM usage_by_project WHERE project_id = :p;")
 
 printf '\n%s, %d cores, %d projects x 10 resources x %d hours; usage hours in the database: %s (%d years)\n' \
   "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$projects" "$history" "$hours" "$years"
-printf 'check: project 42 has %s history rows (expected %d); verify(42) problems: %s\n' \
-  "$(echo "$check" | sed -n 1p)" $((10 * history + 1)) "$(echo "$check" | sed -n 2p)"
-printf 'transaction_history, one project:          %s ms\n' "$history_ms"
-printf '_usage_transactions, one project:          %s ms (%.2f us per hour probed)\n' "$usage_ms" \
-  "$(echo "$usage_ms * 1000 / $hours" | bc -l)"
-printf 'verify(project_id):                        %s ms\n' "$verify_ms"
-printf 'baseline, usage rows indexed by project:   %s ms (%.0fx faster than _usage_transactions)\n' "$baseline_ms" \
+printf 'check: project 42 has %s history rows (expected %d), project 1 %s (expected %d); verify(42) problems: %s\n' \
+  "$(echo "$check" | sed -n 1p)" $((10 * history)) "$(echo "$check" | sed -n 2p)" $((10 * history + 1)) \
+  "$(echo "$check" | sed -n 3p)"
+printf 'transaction_history, one project:            %s ms\n' "$history_ms"
+printf '_completed_usage, one project:               %s ms (%d hours)\n' "$usage_ms" "$history"
+printf 'verify(project_id):                          %s ms\n' "$verify_ms"
+printf '_completed_usage, project 1 (%d years):       %s ms (%.2f us per hour probed)\n' "$years" "$old_ms" \
+  "$(echo "$old_ms * 1000 / $hours" | bc -l)"
+printf '_completed_usage, every project, one hour:   %s ms (%d rows)\n' "$hour_ms" $((10 * projects))
+printf 'baseline, usage rows indexed by project:     %s ms (%.1fx faster than _completed_usage)\n' "$baseline_ms" \
   "$(echo "$usage_ms / $baseline_ms" | bc -l)"

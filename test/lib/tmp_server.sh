@@ -7,10 +7,12 @@
 #   as_pg CMD...               run a command as the server's owner (postgres when root)
 #   psql ARGS...               psql on that server as its owner, quiet, stopping at the first
 #                              error (the benchmarks' way to talk to it)
-#   funded_accounts_sql N BALANCE AT [DEDUCTED_UNTIL]
+#   funded_accounts_sql N BALANCE AT [DEDUCTED_UNTIL [DEDUCTED_FROM]]
 #                              SQL loading accounts 1..N opened at AT, each funded by one
 #                              completed deposit of BALANCE; DEDUCTED_UNTIL (an SQL
-#                              expression, default '-infinity') is their billing clock
+#                              expression, default '-infinity') is their billing clock, and
+#                              DEDUCTED_FROM (default null) where their deducted hours begin:
+#                              usage rows loaded completed must lie in between
 #
 # As root the server runs as the postgres user (initdb refuses root).  Extra postgresql.conf
 # lines can be passed in TMP_SERVER_CONF.
@@ -20,8 +22,8 @@ psql() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 funded_accounts_sql() {
   cat <<SQL
-INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until)
-SELECT p, '$2', '$3', ${4:-"'-infinity'"} FROM generate_series(1, $1) AS p;
+INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until, deducted_from)
+SELECT p, '$2', '$3', ${4:-"'-infinity'"}, ${5:-NULL} FROM generate_series(1, $1) AS p;
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
 SELECT p, 'deposit', 'completed', '$2', '$3', 'Deposit', '$3' FROM generate_series(1, $1) AS p;
 SQL
