@@ -80,7 +80,7 @@ baseline_ms=$(run baseline "SELECT count(*) FROM usage_by_project WHERE project_
 printf '\n%s, %d cores, %d projects x 10 resources x %d hours; usage hours in the database: %s (%d years)\n' \
   "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$projects" "$history" "$hours" "$years"
 printf 'check: project 42 has %s history rows (expected %d), project 1 %s (expected %d); verify(42) problems: %s\n' \
-  "$(echo "$check" | sed -n 1p)" $((10 * history)) "$(echo "$check" | sed -n 2p)" $((10 * history + 1)) \
+  "$(echo "$check" | sed -n 1p)" $((10 * history + 1)) "$(echo "$check" | sed -n 2p)" $((10 * history + 2)) \
   "$(echo "$check" | sed -n 3p)"
 printf 'transaction_history, one project:            %s ms\n' "$history_ms"
 printf '_completed_usage, one project:               %s ms (%d hours)\n' "$usage_ms" "$history"
