@@ -90,6 +90,15 @@ SELECT record_usage(5220, repeat('é', 200), '1000000000'), record_usage(5220, '
 SELECT count(*) AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
 SELECT record_usage(5220, 'api:chat', '0.01', 'k-1');                         -- a key: plpgsql
 SELECT calls AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
+-- A trigger added to usage_events by hand fires: the plain call takes the plpgsql path too.
+CREATE FUNCTION pg_temp.noticed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE NOTICE 'usage_events row of project % for %', NEW.project_id, NEW.amount;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER noticed BEFORE INSERT ON credits.usage_events FOR EACH ROW EXECUTE FUNCTION pg_temp.noticed();
+SELECT record_usage(5220, 'api:chat', '0.02');
+SELECT calls AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
 -- past the bounds by one: refused (by credits._record_usage)
 SELECT pg_temp.fails(stmt) AS result
   FROM unnest(ARRAY[$$SELECT credits.record_usage(5220, repeat('é', 201), '0.01')$$,

@@ -84,20 +84,28 @@ AccountExists(int64 project_id)
 }
 
 /*
- * Appends one row to credits.usage_events and its index entries, as an INSERT would (the
- * table has no trigger, and its CHECK and NOT NULL constraints are checked), and makes it
- * visible to what the caller does next.
+ * Appends one row to credits.usage_events and its index entries, as an INSERT would (its
+ * CHECK and NOT NULL constraints are checked), and makes it visible to what the caller does
+ * next.  Returns false, writing nothing, if the table has a trigger (none is installed; one
+ * added by hand fires on the plpgsql path instead).
  */
-static void
+static bool
 AppendUsageEvent(int64 project_id, text *resource_id, TimestampTz usage_hour, Credits amount)
 {
 	Relation	events = table_open(CreditsRelid("usage_events"), RowExclusiveLock);
-	EState	   *estate = CreateExecutorState();
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	EState	   *estate;
+	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 
 	if (RelationGetDescr(events)->natts != EVENT_NATTS)
 		elog(ERROR, "credits: credits.usage_events does not have the columns record_usage writes");
+	if (events->trigdesc != NULL)
+	{
+		table_close(events, RowExclusiveLock);
+		return false;
+	}
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, events, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
 
@@ -119,6 +127,7 @@ AppendUsageEvent(int64 project_id, text *resource_id, TimestampTz usage_hour, Cr
 	FreeExecutorState(estate);
 	table_close(events, RowExclusiveLock);
 	CommandCounterIncrement();
+	return true;
 }
 
 /* Calls credits._record_usage with the same four arguments (nulls included). */
@@ -170,10 +179,9 @@ credits_record_usage(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("credits.record_usage()");
 	PreventCommandIfParallelMode("credits.record_usage()");
 	PreventCommandDuringRecovery("credits.record_usage()");
-	if (!AccountExists(PG_GETARG_INT64(0)))
-		goto slow_path;
-	AppendUsageEvent(PG_GETARG_INT64(0), resource_id, HourOf(CreditsNow()), amount);
-	PG_RETURN_VOID();
+	if (AccountExists(PG_GETARG_INT64(0)) &&
+		AppendUsageEvent(PG_GETARG_INT64(0), resource_id, HourOf(CreditsNow()), amount))
+		PG_RETURN_VOID();
 
 slow_path:
 	RecordUsageInPlpgsql(fcinfo);
