@@ -63,14 +63,16 @@ check=$(psql -At -c "SELECT count(*) FROM credits.transaction_history WHERE proj
                  -c "SELECT count(*) FROM credits.verify(42)")
 
 # one pgbench script per query, a random project each time
-run() {  # NAME SQL -> average latency in ms
+run() {  # NAME SQL [PROTOCOL] -> average latency in ms
   printf '\\set p random(2, %d)\n%s\n' "$projects" "$2" > "$scripts/$1.sql"
   chmod 644 "$scripts/$1.sql"
-  as_pg "$PGBIN/pgbench" -n -M prepared -c 1 -T "$seconds" -f "$scripts/$1.sql" 2>&1 |
+  as_pg "$PGBIN/pgbench" -n -M "${3:-prepared}" -c 1 -T "$seconds" -f "$scripts/$1.sql" 2>&1 |
     awk '/latency average/ {print $4}'
 }
 history_ms=$(run history "SET credits.clock = '2026-09-02 00:30+00';
 SELECT count(*) FROM credits.transaction_history WHERE project_id = :p;")
+history_simple_ms=$(run history_simple "SET credits.clock = '2026-09-02 00:30+00';
+SELECT count(*) FROM credits.transaction_history WHERE project_id = :p;" simple)
 usage_ms=$(run usage "SELECT count(*) FROM credits._completed_usage WHERE project_id = :p;")
 verify_ms=$(run verify "SELECT count(*) FROM credits.verify(:p);")
 old_ms=$(run old "SELECT count(*) FROM credits._completed_usage WHERE project_id = 1;")
@@ -83,6 +85,7 @@ printf 'check: project 42 has %s history rows (expected %d), project 1 %s (expec
   "$(echo "$check" | sed -n 1p)" $((10 * history + 1)) "$(echo "$check" | sed -n 2p)" $((10 * history + 2)) \
   "$(echo "$check" | sed -n 3p)"
 printf 'transaction_history, one project:            %s ms\n' "$history_ms"
+printf 'the same, simple protocol (planned each time): %s ms\n' "$history_simple_ms"
 printf '_completed_usage, one project:               %s ms (%d hours)\n' "$usage_ms" "$history"
 printf 'verify(project_id):                          %s ms\n' "$verify_ms"
 printf '_completed_usage, project 1 (%d years):       %s ms (%.2f us per hour probed)\n' "$years" "$old_ms" \
