@@ -35,15 +35,19 @@ SELECT project_id, balance, depleted FROM accounts WHERE project_id IN (5601, 56
 SELECT project_id, resource_id, state FROM resource_overview WHERE project_id IN (5601, 5602) ORDER BY project_id;
 SELECT resource_id, usage_hour, status, amount, accrued_units FROM transactions
  WHERE project_id = 5601 AND type = 'usage' ORDER BY resource_id;
+SELECT resource_id, usage_hour, credits._accrued_amount(units) AS amount, units FROM credits.usage_rollup
+ WHERE project_id = 5601 ORDER BY resource_id;
 -- More usage on top of a clamped hour: still clamped, the units still exact.
 SELECT record_usage(5601, 'api:chat', '1000000000.00');
 SET credits.clock = '2026-06-01 10:07+00';
 SELECT run_balance_checks();
-SELECT amount, accrued_units FROM transactions WHERE project_id = 5601 AND resource_id = 'api:chat';
+SELECT credits._accrued_amount(units) AS amount, units FROM credits.usage_rollup
+ WHERE project_id = 5601 AND resource_id = 'api:chat';
 
 -- 11:00: the hourly run completes every project's hours, oldest first.  5601 pays 1.00 for
--- hour 9; in hour 10 its API usage (booked before the instance's 0.10 at the cut-off) takes the
--- remaining 99.00 and the balance lands on zero, the rest uncollected.  5602 pays 2.00 for
+-- hour 9; in hour 10 the instance's 0.10, booked at the cut-off, comes first, then the API
+-- usage, booked at the hour's end in product order: api:chat takes the remaining 98.90 and
+-- the balance lands on zero, the rest uncollected.  5602 pays 2.00 for
 -- each of hours 9 and 10.  (This file leaves 5601's rows in place: the test files after it
 -- run the periodic work over every project, with them.)
 SET credits.clock = '2026-06-01 11:00:05+00';

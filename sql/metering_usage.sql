@@ -116,25 +116,35 @@ ROLLBACK;
 SELECT pg_temp.pending(5201);
 
 --
--- Folding: the balance check folds the events into stored accumulating rows; usage recorded
--- later in the same hour adds to them.  The hour boundary is exact.
+-- Folding: the balance check folds the events into the hour's roll-up rows (usage_rollup, one
+-- per project, product and hour); usage recorded later in the same hour adds to them.  No
+-- usage transaction is written while the hour runs: the history shows the hour accumulating,
+-- not stored yet.  The hour boundary is exact.
 --
 SET credits.clock = '2026-03-01 10:30+00';
 SELECT run_balance_checks() >= 0 AS ran;
 SELECT pg_temp.pending(5201);
-SELECT left(resource_id, 20) AS resource_id, usage_hour, status, amount FROM transactions
- WHERE project_id = 5201 AND type = 'usage' ORDER BY resource_id;
+SELECT left(resource_id, 20) AS resource_id, usage_hour, credits._accrued_amount(units) AS amount
+  FROM credits.usage_rollup WHERE project_id = 5201 ORDER BY resource_id;
+SELECT count(*) AS stored_usage_rows FROM transactions WHERE project_id = 5201 AND type = 'usage';
 SELECT left(description, 20) AS description, amount, status, transaction_id IS NOT NULL AS stored
   FROM transaction_history WHERE project_id = 5201 AND type = 'usage' ORDER BY description;
+-- The next minute's fold adds to the rows in place: heap-only updates, no new index entry.
+BEGIN;
+SELECT record_usage(5201, 'api:chat', '0.01'), record_usage(5201, 'api:embed', '0.01');
+SELECT run_balance_checks() >= 0 AS ran;
+SELECT n_tup_upd >= 2 AS updated, n_tup_hot_upd = n_tup_upd AS all_heap_only
+  FROM pg_stat_xact_user_tables WHERE relid = 'credits.usage_rollup'::regclass;
+ROLLBACK;
 SET credits.clock = '2026-03-01 10:59:59.999999+00';
 SELECT record_usage(5201, 'api:chat', '1.00');
 SET credits.clock = '2026-03-01 11:00:00+00';
 SELECT record_usage(5201, 'api:chat', '2.00');
--- The stored 10:00 row and the unfolded event show as one row; 11:00 is not stored yet.
+-- The rolled-up 10:00 usage and the unfolded event show as one row; neither hour is stored.
 SELECT stored, date, description, amount, status FROM pg_temp.usage(5201) WHERE description = 'API usage api:chat';
 SELECT current_balance, accumulating, available_balance FROM balance_overview WHERE project_id = 5201;
 
--- 12:00: the deduction folds and completes hours 10 and 11.
+-- 12:00: the deduction folds, books and completes hours 10 and 11.
 SET credits.clock = '2026-03-01 12:00+00';
 SELECT pg_temp.deduct();
 SELECT pg_temp.pending(5201);
@@ -142,7 +152,7 @@ SELECT * FROM pg_temp.usage(5201);
 SELECT current_balance, accumulating, available_balance, burn_rate FROM balance_overview WHERE project_id = 5201;
 
 -- A call that began before the deduction and commits after it (its hour is already deducted)
--- is not lost: the next fold books it into the current hour, and no completed hour changes.
+-- is not lost: the next fold rolls it up in the current hour, and no completed hour changes.
 SET credits.clock = '2026-03-01 11:59:59+00';
 SELECT record_usage(5201, 'api:chat', '0.50');
 -- Until it is folded it shows in the current hour, not as a second row of the deducted hour.
@@ -152,6 +162,8 @@ SET credits.clock = '2026-03-01 12:00:30+00';
 SELECT run_balance_checks() >= 0 AS ran;
 SELECT usage_hour, amount, status FROM transactions
  WHERE project_id = 5201 AND resource_id = 'api:chat' ORDER BY usage_hour;
+SELECT usage_hour, credits._accrued_amount(units) AS rolled_up FROM credits.usage_rollup
+ WHERE project_id = 5201 AND resource_id = 'api:chat';
 SET credits.clock = '2026-03-01 13:00+00';
 SELECT pg_temp.deduct();
 SELECT current_balance FROM balance_overview WHERE project_id = 5201;

@@ -11,8 +11,9 @@
 -- and for every billing resource at the hour boundary, when run_hourly_deductions writes each
 -- ended hour once, completed, and moves each project's clock instead of a million resources'.
 --
--- API usage is appended to usage_events by record_usage (no shared row is updated per call)
--- and folded into the usage transactions by the periodic runs.
+-- API usage is appended to usage_events by record_usage (no shared row is updated per call),
+-- folded every minute into usage_rollup (one row per project, product and hour), and booked
+-- into its usage transaction once, when the hour has ended (run_hourly_deductions).
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE credits.resources (
@@ -49,6 +50,20 @@ CREATE TABLE credits.usage_events (
 -- throughput at 32 clients, in 7 of 10 paired runs of test/bench/usage_index_bench.sh.  The
 -- rows live a minute, until the next fold, so posting lists would save little space.)
 CREATE INDEX usage_events_project ON credits.usage_events (project_id) WITH (deduplicate_items = off);
+
+-- The folded API usage of each (project, product, hour) whose hour has not been booked into a
+-- usage transaction yet, in rate-microseconds (src/usage_math.c: an amount a is a * 3.6e9).
+-- Every minute's fold adds to these rows; on half-empty pages, with only the key indexed, each
+-- addition is a heap-only update of a small table.  Folded into the usage transactions
+-- instead, every API hour's row in that table of millions was rewritten every minute, with
+-- new entries in its indexes (test/bench/api_hours_bench.sh: almost none heap-only).
+CREATE TABLE credits.usage_rollup (
+    project_id  bigint NOT NULL,
+    resource_id text NOT NULL,
+    usage_hour  timestamptz NOT NULL,
+    units       numeric NOT NULL CHECK (units > 0),
+    PRIMARY KEY (project_id, usage_hour, resource_id)
+) WITH (fillfactor = 50);
 
 -- Idempotency keys of record_usage: a key is counted once, forever.
 CREATE TABLE credits.usage_keys (

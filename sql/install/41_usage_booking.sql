@@ -39,7 +39,7 @@ CREATE FUNCTION credits._billing_start(project_id bigint, at timestamptz) RETURN
     LANGUAGE sql STABLE
     RETURN greatest(at, credits._deducted_until(project_id));
 
--- Moves every recorded API usage event into its usage transaction.  An event whose hour was
+-- Moves every recorded API usage event into its hour's roll-up row.  An event whose hour was
 -- already deducted (its call committed after the deduction) goes to the current hour instead:
 -- nothing is lost and no completed hour changes.  Callers hold the periodic-run lock.
 CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
@@ -57,23 +57,38 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
     grouped AS (
         SELECT project_id, resource_id, usage_hour, credits._units_sum(amount) AS units, count(*) AS n
           FROM targeted GROUP BY project_id, resource_id, usage_hour),
-    booked AS (
-        INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
-                                               resource_id, usage_hour, accrued_units)
-        SELECT g.project_id, 'usage', 'accumulating', -credits._accrued_amount(g.units), g.usage_hour,
-               credits._describe(coalesce(r.kind, 'api'), g.resource_id), g.resource_id, g.usage_hour, g.units
-          FROM grouped g
-          LEFT JOIN credits.resources r ON r.project_id = g.project_id AND r.resource_id = g.resource_id
-        ON CONFLICT (project_id, usage_hour, resource_id) WHERE type = 'usage' DO UPDATE
-           SET accrued_units = t.accrued_units + excluded.accrued_units,
-               amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units))
+    rolled_up AS (
+        INSERT INTO credits.usage_rollup AS u (project_id, resource_id, usage_hour, units)
+        SELECT g.project_id, g.resource_id, g.usage_hour, g.units FROM grouped g
+        ON CONFLICT (project_id, usage_hour, resource_id) DO UPDATE SET units = u.units + excluded.units)
     -- (a data-modifying WITH runs to completion whether or not it is read)
     SELECT coalesce(sum(n), 0)::bigint FROM grouped;
 $$;
 
+-- Books the rolled-up API usage of every hour before cur into its usage transaction (created
+-- accumulating, or added to the one a resource of the same id booked), and empties those
+-- roll-up rows: once per hour, just before the deduction completes it.  The new transactions
+-- get their ids in project, hour and product order (the order the deduction takes an hour's
+-- usage in, after what was booked during the hour).  Callers hold the periodic-run lock.
+CREATE FUNCTION credits._book_rolled_up_usage(cur timestamptz) RETURNS void
+    LANGUAGE sql AS $$
+    WITH ended AS (
+        DELETE FROM credits.usage_rollup u WHERE u.usage_hour < cur RETURNING u.*)
+    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
+                                           resource_id, usage_hour, accrued_units)
+    SELECT e.project_id, 'usage', 'accumulating', -credits._accrued_amount(e.units), e.usage_hour,
+           credits._describe(coalesce(r.kind, 'api'), e.resource_id), e.resource_id, e.usage_hour, e.units
+      FROM ended e
+      LEFT JOIN credits.resources r ON r.project_id = e.project_id AND r.resource_id = e.resource_id
+     ORDER BY e.project_id, e.usage_hour, e.resource_id
+    ON CONFLICT (project_id, usage_hour, resource_id) WHERE type = 'usage' DO UPDATE
+       SET accrued_units = t.accrued_units + excluded.accrued_units,
+           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units);
+$$;
+
 -- Usage not yet deducted, one row per (project, resource, hour), as of credits.now(): stored
--- accumulating transactions plus what accrued since (live resource time, unfolded API events).
--- transaction_id is null for an hour that has no stored row yet.  A filter on project_id is
+-- accumulating transactions plus what accrued since (live resource time, API usage rolled up
+-- or not yet folded).  transaction_id is null for an hour that has no stored row yet.  A filter on project_id is
 -- pushed down to each branch, so one project's rows are read through its indexes.
 CREATE VIEW credits.usage_in_progress AS
 SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.usage_hour,
@@ -89,6 +104,9 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
                LATERAL credits._hour_segments(r.rate_per_hour, greatest(r.accrued_until, a.deducted_until),
                                               credits.now()) AS s
          WHERE r.accrued_until < credits.now()
+        UNION ALL
+        SELECT u.project_id, NULL, u.resource_id, u.usage_hour, credits._describe('api', u.resource_id), u.units
+          FROM credits.usage_rollup u
         UNION ALL
         -- (events of an hour already deducted show in the current hour, where the fold puts them)
         SELECT e.project_id, NULL, e.resource_id,

@@ -80,5 +80,6 @@ SELECT pg_catalog.pg_extension_config_dump('credits.events', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.events_event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.resources', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_events', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.usage_rollup', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.auto_recharge', '');

@@ -58,7 +58,10 @@ SELECT credits.run_hourly_deductions();
 -- auto-recharge requested for project 3
 SELECT credits.configure_auto_recharge(3, true, '50.00', '25.00');
 SELECT credits.run_balance_checks();
--- API usage not folded yet, a volume still accruing
+-- API usage folded into the hour's roll-up, more not folded yet, a volume still accruing
+SET credits.clock = '2026-03-08 10:05+00';
+SELECT credits.record_usage(1, 'api:embed', '0.40');
+SELECT credits.run_balance_checks();
 SET credits.clock = '2026-03-08 10:10+00';
 SELECT credits.record_usage(1, 'api:chat', '0.75', 'req-3');
 -- events: some acknowledged, some claimed and leased, the rest waiting
@@ -82,6 +85,8 @@ my %snapshot = (
 	usage_events =>
 	  'SELECT * FROM credits.usage_events ORDER BY project_id, resource_id, usage_hour, amount',
 	usage_keys => 'SELECT * FROM credits.usage_keys ORDER BY project_id, idempotency_key',
+	usage_rollup =>
+	  'SELECT * FROM credits.usage_rollup ORDER BY project_id, usage_hour, resource_id',
 	auto_recharge => 'SELECT * FROM credits.auto_recharge ORDER BY project_id',
 	sequences => "SELECT sequencename, last_value FROM pg_sequences
 	               WHERE schemaname = 'credits' ORDER BY 1",);
@@ -105,7 +110,8 @@ is( $source->safe_psql(
 	'source: transactions of every type and status');
 is( $source->safe_psql(
 		'billing', q{
-	SELECT (SELECT count(*) FROM credits.usage_events) > 0, (SELECT count(*) FROM credits.usage_keys),
+	SELECT (SELECT count(*) FROM credits.usage_events) > 0 AND (SELECT count(*) FROM credits.usage_rollup) > 0,
+	       (SELECT count(*) FROM credits.usage_keys),
 	       (SELECT string_agg(DISTINCT kind, ' ' ORDER BY kind) FROM credits.events),
 	       (SELECT count(*) FILTER (WHERE acked_at IS NOT NULL) || '/'
 	               || count(*) FILTER (WHERE acked_at IS NULL AND claims > 0) || '/'
