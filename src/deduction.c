@@ -9,9 +9,10 @@
  *      of its resources takes the account first, so it waits for this run, and this run
  *      sees every one that committed before);
  *   2. build its ended hours: the hours already booked as accumulating (stops, restarts,
- *      rate changes, API usage), plus each billing resource's time from its booking clock,
+ *      rate changes, cut-offs), plus each billing resource's time from its booking clock,
  *      greatest(accrued_until, the account's deducted_until), to cur, split at the hours and
- *      kept exactly in rate-microseconds (usage_math.c);
+ *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
+ *      product and hour (credits.usage_rollup, emptied of those rows by the run);
  *   3. take them from the balance oldest first (by hour, then transaction id; the hours new
  *      in this run get their ids in hour and resource order): each pays its amount, rounded
  *      half to even once, while the balance lasts; the one that empties it pays what is left
@@ -85,10 +86,13 @@ typedef struct DeductionRun
 	Datum		usage_type;		/* 'usage'::credits.transaction_type */
 	Datum		completed_status;	/* 'completed'::credits.transaction_status */
 
-	/* what it reads: booked hours (all fetched), billing resources (a cursor) */
+	/* what it reads: booked hours and rolled-up API usage (all fetched), billing resources
+	 * (a cursor) */
 	SPITupleTable *booked;
 	TupleDesc	booked_desc;
 	uint64		booked_next;
+	SPITupleTable *rolled_up;
+	uint64		rolled_up_next;
 	Portal		resources;
 	SPITupleTable *fetched;
 	uint64		fetched_next;
@@ -258,21 +262,36 @@ TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
 	}
 }
 
-/* Adds units of resource_id in hour to the booked hour they belong to, or to a new one. */
+/* The hour of resource_id in list, or NULL. */
+static UsageHour *
+FindHour(HourList *list, TimestampTz hour, const char *resource_id)
+{
+	for (int i = 0; i < list->n; i++)
+	{
+		UsageHour  *h = &list->items[i];
+
+		if (h->hour == hour && strcmp(h->resource_id, resource_id) == 0)
+			return h;
+	}
+	return NULL;
+}
+
+/*
+ * Adds units of resource_id in hour to the hour they belong to, booked or new, or to a new
+ * one.  (An API product may share its id with a resource: then they are one hour.)
+ */
 static void
 AddUnits(HourList *booked, HourList *fresh, TimestampTz hour, const char *resource_id,
 		 const char *description, int128 units)
 {
-	UsageHour  *h;
+	UsageHour  *h = FindHour(booked, hour, resource_id);
 
-	for (int i = 0; i < booked->n; i++)
+	if (h == NULL)
+		h = FindHour(fresh, hour, resource_id);
+	if (h != NULL)
 	{
-		h = &booked->items[i];
-		if (h->hour == hour && strcmp(h->resource_id, resource_id) == 0)
-		{
-			h->units += units;
-			return;
-		}
+		h->units += units;
+		return;
 	}
 	h = HourListPush(fresh);
 	h->hour = hour;
@@ -322,6 +341,48 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 						 (int128) rate * (int128) (end - start));
 		}
 	}
+}
+
+/* The rolled-up API usage of project (the rows come in project order) onto its hours. */
+static void
+TakeRolledUpHours(DeductionRun *run, int64 project_id, HourList *booked, HourList *fresh)
+{
+	TupleDesc	desc = run->rolled_up->tupdesc;
+	bool		isnull;
+
+	for (; run->rolled_up_next < run->rolled_up->numvals; run->rolled_up_next++)
+	{
+		HeapTuple	tuple = run->rolled_up->vals[run->rolled_up_next];
+		int64		project = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+
+		if (project > project_id)
+			break;
+		if (project < project_id)
+			continue;			/* its account was not due when locked: next run */
+		AddUnits(booked, fresh,
+				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
+				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
+				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
+				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))));
+	}
+}
+
+/*
+ * Empties the roll-up of the hours before cur.  Every row was taken: the project of each was
+ * due (and no fold runs meanwhile, under the periodic-run lock).
+ */
+static void
+DeleteRolledUpHours(DeductionRun *run)
+{
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		args[1] = {TimestampTzGetDatum(run->cur)};
+
+	RunQuery("DELETE FROM credits.usage_rollup WHERE usage_hour < $1", 1, types, args, SPI_OK_DELETE);
+	if (SPI_processed != run->rolled_up->numvals)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: " UINT64_FORMAT " rolled-up API usage rows were read but " UINT64_FORMAT " deleted",
+						run->rolled_up->numvals, SPI_processed)));
 }
 
 /* Inserts a new hour, completed. */
@@ -459,6 +520,7 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 
 	TakeBookedHours(run, project_id, &booked);
 	TakeResourceHours(run, project_id, deducted_until, &booked, &fresh);
+	TakeRolledUpHours(run, project_id, &booked, &fresh);
 	if (booked.n + fresh.n == 0)
 		return -1;
 
@@ -527,6 +589,8 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 			 "    OR coalesce((SELECT true FROM credits.transactions t"
 			 "                  WHERE t.project_id = a.project_id AND t.status = 'accumulating'"
 			 "                    AND t.usage_hour < $1 LIMIT 1), false)"
+			 "    OR coalesce((SELECT true FROM credits.usage_rollup u"
+			 "                  WHERE u.project_id = a.project_id AND u.usage_hour < $1 LIMIT 1), false)"
 			 " ORDER BY a.project_id FOR NO KEY UPDATE",
 			 1, ts_arg, cur_arg, SPI_OK_SELECT);
 	accounts = SPI_tuptable;
@@ -536,7 +600,8 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	run.credits_type = credits_type;
 	run.call_cxt = call_cxt;
 
-	/* 2. what they have booked, and their billing resources, read after the locks */
+	/* 2. what they have booked, their rolled-up API usage and their billing resources, read
+	 * after the locks */
 	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units"
 			 "  FROM credits.transactions t"
 			 " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
@@ -544,6 +609,14 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 			 1, ts_arg, cur_arg, SPI_OK_SELECT);
 	run.booked = SPI_tuptable;
 	run.booked_desc = SPI_tuptable->tupdesc;
+	RunQuery("SELECT u.project_id, u.usage_hour, u.resource_id,"
+			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units"
+			 "  FROM credits.usage_rollup u"
+			 "  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id"
+			 " WHERE u.usage_hour < $1"
+			 " ORDER BY u.project_id",
+			 1, ts_arg, cur_arg, SPI_OK_SELECT);
+	run.rolled_up = SPI_tuptable;
 	run.resources = SPI_cursor_open_with_args(
 		NULL,
 		"SELECT r.project_id, r.resource_id, credits._describe(r.kind, r.resource_id),"
@@ -577,6 +650,7 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	BulkInsertClose(run.bulk);
 	SPI_cursor_close(run.resources);
 	CompleteBookedHours(&run);
+	DeleteRolledUpHours(&run);
 	CommandCounterIncrement();
 
 	/* 4. the accounts debited, their clocks moved */

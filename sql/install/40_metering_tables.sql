@@ -12,8 +12,8 @@
 -- ended hour once, completed, and moves each project's clock instead of a million resources'.
 --
 -- API usage is appended to usage_events by record_usage (no shared row is updated per call),
--- folded every minute into usage_rollup (one row per project, product and hour), and booked
--- into its usage transaction once, when the hour has ended (run_hourly_deductions).
+-- folded every minute into usage_rollup (one row per project, product and hour), and written
+-- into its usage transaction, completed, by the deduction of its hour (src/deduction.c).
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE credits.resources (
@@ -51,12 +51,12 @@ CREATE TABLE credits.usage_events (
 -- rows live a minute, until the next fold, so posting lists would save little space.)
 CREATE INDEX usage_events_project ON credits.usage_events (project_id) WITH (deduplicate_items = off);
 
--- The folded API usage of each (project, product, hour) whose hour has not been booked into a
--- usage transaction yet, in rate-microseconds (src/usage_math.c: an amount a is a * 3.6e9).
--- Every minute's fold adds to these rows; on half-empty pages, with only the key indexed, each
--- addition is a heap-only update of a small table.  Folded into the usage transactions
--- instead, every API hour's row in that table of millions was rewritten every minute, with
--- new entries in its indexes (test/bench/api_hours_bench.sh: almost none heap-only).
+-- The folded API usage of each (project, product, hour) not deducted yet, in rate-microseconds
+-- (src/usage_math.c: an amount a is a * 3.6e9).  Every minute's fold adds to these rows; on
+-- half-empty pages, with only the key indexed, each addition is a heap-only update of a small
+-- table.  (Folded into accumulating usage transactions instead, every API hour's row in that
+-- table of millions was rewritten every minute, with new entries in its indexes, almost none
+-- heap-only, and completed by one more UPDATE: test/bench/api_hours_bench.sh.)
 CREATE TABLE credits.usage_rollup (
     project_id  bigint NOT NULL,
     resource_id text NOT NULL,

@@ -65,27 +65,6 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
     SELECT coalesce(sum(n), 0)::bigint FROM grouped;
 $$;
 
--- Books the rolled-up API usage of every hour before cur into its usage transaction (created
--- accumulating, or added to the one a resource of the same id booked), and empties those
--- roll-up rows: once per hour, just before the deduction completes it.  The new transactions
--- get their ids in project, hour and product order (the order the deduction takes an hour's
--- usage in, after what was booked during the hour).  Callers hold the periodic-run lock.
-CREATE FUNCTION credits._book_rolled_up_usage(cur timestamptz) RETURNS void
-    LANGUAGE sql AS $$
-    WITH ended AS (
-        DELETE FROM credits.usage_rollup u WHERE u.usage_hour < cur RETURNING u.*)
-    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
-                                           resource_id, usage_hour, accrued_units)
-    SELECT e.project_id, 'usage', 'accumulating', -credits._accrued_amount(e.units), e.usage_hour,
-           credits._describe(coalesce(r.kind, 'api'), e.resource_id), e.resource_id, e.usage_hour, e.units
-      FROM ended e
-      LEFT JOIN credits.resources r ON r.project_id = e.project_id AND r.resource_id = e.resource_id
-     ORDER BY e.project_id, e.usage_hour, e.resource_id
-    ON CONFLICT (project_id, usage_hour, resource_id) WHERE type = 'usage' DO UPDATE
-       SET accrued_units = t.accrued_units + excluded.accrued_units,
-           amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units);
-$$;
-
 -- Usage not yet deducted, one row per (project, resource, hour), as of credits.now(): stored
 -- accumulating transactions plus what accrued since (live resource time, API usage rolled up
 -- or not yet folded).  transaction_id is null for an hour that has no stored row yet.  A filter on project_id is
