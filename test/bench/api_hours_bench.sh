@@ -2,17 +2,17 @@
 # An hour of API usage, as the periodic runs see it: PROJECTS projects (default 20,000), each
 # calling 2 API products every minute for MINUTES minutes (default 60).  Each minute the calls
 # are recorded with record_usage_batch (1,000-element batches) and run_balance_checks() folds
-# them into the hour's accumulating usage transactions (an INSERT ... ON CONFLICT DO UPDATE of
-# each project's two rows); at the end of the hour run_hourly_deductions() completes them (an
-# UPDATE of each booked row).  The baseline, from the same server: as many resource-hours of
-# running instances (PROJECTS more projects, 2 instances each, no API usage), which the
-# deduction inserts completed.
+# them into the hour's roll-up rows (credits.usage_rollup: an INSERT ... ON CONFLICT DO UPDATE
+# of each project's two rows); at the end of the hour run_hourly_deductions() writes the
+# hours' usage transactions from them, completed.  The baseline, from the same server: as many
+# resource-hours of running instances (PROJECTS more projects, 2 instances each, no API
+# usage), which the deduction also inserts completed.
 #
 #   test/bench/api_hours_bench.sh [PROJECTS] [MINUTES]
 #
 # Prints the balance checks' time per minute (median and slowest), the deduction of the API
-# hours against the deduction of the instance hours, and what the folds left in
-# credits.transactions (updates, of them heap-only, dead rows).  About 3 minutes.  The
+# hours against the deduction of the instance hours, and what the folds did to
+# credits.usage_rollup and credits.transactions (updates, of them heap-only, dead rows, size).  About 3 minutes.  The
 # extension must be installed.
 set -euo pipefail
 projects=${1:-20000}
@@ -53,8 +53,9 @@ SQL
 )
   fold_ms+=("$ms")
 done
-stats=$(psql -At -c "SELECT n_tup_upd, n_tup_hot_upd, n_dead_tup, pg_size_pretty(pg_table_size('credits.transactions'))
-                       FROM pg_stat_user_tables WHERE relid = 'credits.transactions'::regclass")
+stats=$(psql -At -c "SELECT relname, n_tup_upd, n_tup_hot_upd, n_dead_tup, pg_size_pretty(pg_table_size(relid))
+                       FROM pg_stat_user_tables WHERE relid IN ('credits.usage_rollup'::regclass, 'credits.transactions'::regclass)
+                      ORDER BY relname DESC")
 
 # The deduction at 02:00 completes the API hours (booked); at 03:00 the instance hours (new).
 deduct() {  # AT -> "seconds completed"
@@ -75,7 +76,6 @@ check=$(psql -At -c "SELECT count(*) FILTER (WHERE resource_id LIKE 'api:%'), co
 sorted=$(printf '%s\n' "${fold_ms[@]}" | sort -n)
 median=$(echo "$sorted" | sed -n "$(( (minutes + 1) / 2 ))p")
 slowest=$(echo "$sorted" | tail -1)
-IFS='|' read -r upd hot dead size <<< "$stats"
 read -r api_s api_n <<< "$api"
 read -r fresh_s fresh_n <<< "$fresh"
 printf '\n%s, %d cores, %d projects x 2 API products, %d minutes\n' \
@@ -84,9 +84,11 @@ printf 'check: API hours %s, instance hours %s (expected %d each), not completed
   "$(echo "$check" | sed -n 1p | cut -d'|' -f1)" "$(echo "$check" | sed -n 1p | cut -d'|' -f2)" $((2 * projects)) \
   "$(echo "$check" | sed -n 1p | cut -d'|' -f3)" "$(echo "$check" | sed -n 2p)"
 printf 'run_balance_checks each minute (recording excluded): median %s ms, slowest %s ms\n' "$median" "$slowest"
-printf 'after the hour: transactions updated %s times (%s heap-only), %s dead rows, table %s\n' "$upd" "$hot" "$dead" "$size"
-printf 'run_hourly_deductions, API hours (booked):    %s s for %s = %.0f hours/s\n' "$api_s" "$api_n" \
+echo "$stats" | while IFS='|' read -r rel upd hot dead size; do
+  printf 'after the hour, %-13s updated %s times (%s heap-only), %s dead rows, table %s\n' "$rel:" "$upd" "$hot" "$dead" "$size"
+done
+printf 'run_hourly_deductions, API hours:        %s s for %s = %.0f hours/s\n' "$api_s" "$api_n" \
   "$(echo "$api_n / $api_s" | bc -l)"
-printf 'run_hourly_deductions, instance hours (new):  %s s for %s = %.0f hours/s\n' "$fresh_s" "$fresh_n" \
+printf 'run_hourly_deductions, instance hours:   %s s for %s = %.0f hours/s\n' "$fresh_s" "$fresh_n" \
   "$(echo "$fresh_n / $fresh_s" | bc -l)"
-printf 'booked / new time per hour: %.2fx\n' "$(echo "($api_s / $api_n) / ($fresh_s / $fresh_n)" | bc -l)"
+printf 'API / instance time per hour: %.2fx\n' "$(echo "($api_s / $api_n) / ($fresh_s / $fresh_n)" | bc -l)"
