@@ -581,7 +581,8 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	/*
 	 * 1. the due accounts, locked in project order, with their balances.  (Each account asks
 	 * its own index entries whether it is due: scalar subqueries, which the planner does not
-	 * turn into a hash of every billing resource, which took twice as long.)
+	 * turn into a hash of every billing resource, which took twice as long.  The projects with
+	 * rolled-up API usage are few rows, read once into a hash.)
 	 */
 	RunQuery("SELECT a.project_id, a.balance, a.deducted_until FROM credits.accounts a"
 			 " WHERE coalesce((SELECT true FROM credits.resources r"
@@ -589,8 +590,7 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 			 "    OR coalesce((SELECT true FROM credits.transactions t"
 			 "                  WHERE t.project_id = a.project_id AND t.status = 'accumulating'"
 			 "                    AND t.usage_hour < $1 LIMIT 1), false)"
-			 "    OR coalesce((SELECT true FROM credits.usage_rollup u"
-			 "                  WHERE u.project_id = a.project_id AND u.usage_hour < $1 LIMIT 1), false)"
+			 "    OR a.project_id IN (SELECT u.project_id FROM credits.usage_rollup u WHERE u.usage_hour < $1)"
 			 " ORDER BY a.project_id FOR NO KEY UPDATE",
 			 1, ts_arg, cur_arg, SPI_OK_SELECT);
 	accounts = SPI_tuptable;
