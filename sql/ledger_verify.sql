@@ -119,11 +119,16 @@ BEGIN;
 UPDATE credits.transactions SET amount = '-0.49' WHERE transaction_id = :u;
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 ROLLBACK;
+-- Completes project 4401's usage transaction tx (0.50) by hand at completed_at, debiting the
+-- balance and setting the project's deducted hours to [from_hour, until_hour).
+CREATE FUNCTION pg_temp.complete_by_hand(tx bigint, completed_at timestamptz, from_hour timestamptz,
+                                         until_hour timestamptz) RETURNS void LANGUAGE sql AS $$
+    UPDATE credits.transactions SET status = 'completed', completed_at = $2 WHERE transaction_id = tx;
+    UPDATE credits.accounts SET balance = balance - '0.50', deducted_from = from_hour, deducted_until = until_hour
+     WHERE project_id = 4401;
+$$;
 BEGIN;
-UPDATE credits.transactions SET status = 'completed', completed_at = '2026-03-05 10:30+00'
- WHERE transaction_id = :u;
-UPDATE credits.accounts SET balance = balance - '0.50', deducted_from = '2026-03-05 10:00+00',
-                            deducted_until = '2026-03-05 11:00+00' WHERE project_id = 4401;
+SELECT pg_temp.complete_by_hand(:u, '2026-03-05 10:30+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 ROLLBACK;
 --
@@ -132,10 +137,7 @@ ROLLBACK;
 -- missing from the sum.
 --
 BEGIN;
-UPDATE credits.transactions SET status = 'completed', completed_at = '2026-03-05 11:00+00'
- WHERE transaction_id = :u;
-UPDATE credits.accounts SET balance = balance - '0.50', deducted_from = '2026-03-05 11:00+00',
-                            deducted_until = '2026-03-05 12:00+00' WHERE project_id = 4401;
+SELECT pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 11:00+00', '2026-03-05 12:00+00');
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify(4401);
 ROLLBACK;
