@@ -141,6 +141,17 @@ SELECT pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 11:00+00'
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify(4401);
 ROLLBACK;
+--
+-- API usage rolled up for an hour that is already completed: the next deduction would charge
+-- it again.
+--
+BEGIN;
+SELECT pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');
+INSERT INTO credits.usage_rollup SELECT project_id, resource_id, usage_hour, 3600000000
+  FROM credits.transactions WHERE transaction_id = :u;
+SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
+SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify(4401);
+ROLLBACK;
 
 --
 -- A project at zero balance whose instance still runs (the zero-balance trigger switched off).

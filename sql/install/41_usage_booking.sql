@@ -67,8 +67,9 @@ $$;
 
 -- Usage not yet deducted, one row per (project, resource, hour), as of credits.now(): stored
 -- accumulating transactions plus what accrued since (live resource time, API usage rolled up
--- or not yet folded).  transaction_id is null for an hour that has no stored row yet.  A filter on project_id is
--- pushed down to each branch, so one project's rows are read through its indexes.
+-- or not yet folded).  transaction_id is null for an hour that has no stored row yet.  A
+-- filter on project_id is pushed down to each branch, so one project's rows are read through
+-- its indexes.
 CREATE VIEW credits.usage_in_progress AS
 SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.usage_hour,
        max(x.description) AS description, -credits._accrued_amount(sum(x.units)) AS amount

@@ -164,6 +164,14 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
      WHERE l.first_hour IS NOT NULL
        AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
     UNION ALL
+    -- (rolled-up API usage of an hour already completed would be charged again)
+    SELECT u.project_id, format('API usage of %s in the hour %s is rolled up, but that hour is completed',
+                                u.resource_id, u.usage_hour)
+      FROM scope s JOIN credits.usage_rollup u USING (project_id)
+     WHERE EXISTS (SELECT FROM credits.transactions t
+                    WHERE t.usage_hour = u.usage_hour AND t.project_id = u.project_id
+                      AND t.resource_id = u.resource_id AND t.type = 'usage' AND t.status = 'completed')
+    UNION ALL
     SELECT s.project_id, format('balance %s is negative', s.balance)
       FROM scope s WHERE s.balance < '0'::credits.credits
     UNION ALL
