@@ -88,6 +88,10 @@ SELECT record_usage(5220, 'api:chat', '0.01') FROM generate_series(1, 3);    -- 
 -- 200 characters in 400 bytes; the ceiling; the smallest amount
 SELECT record_usage(5220, repeat('é', 200), '1000000000'), record_usage(5220, 'api:chat', '0.000001');
 SELECT count(*) AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
+-- An account opened in the same statement is not in the statement's snapshot: the call goes
+-- to the plpgsql path, which takes a snapshot of its own, and is recorded all the same.
+SELECT open_account(5221), record_usage(5221, 'api:chat', '0.01');
+SELECT pg_temp.pending(5221);
 SELECT record_usage(5220, 'api:chat', '0.01', 'k-1');                         -- a key: plpgsql
 SELECT calls AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
 -- A trigger added to usage_events by hand fires: the plain call takes the plpgsql path too.
