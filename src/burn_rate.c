@@ -41,10 +41,7 @@ PeriodMicroseconds(const Interval *per)
 static Credits
 ClampedSum(Credits a, Credits b)
 {
-	int128		sum = (int128) a + (int128) b;
-
-	return sum > (int128) CREDITS_MAX ? CREDITS_MAX
-		: sum < -(int128) CREDITS_MAX ? -CREDITS_MAX : (Credits) sum;
+	return CreditsSaturate((int128) a + (int128) b);
 }
 
 PG_FUNCTION_INFO_V1(credits_burn_rate_accum);
@@ -63,7 +60,7 @@ credits_burn_rate_accum(PG_FUNCTION_ARGS)
 
 	/* (scaled to an hour, past the range only when per is shorter than an hour) */
 	if (truncated >= (int128) CREDITS_MAX || truncated <= -(int128) CREDITS_MAX)
-		hourly = scaled > 0 ? CREDITS_MAX : -CREDITS_MAX;
+		hourly = CreditsSaturate(truncated);
 	else
 		hourly = CreditsDivRound128(scaled, usecs);
 	PG_RETURN_CREDITS(ClampedSum(total, hourly));

@@ -43,6 +43,12 @@ extern void CreditsDivisionByZero(void) pg_attribute_noreturn();
 /* An int128 count of micro-credits as Credits, or 22003. */
 extern Credits CreditsFromInt128(int128 value);
 
+/*
+ * An int128 count of micro-credits as Credits clamped to [-max, max]: for usage totals, where
+ * an amount past the range is more than any balance holds (-max, not min, so that it negates).
+ */
+extern Credits CreditsSaturate(int128 value);
+
 /* numerator / denominator rounded half to even; 22012 on zero, 22003 out of range. */
 extern Credits CreditsDivRound128(int128 numerator, int64 denominator);
 

@@ -196,7 +196,7 @@ credits_avg_final(PG_FUNCTION_ARGS)
 /*
  * credits._usage_total: the total clamped to [-max, max] credits, NULL without input.  A
  * usage total past the range is more than any balance holds, so enforcing it as the range's
- * end collects exactly what the true total would; -max, not min, so that it negates.
+ * end collects exactly what the true total would.
  */
 Datum
 credits_usage_total_final(PG_FUNCTION_ARGS)
@@ -205,11 +205,7 @@ credits_usage_total_final(PG_FUNCTION_ARGS)
 
 	if (state == NULL)
 		PG_RETURN_NULL();
-	if (state->sum > (int128) CREDITS_MAX)
-		PG_RETURN_CREDITS(CREDITS_MAX);
-	if (state->sum < -(int128) CREDITS_MAX)
-		PG_RETURN_CREDITS(-CREDITS_MAX);
-	PG_RETURN_CREDITS((Credits) state->sum);
+	PG_RETURN_CREDITS(CreditsSaturate(state->sum));
 }
 
 /* credits._units_sum: the exact total as rate-microseconds (numeric), NULL without input. */

@@ -38,6 +38,17 @@ CreditsFromInt128(int128 value)
 	return (Credits) value;
 }
 
+/* An int128 count of micro-credits clamped to [-max, max] credits. */
+Credits
+CreditsSaturate(int128 value)
+{
+	if (value > (int128) CREDITS_MAX)
+		return CREDITS_MAX;
+	if (value < -(int128) CREDITS_MAX)
+		return -CREDITS_MAX;
+	return (Credits) value;
+}
+
 /* numerator / denominator rounded half to even; 22012 on zero, 22003 out of range. */
 Credits
 CreditsDivRound128(int128 numerator, int64 denominator)

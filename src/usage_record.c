@@ -53,11 +53,11 @@ enum
 	EVENT_NATTS
 };
 
-/* The OID of relation name in schema credits. */
+/* The OID of relation name in schema credits (namespace). */
 static Oid
-CreditsRelid(const char *name)
+CreditsRelid(Oid namespace, const char *name)
 {
-	Oid			relid = get_relname_relid(name, get_namespace_oid("credits", false));
+	Oid			relid = get_relname_relid(name, namespace);
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "credits: relation credits.%s is missing", name);
@@ -66,9 +66,9 @@ CreditsRelid(const char *name)
 
 /* Whether credits.accounts has a row for project_id, as the caller's snapshot sees it. */
 static bool
-AccountExists(int64 project_id)
+AccountExists(Oid accounts_relid, int64 project_id)
 {
-	Relation	accounts = table_open(CreditsRelid("accounts"), AccessShareLock);
+	Relation	accounts = table_open(accounts_relid, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	bool		found;
@@ -90,9 +90,10 @@ AccountExists(int64 project_id)
  * added by hand fires on the plpgsql path instead).
  */
 static bool
-AppendUsageEvent(int64 project_id, text *resource_id, TimestampTz usage_hour, Credits amount)
+AppendUsageEvent(Oid events_relid, int64 project_id, text *resource_id, TimestampTz usage_hour,
+				 Credits amount)
 {
-	Relation	events = table_open(CreditsRelid("usage_events"), RowExclusiveLock);
+	Relation	events = table_open(events_relid, RowExclusiveLock);
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
@@ -150,6 +151,36 @@ RecordUsageInPlpgsql(FunctionCallInfo outer)
 	FunctionCallInvoke(fcinfo);
 }
 
+/*
+ * Appends the call in fcinfo if it is a plain one: no idempotency key, arguments in range, a
+ * known project (and no trigger on usage_events).  Returns false, having written nothing,
+ * for any other call: the plpgsql version judges it.
+ */
+static bool
+AppendPlainCall(FunctionCallInfo fcinfo)
+{
+	text	   *resource_id;
+	int			resource_bytes;
+	Credits		amount;
+	Oid			namespace;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_ARGISNULL(3))
+		return false;
+	resource_id = PG_GETARG_TEXT_PP(1);
+	resource_bytes = VARSIZE_ANY_EXHDR(resource_id);
+	amount = PG_GETARG_CREDITS(2);
+	if (resource_bytes == 0 || amount <= 0 || amount > USAGE_AMOUNT_MAX)
+		return false;
+	if (resource_bytes > RESOURCE_ID_MAX_CHARS &&
+		pg_mbstrlen_with_len(VARDATA_ANY(resource_id), resource_bytes) > RESOURCE_ID_MAX_CHARS)
+		return false;
+
+	namespace = get_namespace_oid("credits", false);
+	return AccountExists(CreditsRelid(namespace, "accounts"), PG_GETARG_INT64(0)) &&
+		AppendUsageEvent(CreditsRelid(namespace, "usage_events"), PG_GETARG_INT64(0), resource_id,
+						 HourOf(CreditsNow()), amount);
+}
+
 PG_FUNCTION_INFO_V1(credits_record_usage);
 
 /*
@@ -160,30 +191,11 @@ PG_FUNCTION_INFO_V1(credits_record_usage);
 Datum
 credits_record_usage(PG_FUNCTION_ARGS)
 {
-	text	   *resource_id;
-	int			resource_bytes;
-	Credits		amount;
-
-	/* (an argument the fast path does not take is left to the plpgsql version to judge) */
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_ARGISNULL(3))
-		goto slow_path;
-	resource_id = PG_GETARG_TEXT_PP(1);
-	resource_bytes = VARSIZE_ANY_EXHDR(resource_id);
-	amount = PG_GETARG_CREDITS(2);
-	if (resource_bytes == 0 || amount <= 0 || amount > USAGE_AMOUNT_MAX)
-		goto slow_path;
-	if (resource_bytes > RESOURCE_ID_MAX_CHARS &&
-		pg_mbstrlen_with_len(VARDATA_ANY(resource_id), resource_bytes) > RESOURCE_ID_MAX_CHARS)
-		goto slow_path;
-
+	/* (it writes on either path: refused wherever an INSERT would be, before anything else) */
 	PreventCommandIfReadOnly("credits.record_usage()");
 	PreventCommandIfParallelMode("credits.record_usage()");
 	PreventCommandDuringRecovery("credits.record_usage()");
-	if (AccountExists(PG_GETARG_INT64(0)) &&
-		AppendUsageEvent(PG_GETARG_INT64(0), resource_id, HourOf(CreditsNow()), amount))
-		PG_RETURN_VOID();
-
-slow_path:
-	RecordUsageInPlpgsql(fcinfo);
+	if (!AppendPlainCall(fcinfo))
+		RecordUsageInPlpgsql(fcinfo);
 	PG_RETURN_VOID();
 }
