@@ -128,7 +128,7 @@ CREATE FUNCTION pg_temp.complete_by_hand(tx bigint, completed_at timestamptz, fr
      WHERE project_id = 4401;
 $$;
 BEGIN;
-SELECT pg_temp.complete_by_hand(:u, '2026-03-05 10:30+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');
+SELECT FROM pg_temp.complete_by_hand(:u, '2026-03-05 10:30+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 ROLLBACK;
 --
@@ -137,16 +137,21 @@ ROLLBACK;
 -- missing from the sum.
 --
 BEGIN;
-SELECT pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 11:00+00', '2026-03-05 12:00+00');
+SELECT FROM pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 11:00+00', '2026-03-05 12:00+00');
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify(4401);
+ROLLBACK;
+-- (and in a project never deducted)
+BEGIN;
+SELECT FROM pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', NULL, '-infinity');
+SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 ROLLBACK;
 --
 -- API usage rolled up for an hour that is already completed: the next deduction would charge
 -- it again.
 --
 BEGIN;
-SELECT pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');
+SELECT FROM pg_temp.complete_by_hand(:u, '2026-03-05 11:00+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');
 INSERT INTO credits.usage_rollup SELECT project_id, resource_id, usage_hour, 3600000000
   FROM credits.transactions WHERE transaction_id = :u;
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();

@@ -145,3 +145,28 @@ SELECT deducted_from, deducted_until FROM credits.accounts WHERE project_id = 53
 SELECT * FROM pg_temp.usage(5304);
 SELECT pg_temp.totals(5304);
 SELECT * FROM verify(5304);
+
+--
+-- An API product may carry the id of an instance (they share the project's namespace): its
+-- usage is part of that resource's hour, one usage transaction, whether the instance ran the
+-- whole hour (a new hour, written by the run) or was stopped in it (a booked hour, completed
+-- in place).
+--
+SET credits.clock = '2026-04-05 09:00+00';
+SELECT pg_temp.funded(5305, '50.00');
+SELECT start_instance(5305, 'gpu-1', '1.00'), start_instance(5305, 'gpu-2', '2.00');
+SET credits.clock = '2026-04-05 10:20+00';
+SELECT stop_instance(5305, 'gpu-2');
+SELECT record_usage(5305, 'gpu-1', '0.30'), record_usage(5305, 'gpu-2', '0.40');
+SET credits.clock = '2026-04-05 10:30+00';
+SELECT run_balance_checks() >= 0 AS ran;
+SELECT resource_id, usage_hour, credits._accrued_amount(units) AS rolled_up FROM credits.usage_rollup
+ WHERE project_id = 5305 ORDER BY resource_id, usage_hour;
+SET credits.clock = '2026-04-05 11:00+00';
+SELECT pg_temp.deduct(5305, 5305);
+-- hour 9: 1.00 and 2.00 of running; hour 10: gpu-1 1.00 + 0.30, gpu-2 0.666667 (20 minutes at
+-- 2.00) + 0.40
+SELECT * FROM pg_temp.usage(5305);
+SELECT pg_temp.totals(5305);
+SELECT count(*) AS rolled_up_left FROM credits.usage_rollup WHERE project_id = 5305;
+SELECT * FROM verify(5305);

@@ -92,6 +92,7 @@ SELECT count(*) AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname
 -- to the plpgsql path, which takes a snapshot of its own, and is recorded all the same.
 SELECT open_account(5221), record_usage(5221, 'api:chat', '0.01');
 SELECT pg_temp.pending(5221);
+SELECT calls AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
 SELECT record_usage(5220, 'api:chat', '0.01', 'k-1');                         -- a key: plpgsql
 SELECT calls AS plpgsql_calls FROM pg_stat_xact_user_functions WHERE funcname = '_record_usage';
 -- A trigger added to usage_events by hand fires: the plain call takes the plpgsql path too.
@@ -111,13 +112,15 @@ SELECT length(resource_id) AS chars, usage_hour, amount FROM credits.usage_event
  WHERE project_id = 5220 ORDER BY amount;
 SELECT pg_temp.pending(5220);
 ROLLBACK;
--- A read-only transaction writes nothing, on either path.
+-- A read-only transaction writes nothing: refused first, whatever the arguments.
+SELECT pg_temp.ledger_state() AS before \gset
 BEGIN READ ONLY;
 SELECT pg_temp.fails(stmt) AS result
   FROM unnest(ARRAY[$$SELECT credits.record_usage(5201, 'api:chat', '0.01')$$,
-                    $$SELECT credits.record_usage(5201, 'api:chat', '0.01', 'ro-1')$$]) AS stmt;
+                    $$SELECT credits.record_usage(5201, 'api:chat', '0.01', 'ro-1')$$,
+                    $$SELECT credits.record_usage(5201, 'api:chat', '-1')$$]) AS stmt;
 ROLLBACK;
-SELECT pg_temp.pending(5201);
+SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
 
 --
 -- Folding: the balance check folds the events into the hour's roll-up rows (usage_rollup, one
@@ -148,7 +151,8 @@ SELECT record_usage(5201, 'api:chat', '2.00');
 SELECT stored, date, description, amount, status FROM pg_temp.usage(5201) WHERE description = 'API usage api:chat';
 SELECT current_balance, accumulating, available_balance FROM balance_overview WHERE project_id = 5201;
 
--- 12:00: the deduction folds, books and completes hours 10 and 11.
+-- 12:00: the deduction folds the last events and writes hours 10 and 11 from the roll-up,
+-- completed.
 SET credits.clock = '2026-03-01 12:00+00';
 SELECT pg_temp.deduct();
 SELECT pg_temp.pending(5201);

@@ -158,8 +158,10 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
       FROM scope s JOIN ledger l USING (project_id)
      WHERE s.balance <> l.total
     UNION ALL
-    SELECT s.project_id, format('completed usage hours %s to %s are not all in the deducted hours [%s, %s)',
-                                l.first_hour, l.last_hour, s.deducted_from, s.deducted_until)
+    SELECT s.project_id,
+           format('completed usage hours span [%s, %s), ', l.first_hour, l.last_hour + interval '1 hour')
+           || CASE WHEN s.deducted_from IS NULL THEN 'but the project has no deducted hours'
+                   ELSE format('not within its deducted hours [%s, %s)', s.deducted_from, s.deducted_until) END
       FROM scope s JOIN ledger l USING (project_id)
      WHERE l.first_hour IS NOT NULL
        AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)

@@ -24,11 +24,12 @@ END $$;
 -- A fingerprint of everything the ledger holds (row counts and balances), to show that a
 -- refused call left no trace: compare it before and after.
 CREATE FUNCTION pg_temp.ledger_state() RETURNS text LANGUAGE sql AS $$
-    SELECT format('accounts=%s balance=%s methods=%s transactions=%s events=%s resources=%s usage_events=%s usage_keys=%s auto_recharge=%s',
+    SELECT format('accounts=%s balance=%s methods=%s transactions=%s events=%s resources=%s usage_events=%s usage_rollup=%s usage_keys=%s auto_recharge=%s',
         (SELECT count(*) FROM credits.accounts), (SELECT coalesce(sum(balance::numeric), 0) FROM credits.accounts),
         (SELECT count(*) FROM credits.payment_methods), (SELECT count(*) || '/' || coalesce(sum(amount::numeric), 0) FROM credits.transactions),
         (SELECT count(*) FROM credits.events), (SELECT count(*) FROM credits.resources),
-        (SELECT count(*) FROM credits.usage_events), (SELECT count(*) FROM credits.usage_keys),
+        (SELECT count(*) FROM credits.usage_events),
+        (SELECT count(*) || '/' || coalesce(sum(units), 0) FROM credits.usage_rollup), (SELECT count(*) FROM credits.usage_keys),
         (SELECT count(*) FROM credits.auto_recharge));
 $$;
 
