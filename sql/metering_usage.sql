@@ -166,6 +166,9 @@ SELECT record_usage(5201, 'api:chat', '0.50');
 -- Until it is folded it shows in the current hour, not as a second row of the deducted hour.
 SET credits.clock = '2026-03-01 12:00:10+00';
 SELECT * FROM pg_temp.usage(5201) WHERE description = 'API usage api:chat';
+-- A call of the current hour folded with it: one roll-up row of 0.50 + 0.25.
+SET credits.clock = '2026-03-01 12:00:20+00';
+SELECT record_usage(5201, 'api:chat', '0.25');
 SET credits.clock = '2026-03-01 12:00:30+00';
 SELECT run_balance_checks() >= 0 AS ran;
 SELECT usage_hour, amount, status FROM transactions

@@ -41,21 +41,28 @@ CREATE FUNCTION credits._billing_start(project_id bigint, at timestamptz) RETURN
 
 -- Moves every recorded API usage event into its hour's roll-up row.  An event whose hour was
 -- already deducted (its call committed after the deduction) goes to the current hour instead:
--- nothing is lost and no completed hour changes.  Callers hold the periodic-run lock.
+-- nothing is lost and no completed hour changes.  The events are summed per (project,
+-- product, hour) before that test, so it probes the usage index once per group (tested per
+-- call, a fold of 200,000 calls of 10 projects took 1.1-2.3x as long).  Callers hold the
+-- periodic-run lock.
 CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
     LANGUAGE sql AS $$
     WITH moved AS (
         DELETE FROM credits.usage_events RETURNING project_id, resource_id, usage_hour, amount),
+    by_hour AS (
+        SELECT m.project_id, m.resource_id, m.usage_hour, credits._units_sum(m.amount) AS units, count(*) AS n
+          FROM moved m GROUP BY m.project_id, m.resource_id, m.usage_hour),
     targeted AS (
-        SELECT m.project_id, m.resource_id, m.amount,
+        SELECT b.project_id, b.resource_id, b.units, b.n,
                CASE WHEN EXISTS (SELECT FROM credits.transactions t
-                                  WHERE t.project_id = m.project_id AND t.resource_id = m.resource_id
-                                    AND t.usage_hour = m.usage_hour AND t.type = 'usage'
+                                  WHERE t.project_id = b.project_id AND t.resource_id = b.resource_id
+                                    AND t.usage_hour = b.usage_hour AND t.type = 'usage'
                                     AND t.status = 'completed')
-                    THEN credits.hour_of(at) ELSE m.usage_hour END AS usage_hour
-          FROM moved m),
+                    THEN credits.hour_of(at) ELSE b.usage_hour END AS usage_hour
+          FROM by_hour b),
+    -- (a late group and the current hour's group of the same product become one row)
     grouped AS (
-        SELECT project_id, resource_id, usage_hour, credits._units_sum(amount) AS units, count(*) AS n
+        SELECT project_id, resource_id, usage_hour, sum(units) AS units, sum(n) AS n
           FROM targeted GROUP BY project_id, resource_id, usage_hour),
     rolled_up AS (
         INSERT INTO credits.usage_rollup AS u (project_id, resource_id, usage_hour, units)
