@@ -89,7 +89,6 @@ typedef struct DeductionRun
 	/* what it reads: booked hours and rolled-up API usage (all fetched), billing resources
 	 * (a cursor) */
 	SPITupleTable *booked;
-	TupleDesc	booked_desc;
 	uint64		booked_next;
 	SPITupleTable *rolled_up;
 	uint64		rolled_up_next;
@@ -236,24 +235,42 @@ NextResource(DeductionRun *run)
 	return run->fetched->vals[run->fetched_next];
 }
 
+/*
+ * The next row of project_id in rows (fetched in project order, the project in column 1),
+ * from *next on; NULL after its last.  Rows of a project before it are passed over: its
+ * account was not due when locked, so they wait for the next run.
+ */
+static HeapTuple
+NextRowOfProject(SPITupleTable *rows, uint64 *next, int64 project_id)
+{
+	bool		isnull;
+
+	while (*next < rows->numvals)
+	{
+		HeapTuple	tuple = rows->vals[*next];
+		int64		project = DatumGetInt64(SPI_getbinval(tuple, rows->tupdesc, 1, &isnull));
+
+		if (project > project_id)
+			return NULL;
+		(*next)++;
+		if (project == project_id)
+			return tuple;
+	}
+	return NULL;
+}
+
 /* The booked hours of project (they come in project, hour, id order) onto hours. */
 static void
 TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
 {
-	TupleDesc	desc = run->booked_desc;
+	TupleDesc	desc = run->booked->tupdesc;
+	HeapTuple	tuple;
 	bool		isnull;
 
-	for (; run->booked_next < run->booked->numvals; run->booked_next++)
+	while ((tuple = NextRowOfProject(run->booked, &run->booked_next, project_id)) != NULL)
 	{
-		HeapTuple	tuple = run->booked->vals[run->booked_next];
-		int64		project = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		UsageHour  *h;
+		UsageHour  *h = HourListPush(hours);
 
-		if (project > project_id)
-			break;
-		if (project < project_id)
-			continue;			/* its account was not due when locked: next run */
-		h = HourListPush(hours);
 		h->hour = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
 		h->resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
 		h->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
@@ -348,23 +365,15 @@ static void
 TakeRolledUpHours(DeductionRun *run, int64 project_id, HourList *booked, HourList *fresh)
 {
 	TupleDesc	desc = run->rolled_up->tupdesc;
+	HeapTuple	tuple;
 	bool		isnull;
 
-	for (; run->rolled_up_next < run->rolled_up->numvals; run->rolled_up_next++)
-	{
-		HeapTuple	tuple = run->rolled_up->vals[run->rolled_up_next];
-		int64		project = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-
-		if (project > project_id)
-			break;
-		if (project < project_id)
-			continue;			/* its account was not due when locked: next run */
+	while ((tuple = NextRowOfProject(run->rolled_up, &run->rolled_up_next, project_id)) != NULL)
 		AddUnits(booked, fresh,
 				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
 				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))));
-	}
 }
 
 /*
@@ -608,7 +617,6 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 			 " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
 			 1, ts_arg, cur_arg, SPI_OK_SELECT);
 	run.booked = SPI_tuptable;
-	run.booked_desc = SPI_tuptable->tupdesc;
 	RunQuery("SELECT u.project_id, u.usage_hour, u.resource_id,"
 			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units"
 			 "  FROM credits.usage_rollup u"
