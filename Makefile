@@ -5,7 +5,8 @@
 #   test/run_all.sh               the whole suite from scratch (what CI runs)
 
 EXTENSION  = credits
-EXTVERSION = 0.1.0
+# The version is written once, as default_version in credits.control.
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 
@@ -13,13 +14,21 @@ MODULE_big = credits
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 PG_CFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter
 
-# The install script is assembled from sql/install/*.sql in file-name order:
-# type, ledger, metering, periodic jobs, views, roles.
-DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# The newest version's install script is assembled from sql/install/*.sql in file-name order:
+# type, ledger, metering, periodic jobs, views, roles.  Released versions are frozen:
+# sql/credits--0.1.0.sql is what 0.1.0 installed, byte for byte, and every later version
+# reaches a database through the upgrade scripts sql/credits--OLD--NEW.sql.
+DATA_built    = $(EXTENSION)--$(EXTVERSION).sql
+DATA          = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*.sql))
 INSTALL_PARTS = $(sort $(wildcard sql/install/*.sql))
 
-# Every sql/*.sql is a regress test (install parts live in sql/install/).
-REGRESS      = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+# The regress tests, in sql/ with their outputs in expected/ (the other scripts in sql/ are
+# the extension's own).
+REGRESS = \
+	type_io type_arith type_agg type_index \
+	ledger_accounts ledger_deposits ledger_events ledger_guards ledger_verify \
+	metering_instances metering_volumes metering_usage metering_deductions metering_runaway \
+	zero_balance auto_recharge burn_rate schedule roles hostile_api hostile_roles
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/conf/regress.conf \
                --load-extension=credits --encoding=UTF8
 
