@@ -10,10 +10,11 @@
 --   * an idempotency key names one deposit per project   (unique partial index)
 --   * status moves only pending → completed | failed and accumulating → completed, and a
 --     completed or failed transaction never changes      (trigger transactions_guard)
--- The balance equals the sum of completed transactions' collected amounts; verify() checks it.
+-- The balance equals the sum of completed transactions' collected amounts, and the sum of what
+-- remains of its lots (sql/install/35_lots.sql); verify() checks both.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE TYPE credits.transaction_type AS ENUM ('deposit', 'usage', 'auto_recharge');
+CREATE TYPE credits.transaction_type AS ENUM ('deposit', 'usage', 'auto_recharge', 'grant', 'expiry', 'refund');
 CREATE TYPE credits.transaction_status AS ENUM ('pending', 'completed', 'failed', 'accumulating');
 
 CREATE TABLE credits.accounts (
@@ -61,8 +62,8 @@ CREATE TABLE credits.transactions (
     project_id      bigint NOT NULL,
     type            credits.transaction_type NOT NULL,
     status          credits.transaction_status NOT NULL,
-    -- Signed: deposits and auto-recharges positive, usage negative (what was, or so far would
-    -- be, taken).  For usage it is -round_half_even(accrued_units / 3.6e9).
+    -- Signed: deposits, auto-recharges and grants positive; usage, expiries and refunds negative
+    -- (usage: what was, or so far would be, taken).  For usage it is -round_half_even(accrued_units / 3.6e9).
     amount          credits.credits NOT NULL,
     -- Usage only: the part of the charge the balance could not cover.
     uncollected     credits.credits NOT NULL DEFAULT '0',
@@ -80,6 +81,8 @@ CREATE TABLE credits.transactions (
     failure_reason  text CHECK (length(failure_reason) <= 2000),
     completed_at    timestamptz,
     failed_at       timestamptz,
+    -- Expiries and refunds: the lot (credits.credit_lots) they take from.
+    lot_id          bigint,
     CONSTRAINT usage_shape CHECK (
         CASE WHEN type = 'usage'
              THEN resource_id IS NOT NULL AND usage_hour IS NOT NULL AND accrued_units IS NOT NULL
@@ -89,9 +92,12 @@ CREATE TABLE credits.transactions (
                   AND uncollected >= '0'::credits.credits AND uncollected <= -amount
                   AND method_id IS NULL AND idempotency_key IS NULL
              ELSE resource_id IS NULL AND usage_hour IS NULL AND accrued_units IS NULL
-                  AND status IN ('pending', 'completed', 'failed') AND amount > '0'::credits.credits
+                  AND status IN ('pending', 'completed', 'failed') AND amount <> '0'::credits.credits
+                  -- (the labels added in 0.2.0 as text: an upgrade cannot use them as values)
+                  AND (amount > '0'::credits.credits) = (type::text NOT IN ('expiry', 'refund'))
                   AND uncollected = '0'::credits.credits
         END),
+    CONSTRAINT lot_shape CHECK ((lot_id IS NOT NULL) = (type::text IN ('expiry', 'refund'))),
     CONSTRAINT status_times CHECK (
         (completed_at IS NOT NULL) = (status = 'completed')
         AND (failed_at IS NOT NULL) = (status = 'failed'))
@@ -121,7 +127,8 @@ CREATE TABLE credits.events (
     event_id       bigserial PRIMARY KEY,
     project_id     bigint NOT NULL,
     kind           text NOT NULL CHECK (kind IN ('charge_requested', 'instance_terminated',
-                       'volume_inaccessible', 'volume_available', 'balance_depleted')),
+                       'volume_inaccessible', 'volume_available', 'balance_depleted',
+                       'refund_requested')),
     resource_id    text,
     transaction_id bigint,
     payload        jsonb NOT NULL,

@@ -87,7 +87,17 @@ SELECT a.project_id,
       SELECT credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
         FROM credits._burn_rate_inputs b WHERE b.project_id = a.project_id) AS br
   CROSS JOIN LATERAL (
-      SELECT greatest(a.balance - acc.accumulating, '0'::credits.credits) AS available_balance) AS av;
+      -- (what the lots have left after the accrued usage, as credits.available_balance(); when
+      -- they are all alike that is the balance less the accrued usage)
+      SELECT CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN greatest(a.balance - acc.accumulating, '0'::credits.credits)
+                  ELSE (SELECT coalesce(sum(x.left_over), '0'::credits.credits)
+                          FROM credits._lots_after_usage(a.project_id) AS x
+                         WHERE x.expires_at IS NULL OR x.expires_at > credits.now())
+             END AS available_balance) AS av;
 
 -- One row per transaction, newest first; usage hours still running show as accumulating
 -- (with a null transaction_id while they have no stored row yet).
@@ -107,6 +117,14 @@ SELECT h.* FROM (
            u.amount, 'accumulating'::credits.transaction_status, '0'::credits.credits
       FROM credits.usage_in_progress u) AS h
  ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
+
+-- One row per credit lot: every completed deposit and auto-recharge (paid) and every grant
+-- (promotional), with what remains of it and its state: active while something remains, else
+-- used (by usage), expired or refunded (what took its last credits).
+CREATE VIEW credits.lots AS
+SELECT l.project_id, l.transaction_id, l.kind, l.amount, l.remaining, l.expires_at, l.priority, l.applies_to,
+       coalesce(l.ended, 'active') AS state
+  FROM credits.credit_lots l;
 
 -- One row per instance or volume ever started or attached.
 CREATE VIEW credits.resource_overview AS
@@ -138,6 +156,11 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
         UNION ALL
         SELECT t.* FROM credits.transactions t
          WHERE t.status = 'accumulating' AND t.project_id = verify.project_id),
+    -- the lots of the accounts in scope
+    lot_rows AS (
+        SELECT l.* FROM credits.credit_lots l WHERE verify.project_id IS NULL
+        UNION ALL
+        SELECT l.* FROM credits.credit_lots l WHERE l.project_id = verify.project_id),
     -- the transactions of the accounts in scope (all of them: read by each check)
     scoped AS NOT MATERIALIZED (
         SELECT t.* FROM credits.transactions t
@@ -218,5 +241,38 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     SELECT t.project_id, format('%s auto-recharges are pending', count(*))
       FROM scoped t
      WHERE t.type = 'auto_recharge' AND t.status = 'pending'
-     GROUP BY t.project_id HAVING count(*) > 1;
+     GROUP BY t.project_id HAVING count(*) > 1
+    UNION ALL
+    -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
+    -- added in 0.2.0 are compared as text)
+    SELECT l.project_id,
+           format('lot %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+                  l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
+                  l.held, coalesce(x.pending, '0'::credits.credits))
+      FROM lot_rows l
+      LEFT JOIN (SELECT t.lot_id, -sum(t.amount) FILTER (WHERE t.status = 'completed') AS taken,
+                        -sum(t.amount) FILTER (WHERE t.status = 'pending') AS pending
+                   FROM scoped t WHERE t.lot_id IS NOT NULL GROUP BY t.lot_id) AS x ON x.lot_id = l.transaction_id
+     WHERE l.remaining < '0'::credits.credits OR l.remaining > l.amount
+        OR l.remaining + l.used + coalesce(x.taken, '0'::credits.credits) <> l.amount
+        OR l.held <> coalesce(x.pending, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('its lots hold %s, not the balance %s', coalesce(x.total, '0'::credits.credits), s.balance)
+      FROM scope s
+      LEFT JOIN (SELECT l.project_id, sum(l.remaining) AS total FROM lot_rows l GROUP BY l.project_id) AS x
+        USING (project_id)
+     WHERE coalesce(x.total, '0'::credits.credits) <> s.balance
+    UNION ALL
+    SELECT t.project_id, format('completed %s %s of %s is not a lot of that amount', t.type, t.transaction_id, t.amount)
+      FROM scoped t
+      LEFT JOIN lot_rows l ON l.transaction_id = t.transaction_id
+     WHERE t.status = 'completed' AND t.type::text IN ('deposit', 'auto_recharge', 'grant')
+       AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
+            OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
+    UNION ALL
+    SELECT l.project_id, format('lot %s is no completed deposit, auto-recharge or grant', l.transaction_id)
+      FROM lot_rows l
+     WHERE NOT EXISTS (SELECT FROM scoped t
+                        WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'
+                          AND t.type::text IN ('deposit', 'auto_recharge', 'grant'));
 $$;
