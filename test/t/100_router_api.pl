@@ -220,5 +220,16 @@ is( $router->safe_psql('postgres', 'SELECT * FROM credits.fleet_overview() ORDER
 my ($ret, $out, $err) = $router->psql('postgres', 'SELECT credits.claim_events()');
 like($err, qr/function credits.claim_events\(\) does not exist/, 'claim_events() is not on the router');
 
+# A shard that is down: its projects' calls fail with XX000, the other shard's go on.
+my %on_shard = map { (CreditsRouter::partition_of($router, $_) % 2) => $_ } @projects;
+$shards[1]->stop;
+($ret, $out, $err) = $router->psql('postgres', "\\set VERBOSITY sqlstate\nSELECT * FROM credits.balance_overview($on_shard{1})");
+like($err, qr/ERROR:\s+XX000/, 'a call for a project of a shard that is down fails with XX000');
+is($router->safe_psql('postgres', "SELECT project_id FROM credits.balance_overview($on_shard{0})"), $on_shard{0},
+	'the other shard\'s projects are served');
+$shards[1]->start;
+is($router->safe_psql('postgres', "SELECT project_id FROM credits.balance_overview($on_shard{1})"), $on_shard{1},
+	'and the shard\'s projects again once it is back');
+
 $_->stop for ($router, @servers);
 done_testing();
