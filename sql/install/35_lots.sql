@@ -162,3 +162,5 @@ BEGIN
     PERFORM credits._enforce_lots(project_id, credits.now());
     RETURN id;
 END $$;
+
+COMMENT ON FUNCTION credits.grant_credits(bigint, credits.credits, timestamptz, integer, text[], text, text) IS 'adds a promotional lot (completed at once) that pays for usage hours beginning before expires_at, lower priority first, of the kinds in applies_to (null: all); returns the grant''s id; idempotent by key (credits_worker)';

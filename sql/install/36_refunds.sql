@@ -188,3 +188,7 @@ CREATE FUNCTION credits.fail_refund(project_id bigint, transaction_id bigint, re
 BEGIN
     PERFORM credits._settle_refund(project_id, transaction_id, false, reason);
 END $$;
+
+COMMENT ON FUNCTION credits.refund_deposit(bigint, bigint, credits.credits, text, text) IS 'requests a refund of a completed deposit''s unused credits (amount null: all that may be): a pending refund that holds them and a refund_requested event; returns its id; grants are never refundable (credits_app)';
+COMMENT ON FUNCTION credits.complete_refund(bigint, bigint) IS 'pending refund to completed: its amount leaves the lot and the balance; returns the new balance (credits_worker)';
+COMMENT ON FUNCTION credits.fail_refund(bigint, bigint, text) IS 'pending refund to failed, with the provider''s reason: the held credits are available again (credits_worker)';

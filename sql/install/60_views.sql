@@ -125,6 +125,7 @@ CREATE VIEW credits.lots AS
 SELECT l.project_id, l.transaction_id, l.kind, l.amount, l.remaining, l.expires_at, l.priority, l.applies_to,
        coalesce(l.ended, 'active') AS state
   FROM credits.credit_lots l;
+COMMENT ON VIEW credits.lots IS 'one row per credit lot (completed deposit, auto-recharge or grant): kind paid or promotional, amount, remaining, expiry, priority, kinds it pays for, state';
 
 -- One row per instance or volume ever started or attached.
 CREATE VIEW credits.resource_overview AS
