@@ -88,8 +88,8 @@ BEGIN
     -- The account first (as the deduction locks it), then the lot.
     PERFORM FROM credits.accounts a WHERE a.project_id = refund_deposit.project_id FOR NO KEY UPDATE;
     lot := credits._refundable_lot(project_id, transaction_id);
-    SELECT x.left_over INTO refundable FROM credits._lots_after_usage(project_id) AS x
-     WHERE x.transaction_id = lot.transaction_id;
+    SELECT x.left_over INTO refundable FROM credits._lot_standing x
+     WHERE x.project_id = refund_deposit.project_id AND x.transaction_id = lot.transaction_id;
     refundable := coalesce(refundable, '0'::credits.credits);
     IF refundable <= '0'::credits.credits OR amount > refundable THEN
         RAISE EXCEPTION 'cannot refund % of deposit %: % of it may be refunded', coalesce(amount, refundable),

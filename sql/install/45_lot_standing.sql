@@ -11,39 +11,37 @@ CREATE FUNCTION credits._lots_left(lot_left credits.credits[], lot_expires times
     RETURNS credits.credits[]
     AS 'MODULE_PATHNAME', 'credits_lots_left' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
--- Each active lot of a project with what usage may still take of it once the usage accrued and
--- not yet deducted has drawn on it (pending refunds hold their part).  Lots in draw-down order:
--- lowest priority, soonest expiry (none last), promotional before paid, oldest; hours in the
--- deduction's order.  (BEGIN ATOMIC and inlined where it is read.)
-CREATE FUNCTION credits._lots_after_usage(project_id bigint)
-    RETURNS TABLE (transaction_id bigint, left_over credits.credits, expires_at timestamptz, kinds integer)
-    LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT x.transaction_id, x.left_over, x.expires_at, x.kinds
-      FROM (SELECT array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                       l.created_at, l.transaction_id) AS ids,
-                   array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                          l.created_at, l.transaction_id) AS lefts,
-                   array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                   l.created_at, l.transaction_id) AS expires,
-                   array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
-                                                                    l.kind DESC, l.created_at, l.transaction_id) AS kinds
-              FROM credits.credit_lots l
-             WHERE l.project_id = _lots_after_usage.project_id AND l.active) AS lots,
-           (SELECT coalesce(array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id),
-                            '{}') AS hours,
-                   coalesce(array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
-                                      ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id), '{}') AS kinds,
-                   coalesce(array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id),
-                            '{}') AS amounts
-              FROM credits.usage_in_progress u
-              LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
-             WHERE u.project_id = _lots_after_usage.project_id) AS accrued,
-           unnest(lots.ids, credits._lots_left(lots.lefts, lots.expires, lots.kinds,
-                                               accrued.hours, accrued.kinds, accrued.amounts),
-                  lots.expires, lots.kinds) AS x(transaction_id, left_over, expires_at, kinds)
-     WHERE lots.ids IS NOT NULL;
-END;
+-- Each active lot with what usage may still take of it once the usage accrued and not yet
+-- deducted has drawn on it (pending refunds hold their part).  Lots in draw-down order: lowest
+-- priority, soonest expiry (none last), promotional before paid, oldest; hours in the
+-- deduction's order.  Read it with a project_id filter: it reaches both sides.  (A view, not a
+-- function: it reads the tables with its owner's rights when a reader's view reads it.)
+CREATE VIEW credits._lot_standing AS
+SELECT lots.project_id, x.transaction_id, x.left_over, x.expires_at, x.kinds
+  FROM (SELECT l.project_id,
+               array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                                   l.created_at, l.transaction_id) AS ids,
+               array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                                      l.created_at, l.transaction_id) AS lefts,
+               array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                               l.created_at, l.transaction_id) AS expires,
+               array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
+                                                                l.kind DESC, l.created_at, l.transaction_id) AS kinds
+          FROM credits.credit_lots l
+         WHERE l.active
+         GROUP BY l.project_id) AS lots
+  LEFT JOIN (SELECT u.project_id,
+                    array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS hours,
+                    array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
+                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS kinds,
+                    array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS amounts
+               FROM credits.usage_in_progress u
+               LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+              GROUP BY u.project_id) AS accrued ON accrued.project_id = lots.project_id,
+       unnest(lots.ids, credits._lots_left(lots.lefts, lots.expires, lots.kinds,
+                                           coalesce(accrued.hours, '{}'), coalesce(accrued.kinds, '{}'),
+                                           coalesce(accrued.amounts, '{}')),
+              lots.expires, lots.kinds) AS x(transaction_id, left_over, expires_at, kinds);
 
 -- What a project can still spend on the kinds in kind_bits (instance 1, volume 2, api 4) for
 -- usage that begins at as_of: what its lots that may pay for it have left after the accrued usage.
@@ -52,8 +50,9 @@ CREATE FUNCTION credits._spendable(project_id bigint, kind_bits integer, as_of t
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT coalesce(sum(x.left_over), '0'::credits.credits)
-      FROM credits._lots_after_usage(_spendable.project_id) AS x
-     WHERE (x.kinds & _spendable.kind_bits) <> 0 AND (x.expires_at IS NULL OR x.expires_at > _spendable.as_of);
+      FROM credits._lot_standing x
+     WHERE x.project_id = _spendable.project_id
+       AND (x.kinds & _spendable.kind_bits) <> 0 AND (x.expires_at IS NULL OR x.expires_at > _spendable.as_of);
 END;
 
 -- What the project can still spend: its lots (those not expired) less the usage accrued and not

@@ -96,8 +96,9 @@ SELECT a.project_id,
                                            OR l.held > '0'::credits.credits))
                   THEN greatest(a.balance - acc.accumulating, '0'::credits.credits)
                   ELSE (SELECT coalesce(sum(x.left_over), '0'::credits.credits)
-                          FROM credits._lots_after_usage(a.project_id) AS x
-                         WHERE x.expires_at IS NULL OR x.expires_at > credits.now())
+                          FROM credits._lot_standing x
+                         WHERE x.project_id = a.project_id
+                           AND (x.expires_at IS NULL OR x.expires_at > credits.now()))
              END AS available_balance) AS av;
 
 -- One row per transaction, newest first; usage hours not yet deducted show as accumulating
@@ -266,7 +267,7 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
     -- added in 0.2.0 are compared as text)
     SELECT l.project_id,
-           format('lot %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+           format('the lot of transaction %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
                   l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
                   l.held, coalesce(x.pending, '0'::credits.credits))
       FROM lot_rows l
@@ -290,7 +291,7 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
        AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
             OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
     UNION ALL
-    SELECT l.project_id, format('lot %s is no completed deposit, auto-recharge or grant', l.transaction_id)
+    SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
       FROM lot_rows l
      WHERE NOT EXISTS (SELECT FROM scoped t
                         WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'

@@ -32,7 +32,6 @@ BEGIN
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
                                       '_usage_total', '_units_sum', '_kind_mask', '_lots_left',
-                                      '_paying_until',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
                                       '_minimum_deposit_text')
     LOOP
