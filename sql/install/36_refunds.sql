@@ -92,8 +92,9 @@ BEGIN
      WHERE x.project_id = refund_deposit.project_id AND x.transaction_id = lot.transaction_id;
     refundable := coalesce(refundable, '0'::credits.credits);
     IF refundable <= '0'::credits.credits OR amount > refundable THEN
-        RAISE EXCEPTION 'cannot refund % of deposit %: % of it may be refunded', coalesce(amount, refundable),
-            transaction_id, refundable
+        RAISE EXCEPTION 'deposit % has %', transaction_id,
+            CASE WHEN refundable <= '0'::credits.credits THEN 'nothing that may be refunded'
+                 ELSE format('%s that may be refunded, not %s', refundable, amount) END
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Of its %s, %s remains, %s is held by pending refunds, and usage accrued '
                                   'and not yet deducted takes %s.', lot.amount, lot.remaining, lot.held,
@@ -116,7 +117,7 @@ BEGIN
         -- A concurrent call with the same key committed first: answer as it did.
         RETURN credits._refund_by_key(project_id, transaction_id, amount, idempotency_key);
     END IF;
-    UPDATE credits.credit_lots l SET held = l.held + amount WHERE l.transaction_id = lot.transaction_id;
+    UPDATE credits.credit_lots l SET held = l.held + refund_deposit.amount WHERE l.transaction_id = lot.transaction_id;
     PERFORM credits._enqueue_event(project_id, 'refund_requested', NULL, id,
         jsonb_build_object('transaction_id', id, 'amount', amount::text,
                            'deposit_transaction_id', deposit.transaction_id, 'method_id', deposit.method_id,
