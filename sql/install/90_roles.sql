@@ -46,6 +46,8 @@ GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.r
                 credits.usage_in_progress, credits.accumulating_by_project, credits.lots TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
                           credits._accumulating(bigint), credits._burn_rate_of(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
+                          credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 
 GRANT EXECUTE ON FUNCTION
     credits.open_account(bigint),
