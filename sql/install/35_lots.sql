@@ -127,7 +127,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF applies_to IS NOT NULL THEN
-        IF cardinality(applies_to) = 0 OR array_position(applies_to, NULL) IS NOT NULL
+        IF coalesce(array_ndims(applies_to), 0) <> 1 OR array_position(applies_to, NULL) IS NOT NULL
            OR NOT applies_to <@ ARRAY['instance', 'volume', 'api'] THEN
             RAISE EXCEPTION 'applies_to must list kinds among instance, volume and api, got %', applies_to
                 USING ERRCODE = 'invalid_parameter_value',

@@ -153,9 +153,10 @@ BEGIN
         SELECT * INTO refund FROM credits.transactions t
          WHERE t.transaction_id = _settle_refund.transaction_id AND t.type::text = 'refund';
         IF NOT FOUND OR refund.project_id <> project_id THEN
-            RAISE EXCEPTION 'project % has no refund %', project_id, transaction_id USING ERRCODE = 'no_data_found';
+            RAISE EXCEPTION 'project % has no refund transaction %', project_id, transaction_id
+                USING ERRCODE = 'no_data_found';
         END IF;
-        RAISE EXCEPTION 'cannot % refund %: it is %', CASE WHEN completed THEN 'complete' ELSE 'fail' END,
+        RAISE EXCEPTION 'cannot % refund transaction %: it is %', CASE WHEN completed THEN 'complete' ELSE 'fail' END,
             transaction_id, refund.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = 'Only pending refunds can be completed or failed.';
