@@ -177,7 +177,8 @@ COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing 
 -- completed row, so it is disabled for this one UPDATE and enabled again, inside this script's
 -- transaction (only the table's owner can do that; no application role can).  Accumulating
 -- rows need nothing: 0.1.0 never gave them an uncollected part, and their amount stays their
--- charge so far.  The 0.1.0 library symbol of the deduction refuses to run (src/deduction.c).
+-- charge so far.  (The library serves 0.1.0's symbol of the deduction the 0.1.0 way, so a
+-- database not yet updated bills on as before: src/deduction.c.)
 -- ---------------------------------------------------------------------------------------------
 ALTER TABLE credits.transactions DROP CONSTRAINT usage_shape;
 ALTER TABLE credits.transactions DISABLE TRIGGER transactions_guard;

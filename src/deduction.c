@@ -80,6 +80,7 @@ typedef struct DeductionRun
 	/* the call */
 	TimestampTz cur;			/* the hour boundary: hours before it are deducted */
 	TimestampTz at;				/* completed_at of the hours */
+	bool		whole_charges;	/* amounts as 0.1.0 wrote them: minus the whole charge */
 	MemoryContext call_cxt;		/* lives for the whole call */
 	MemoryContext project_cxt;	/* one project's hours; reset after each */
 
@@ -397,6 +398,13 @@ DeleteRolledUpHours(DeductionRun *run)
 						run->rolled_up->numvals, SPI_processed)));
 }
 
+/* A deducted hour's amount, negated: what it took from the balance (0.1.0: its whole charge). */
+static Credits
+UsageHourAmount(DeductionRun *run, UsageHour *h)
+{
+	return run->whole_charges ? h->charge : h->collected;
+}
+
 /* Inserts a new hour, completed. */
 static void
 InsertHour(DeductionRun *run, int64 project_id, UsageHour *h)
@@ -413,7 +421,7 @@ InsertHour(DeductionRun *run, int64 project_id, UsageHour *h)
 	SET(project_id, Int64GetDatum(project_id));
 	SET(type, run->usage_type);
 	SET(status, run->completed_status);
-	SET(amount, CreditsGetDatum(-h->collected));
+	SET(amount, CreditsGetDatum(-UsageHourAmount(run, h)));
 	SET(uncollected, CreditsGetDatum(h->charge - h->collected));
 	SET(created_at, TimestampTzGetDatum(h->hour));
 	SET(description, CStringGetTextDatum(h->description));
@@ -444,7 +452,7 @@ QueueBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
 	Collect(run, &run->booked_resource_ids, CStringGetTextDatum(h->resource_id), TEXTOID);
 	Collect(run, &run->booked_units_before, UsageUnitsGetNumeric(h->booked_units), NUMERICOID);
 	Collect(run, &run->booked_units, UsageUnitsGetNumeric(h->units), NUMERICOID);
-	Collect(run, &run->booked_amounts, CreditsGetDatum(-h->collected), run->credits_type);
+	Collect(run, &run->booked_amounts, CreditsGetDatum(-UsageHourAmount(run, h)), run->credits_type);
 	Collect(run, &run->booked_uncollected, CreditsGetDatum(h->charge - h->collected), run->credits_type);
 	run->booked_completions++;
 }
@@ -565,28 +573,11 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 }
 
 /*
- * The 0.1.0 deduction's symbol: its usage amounts were whole charges (collected plus
- * uncollected).  A database still at 0.1.0 must not have hours written the new way, which its
- * own verify() and views would misread: it refuses until the extension is updated.
+ * The deduction run of credits._deduct_ended_hours(cur, at); whole_charges writes 0.1.0's
+ * usage amounts (minus the whole charge) instead of minus what was taken.
  */
-Datum
-credits_deduct_ended_hours(PG_FUNCTION_ARGS)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("credits._deduct_ended_hours() of credits 0.1.0 cannot run with this version of the credits library"),
-			 errdetail("The library now writes a usage hour's amount as what it took from the balance."),
-			 errhint("Run ALTER EXTENSION credits UPDATE.")));
-	PG_RETURN_NULL();
-}
-
-/*
- * credits._deduct_ended_hours(cur timestamptz, at timestamptz) → bigint: deducts every usage
- * hour before cur (completing it at time at), as the file comment says; returns the number of
- * usage transactions completed.
- */
-Datum
-credits_deduct_hours(PG_FUNCTION_ARGS)
+static Datum
+DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 {
 	DeductionRun run = {0};
 	Oid			ts_arg[1] = {TIMESTAMPTZOID};
@@ -598,6 +589,7 @@ credits_deduct_hours(PG_FUNCTION_ARGS)
 	Oid			credits_type;
 	uint64		naccounts;
 
+	run.whole_charges = whole_charges;
 	run.cur = PG_GETARG_TIMESTAMPTZ(0);
 	run.at = PG_GETARG_TIMESTAMPTZ(1);
 	cur_arg[0] = TimestampTzGetDatum(run.cur);
@@ -682,4 +674,26 @@ credits_deduct_hours(PG_FUNCTION_ARGS)
 	DebitAccounts(&run);
 	SPI_finish();
 	PG_RETURN_INT64(run.completed);
+}
+
+/*
+ * credits._deduct_ended_hours(cur timestamptz, at timestamptz) → bigint: deducts every usage
+ * hour before cur (completing it at time at), as the file comment says; returns the number of
+ * usage transactions completed.
+ */
+Datum
+credits_deduct_hours(PG_FUNCTION_ARGS)
+{
+	return DeductEndedHours(fcinfo, false);
+}
+
+/*
+ * The same under the symbol credits 0.1.0 names, for a database not yet updated: it deducts
+ * exactly as 0.1.0 did, writing each usage hour's amount as minus its whole charge (the form
+ * 0.1.0's views and verify() read, and that the update to 0.2.0 rewrites).
+ */
+Datum
+credits_deduct_ended_hours(PG_FUNCTION_ARGS)
+{
+	return DeductEndedHours(fcinfo, true);
 }
