@@ -13,6 +13,7 @@ packages=(
   postgresql-15-cron            # pg_cron, preloaded by the test and demo servers
   libipc-run-perl               # PostgreSQL::Test::Cluster (TAP tests)
   libdbd-pg-perl                # the reference payment worker and the model test
+  python3-psycopg               # the client-driver test (Decimal amounts from psycopg 3)
   clang libclang-rt-14-dev      # libFuzzer and sanitizers for test/fuzz
 )
 
