@@ -20,8 +20,14 @@ export TMPDIR=$(mktemp -d /tmp/credits-newcomer-tmp.XXXXXX)   # the demo's serve
 trap 'rm -rf "$home" "$TMPDIR"' EXIT
 chmod 755 "$TMPDIR"
 mkdir "$home/credits"
-tar -C "$src" --exclude=.git --exclude='tmp_check*' --exclude=results --exclude=output_iso \
-    --exclude=test-logs -cf - . | tar -C "$home/credits" -xf -
+# What a clone holds (the files git tracks, and new ones it does not ignore): nothing built.
+if git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+  git -C "$src" ls-files -z --cached --others --exclude-standard |
+    tar -C "$src" --null -T - -cf - | tar -C "$home/credits" -xf -
+else
+  tar -C "$src" --exclude=.git --exclude='tmp_check*' --exclude=results --exclude=output_iso \
+      --exclude=test-logs -cf - . | tar -C "$home/credits" -xf -
+fi
 if runuser -u postgres -- test -r "$home/credits/test/demo.sh"; then
   echo "demo_anywhere: postgres can read $home: the test would prove nothing" >&2; exit 1
 fi
