@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- verify() (SPEC "What users read"): no rows while every invariant holds, one row per broken
+-- verify() (README "What users read"): no rows while every invariant holds, one row per broken
 -- invariant otherwise.  Each invariant is broken below as only a superuser can (switching off
 -- the trigger, constraint or index that keeps it) inside a transaction that is rolled back.
 -- Projects 4400-4499.

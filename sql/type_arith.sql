@@ -5,7 +5,7 @@
 
 --
 -- Operator resolution: price * 3 and total / 7 need no cast; the result
--- types follow SPEC.
+-- types follow the README.
 --
 SELECT pg_typeof(c + c) AS plus, pg_typeof(c - c) AS minus, pg_typeof(-c) AS neg,
        pg_typeof(+c) AS pos, pg_typeof(c * 3) AS c_int, pg_typeof(3 * c) AS int_c,

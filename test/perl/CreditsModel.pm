@@ -1,6 +1,6 @@
 
-# CreditsModel — a reference model of the credits extension, written from SPEC.md (and README.md
-# where SPEC leaves a rule open), independently of the SQL and C that implement it.
+# CreditsModel — a reference model of the credits extension, written from README.md (the user contract
+# and the COMMENTs), independently of the SQL and C that implement it.
 #
 # Everything is a plain Perl integer: money in micro-credits, time in microseconds since the
 # epoch, time-based accrual in exact "rate-microseconds" (rate in micro-credits per hour times
@@ -783,7 +783,7 @@ sub op_run_balance_checks
 	my @recharged = $self->_auto_recharges;
 	my $actions = keys(%acted) + @recharged;
 	$acted{$_} = 1 for @recharged;
-	# SPEC: "returns bigint -- projects acted on"
+	# README: run_balance_checks() returns the projects acted on
 	return { value => scalar(keys %acted), actions => $actions };
 }
 

@@ -1,7 +1,7 @@
 
 # Model-based randomized test: random operation sequences over several projects, run against
-# the extension and against test/perl/CreditsModel.pm (a reference model written from SPEC.md
-# and README.md), compared after every step.
+# the extension and against test/perl/CreditsModel.pm (a reference model written from README.md,
+# the user contract), compared after every step.
 #
 #   CREDITS_MODEL_SEED=N         replay a run (default: random; printed at the start and in
 #                                every failure message)
