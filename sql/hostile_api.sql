@@ -2,7 +2,7 @@
 \ir test/sql/helpers.sql
 \set ECHO all
 --
--- Hostile input to every API function (SPEC "Roles and safety": every function rejects bad
+-- Hostile input to every API function (README "Roles and safety": every function rejects bad
 -- input with a clear message and an SQLSTATE, and leaves no trace).  Projects 7000-7099.
 --
 -- Each case runs through pg_temp.attack(stmt), which undoes it afterwards: fails(stmt) ('ok'

@@ -2,7 +2,7 @@
 \ir test/sql/helpers.sql
 \set ECHO all
 --
--- Hostile roles (SPEC "Roles and safety", README "Roles"): every API function, the views,
+-- Hostile roles (README "Roles and safety", "Roles"): every API function, the views,
 -- the tables, the internal functions and the superuser-only settings, tried as
 -- credits_reader, credits_app, credits_worker and a role with no grant at all.  A call
 -- without the grant is refused with 42501; a granted call runs (and is undone here).

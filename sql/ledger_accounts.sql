@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- Accounts and payment methods (SPEC "Accounts and payment methods"): open_account,
+-- Accounts and payment methods (README "Accounts and payment methods"): open_account,
 -- add_payment_method, set_default_payment_method, remove_payment_method.
 -- Projects 4001-4099.
 --

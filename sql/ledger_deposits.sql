@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- Deposits (SPEC "Deposits"): add_credits, complete_deposit, fail_deposit, the minimum
+-- Deposits (README "Deposits"): add_credits, complete_deposit, fail_deposit, the minimum
 -- deposit, idempotency keys.  Projects 4100-4199.
 --
 SET credits.clock = '2026-03-02 08:00+00';
@@ -184,7 +184,7 @@ SHOW credits.minimum_deposit;
 RESET credits.minimum_deposit;
 SHOW credits.minimum_deposit;
 SELECT credits.fail_deposit(4101, :min5), credits.fail_deposit(4101, :min20), credits.fail_deposit(4101, :min1_50);
--- Nobody but a superuser may change it, or the clock (SPEC "Time").
+-- Nobody but a superuser may change it, or the clock (README "Time").
 SET ROLE credits_app;
 SET credits.minimum_deposit = '1';
 SET credits.clock = '2020-01-01 00:00+00';

@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- The events outbox (SPEC "Events for the outside world"): events written with the change
+-- The events outbox (README "Events for the outside world"): events written with the change
 -- that caused them, NOTIFY credits_events at commit, claim_events / ack_event with a lease.
 -- Projects 4200-4299.
 --

@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- What the database itself refuses, whoever writes (SPEC "Roles and safety": completed
+-- What the database itself refuses, whoever writes (README "Roles and safety": completed
 -- transactions are immutable; "the database itself refuses a negative balance").  This
 -- session is a superuser and owns the tables, so no privilege stands in the way: only the
 -- trigger transactions_guard and the constraints do.  Projects 4300-4399.

@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- verify() (SPEC "What users read"): no rows while every invariant holds, one row per broken
+-- verify() (README "What users read"): no rows while every invariant holds, one row per broken
 -- invariant otherwise.  Each invariant is broken below as only a superuser can (switching off
 -- the trigger, constraint or index that keeps it) inside a transaction that is rolled back.
 -- Projects 4400-4499.
@@ -104,7 +104,7 @@ ROLLBACK;
 --
 -- Illegal transactions: a status its times contradict (CHECK status_times dropped), a usage
 -- amount that is not what its accrued units are worth, a usage hour completed before it ended,
--- more uncollected than charged (CHECK usage_shape dropped), a deposit marked accumulating.
+-- an uncollected part on a deposit (CHECK usage_shape dropped), a deposit marked accumulating.
 --
 BEGIN;
 ALTER TABLE credits.transactions DISABLE TRIGGER transactions_guard;

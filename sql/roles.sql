@@ -3,7 +3,7 @@
 \ir test/sql/ledger_helpers.sql
 \set ECHO all
 --
--- Roles and privileges (SPEC "Roles and safety"): users never write the tables; every change
+-- Roles and privileges (README "Roles and safety"): users never write the tables; every change
 -- goes through SECURITY DEFINER functions with a pinned search_path; credits_reader reads the
 -- views, credits_app runs the product, credits_worker the payments, events and periodic runs.
 -- Project 4501.

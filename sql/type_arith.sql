@@ -5,7 +5,7 @@
 
 --
 -- Operator resolution: price * 3 and total / 7 need no cast; the result
--- types follow SPEC.
+-- types follow the README.
 --
 SELECT pg_typeof(c + c) AS plus, pg_typeof(c - c) AS minus, pg_typeof(-c) AS neg,
        pg_typeof(+c) AS pos, pg_typeof(c * 3) AS c_int, pg_typeof(3 * c) AS int_c,
@@ -221,28 +221,66 @@ FROM unnest('{5, 0.25, 12.345678, -0.000001, 0.1, 0.12, 0.123, 1.000010,
               9223372036854.77, 123456789012.345678}'::credits[]) AS c;
 
 --
--- Casts between credits and numbers are assignment casts: they apply on
--- INSERT and UPDATE and with ::, never silently inside an expression.
+-- Numbers become credits implicitly: on INSERT and UPDATE, as function
+-- arguments, and in expressions with credits (the result is credits).  An
+-- implicit or assignment conversion that would have to round is refused
+-- (22023) and writes nothing; only an explicit ::credits rounds.  Credits
+-- become numbers only on assignment or with ::, so an expression never
+-- leaves the type silently.
 --
 CREATE TEMP TABLE wallet (id int, amount credits, as_number numeric);
 INSERT INTO wallet VALUES (1, 5, NULL), (2, 7::bigint, NULL), (3, 2.5, NULL),
-                          (4, 0.0000025, NULL), (5, '1.25', NULL);
+                          (4, 0.0000025::credits, NULL), (5, '1.25', NULL), (6, 0.000001, NULL);
 UPDATE wallet SET amount = 3 WHERE id = 1;
 UPDATE wallet SET as_number = amount;
 SELECT id, amount, as_number FROM wallet ORDER BY id;
 SELECT stmt, pg_temp.fails(stmt) AS result FROM (VALUES
-    ($$SELECT '5'::credits + 1$$),
-    ($$SELECT 1.5 + '5'::credits$$),
-    ($$SELECT '5'::credits = 5$$),
-    ($$SELECT '5'::credits > 0$$),
-    ($$SELECT '5'::credits - 2.5$$),
+    ($$INSERT INTO wallet VALUES (7, 0.0000025, NULL)$$),
+    ($$UPDATE wallet SET amount = 1.0000001 WHERE id = 5$$),
+    ($$INSERT INTO wallet VALUES (8, 9223372036854.775808, NULL)$$),
+    ($$INSERT INTO wallet VALUES (8, 'NaN'::numeric, NULL)$$)) AS v(stmt);
+SELECT count(*) AS rows, sum(amount) AS total FROM wallet;   -- nothing written by the refusals
+-- (credits * numeric is an operator of its own, rounding its product half to even)
+SELECT pg_typeof('5'::credits + 1) AS type, '5'::credits + 1 AS int_plus, 1.5 + '5'::credits AS numeric_plus,
+       '5'::credits - 2.5 AS minus_numeric, 7::bigint + '5'::credits AS bigint_plus,
+       '5'::credits * 1.0000001 AS times_numeric;
+SELECT '5'::credits = 5 AS eq_int, '5'::credits > 0 AS gt_zero, '0.01'::credits > 0.009 AS gt_numeric,
+       '5'::credits = 5.000000 AS eq_numeric;
+SELECT stmt, pg_temp.fails(stmt) AS result FROM (VALUES
+    ($$SELECT '5'::credits + 1.0000001$$),             -- the numeric would have to round
+    ($$SELECT '5'::credits > 0.0000001$$),
     ($$SELECT round('5'::credits)$$),
     ($$SELECT sqrt('4'::credits)$$),
     ($$SELECT '5'::credits * 2.0::float8$$),
+    ($$SELECT ('5'::credits)::numeric + 1.5 = '6.5'::credits$$),
     ($$INSERT INTO wallet VALUES (9, 1.0::float8, NULL)$$)) AS v(stmt);
--- a function taking credits does not take a number without a cast
+-- a function taking credits takes a number (as a driver's Decimal arrives) and an array of them
 CREATE FUNCTION pg_temp.double_it(credits) RETURNS credits LANGUAGE sql AS 'SELECT $1 * 2';
-SELECT pg_temp.fails($$SELECT pg_temp.double_it(2.5)$$) AS numeric_argument,
-       pg_temp.double_it(2.5::credits) AS with_cast, pg_temp.double_it('2.5') AS with_literal;
+CREATE FUNCTION pg_temp.total(credits[]) RETURNS credits LANGUAGE sql AS 'SELECT sum(c) FROM unnest($1) c';
+SELECT pg_temp.double_it(2.5) AS numeric_argument, pg_temp.double_it(3) AS integer_argument,
+       pg_temp.double_it(2.5::credits) AS with_cast, pg_temp.double_it('2.5') AS with_literal,
+       pg_temp.total(ARRAY[1.25, 2.5]::credits[]) AS array_cast;
+SELECT pg_temp.total(ARRAY[1.25, 2.5]) AS numeric_array_argument,
+       pg_temp.fails($$SELECT pg_temp.double_it(2.5000001)$$) AS rounding_argument,
+       pg_temp.fails($$SELECT pg_temp.total(ARRAY[1.25, 2.5000001])$$) AS rounding_array_element;
 -- comparisons with untyped literals take them as credits
 SELECT '5'::credits > '0' AS gt_literal, '5'::credits = '5.000000' AS eq_literal;
+
+--
+-- With credits on the search_path, plain numbers keep PostgreSQL's own
+-- arithmetic: numeric with integer or bigint is numeric, with the same value
+-- and scale as without credits (these pairs would otherwise be ambiguous).
+--
+SELECT expr, with_credits, pg_typeof(with_credits) AS type FROM (VALUES
+    ('3 * 1.5',        3 * 1.5,        (SELECT 3 OPERATOR(pg_catalog.*) 1.5)),
+    ('1.5 * 3',        1.5 * 3,        (SELECT 1.5 OPERATOR(pg_catalog.*) 3)),
+    ('7.0 / 2',        7.0 / 2,        (SELECT 7.0 OPERATOR(pg_catalog./) 2)),
+    ('7 / 2.0',        7 / 2.0,        (SELECT 7 OPERATOR(pg_catalog./) 2.0)),
+    ('10::bigint * 1.5', 10::bigint * 1.5, (SELECT 10::bigint OPERATOR(pg_catalog.*) 1.5)),
+    ('1.5 * 10::bigint', 1.5 * 10::bigint, (SELECT 1.5 OPERATOR(pg_catalog.*) 10::bigint)),
+    ('1 / 3.0',        1 / 3.0,        (SELECT 1 OPERATOR(pg_catalog./) 3.0)),
+    ('2.0 / 3::bigint', 2.0 / 3::bigint, (SELECT 2.0 OPERATOR(pg_catalog./) 3::bigint)),
+    ('9::bigint / 4.0', 9::bigint / 4.0, (SELECT 9::bigint OPERATOR(pg_catalog./) 4.0))
+) AS v(expr, with_credits, core)
+WHERE with_credits::text = core::text;   -- every row shows: same value, same scale
+SELECT pg_temp.fails($$SELECT 1.5 / 0$$) AS by_zero, pg_temp.fails($$SELECT 2 / 0.0$$) AS by_zero_numeric;

@@ -18,6 +18,7 @@
 #include "credits.h"
 
 PG_FUNCTION_INFO_V1(credits_from_numeric);
+PG_FUNCTION_INFO_V1(credits_from_numeric_cast);
 PG_FUNCTION_INFO_V1(credits_to_numeric);
 PG_FUNCTION_INFO_V1(credits_mul_numeric);
 PG_FUNCTION_INFO_V1(numeric_mul_credits);
@@ -161,6 +162,28 @@ Datum
 credits_from_numeric(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_CREDITS(CreditsFromNumeric(PG_GETARG_NUMERIC(0)));
+}
+
+/*
+ * The cast numeric -> credits.  Written with ::credits (explicit) it rounds half to even;
+ * applied implicitly or on assignment it refuses (22023) a value that would have to round, so
+ * that an amount passed by application code is never changed silently.
+ */
+Datum
+credits_from_numeric_cast(PG_FUNCTION_ARGS)
+{
+	Numeric		num = PG_GETARG_NUMERIC(0);
+	bool		is_explicit = PG_GETARG_BOOL(2);
+	Credits		result = CreditsFromNumeric(num);
+
+	if (!is_explicit && NumericCompare(CreditsToNumeric(result), num) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("numeric value %s has more than %d fraction digits and cannot become credits implicitly",
+						DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(num))),
+						CREDITS_DIGITS),
+				 errhint("Round it first, or cast it explicitly with ::credits to round half to even.")));
+	PG_RETURN_CREDITS(result);
 }
 
 /* credits -> numeric, exact */

@@ -103,12 +103,18 @@ CREATE OPERATOR credits./ (
     LEFTARG = credits.credits, RIGHTARG = credits.credits, FUNCTION = credits.credits_div_credits);
 
 -- ---------------------------------------------------------------------------
--- Casts: to and from numbers only on assignment or with an explicit cast,
--- never silently inside an expression (as for money).
+-- Casts.  Numbers become credits implicitly, so that application code can pass
+-- its decimal type (sent as numeric) to every function that takes an amount,
+-- and balance > 0 resolves; an implicit or assignment conversion that would
+-- have to round is refused (22023), only an explicit ::credits rounds.
+-- Credits become numeric only on assignment or explicitly, so an expression
+-- never leaves the type silently.
 -- ---------------------------------------------------------------------------
 
 CREATE FUNCTION credits.credits(numeric) RETURNS credits.credits
     AS 'MODULE_PATHNAME', 'credits_from_numeric' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION credits.credits(numeric, integer, boolean) RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_from_numeric_cast' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION credits.credits(integer) RETURNS credits.credits
     AS 'MODULE_PATHNAME', 'credits_from_int4' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION credits.credits(bigint) RETURNS credits.credits
@@ -117,15 +123,54 @@ CREATE FUNCTION credits.numeric(credits.credits) RETURNS numeric
     AS 'MODULE_PATHNAME', 'credits_to_numeric' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 CREATE CAST (numeric AS credits.credits)
-    WITH FUNCTION credits.credits(numeric) AS ASSIGNMENT;
+    WITH FUNCTION credits.credits(numeric, integer, boolean) AS IMPLICIT;
 CREATE CAST (integer AS credits.credits)
-    WITH FUNCTION credits.credits(integer) AS ASSIGNMENT;
+    WITH FUNCTION credits.credits(integer) AS IMPLICIT;
 CREATE CAST (bigint AS credits.credits)
-    WITH FUNCTION credits.credits(bigint) AS ASSIGNMENT;
+    WITH FUNCTION credits.credits(bigint) AS IMPLICIT;
 CREATE CAST (credits.credits AS numeric)
     WITH FUNCTION credits.numeric(credits.credits) AS ASSIGNMENT;
 CREATE CAST (credits.credits AS text)
     WITH INOUT AS ASSIGNMENT;
+
+-- ---------------------------------------------------------------------------
+-- Plain numbers keep their own arithmetic.  Because numbers become credits
+-- implicitly, numeric * integer could otherwise also be read as
+-- credits * integer (and integer / numeric as credits / numeric), and
+-- PostgreSQL would call it ambiguous wherever credits is on the search_path.
+-- These operators match those pairs exactly and do what PostgreSQL does: the
+-- integer becomes numeric and the result is numeric.  They are inlined.
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION credits.numeric_mul_int4(numeric, integer) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1 * $2::numeric';
+CREATE FUNCTION credits.int4_mul_numeric(integer, numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1::numeric * $2';
+CREATE FUNCTION credits.numeric_mul_int8(numeric, bigint) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1 * $2::numeric';
+CREATE FUNCTION credits.int8_mul_numeric(bigint, numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1::numeric * $2';
+CREATE FUNCTION credits.numeric_div_int4(numeric, integer) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1 / $2::numeric';
+CREATE FUNCTION credits.int4_div_numeric(integer, numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1::numeric / $2';
+CREATE FUNCTION credits.numeric_div_int8(numeric, bigint) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1 / $2::numeric';
+CREATE FUNCTION credits.int8_div_numeric(bigint, numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS 'SELECT $1::numeric / $2';
+
+CREATE OPERATOR credits.* (LEFTARG = numeric, RIGHTARG = integer,
+    FUNCTION = credits.numeric_mul_int4, COMMUTATOR = OPERATOR(credits.*));
+CREATE OPERATOR credits.* (LEFTARG = integer, RIGHTARG = numeric,
+    FUNCTION = credits.int4_mul_numeric, COMMUTATOR = OPERATOR(credits.*));
+CREATE OPERATOR credits.* (LEFTARG = numeric, RIGHTARG = bigint,
+    FUNCTION = credits.numeric_mul_int8, COMMUTATOR = OPERATOR(credits.*));
+CREATE OPERATOR credits.* (LEFTARG = bigint, RIGHTARG = numeric,
+    FUNCTION = credits.int8_mul_numeric, COMMUTATOR = OPERATOR(credits.*));
+CREATE OPERATOR credits./ (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = credits.numeric_div_int4);
+CREATE OPERATOR credits./ (LEFTARG = integer, RIGHTARG = numeric, FUNCTION = credits.int4_div_numeric);
+CREATE OPERATOR credits./ (LEFTARG = numeric, RIGHTARG = bigint, FUNCTION = credits.numeric_div_int8);
+CREATE OPERATOR credits./ (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = credits.int8_div_numeric);
 
 -- ---------------------------------------------------------------------------
 -- Comparison, btree and hash support: the int8 functions, which see the

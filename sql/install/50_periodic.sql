@@ -14,7 +14,7 @@ CREATE FUNCTION credits._lock_periodic_runs() RETURNS void
 -- debits the accounts (src/deduction.c, which says how).  Returns the number of usage
 -- transactions completed.  The caller holds the periodic-run lock.
 CREATE FUNCTION credits._deduct_ended_hours(cur timestamptz, at timestamptz) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'credits_deduct_ended_hours' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'credits_deduct_hours' LANGUAGE C STRICT;
 
 -- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
 -- and starts the auto-recharges that the new balances call for.  Returns the number of usage

@@ -110,7 +110,7 @@ RefFormat(int64_t v, char *buf, size_t bufsize)
 		buf[--len] = '\0';
 }
 
-/* True when s has the output form of SPEC. */
+/* True when s has the documented output form (2 to 6 fraction digits). */
 static int
 HasOutputForm(const char *s, int64_t v)
 {

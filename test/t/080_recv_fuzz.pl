@@ -8,7 +8,7 @@
 #         one Sync per case so that each case succeeds or fails alone;
 #   copy  binary COPY FROM STDIN (DBD::Pg pg_putcopydata), one COPY per case.
 #
-# Each outcome is compared with an independent reference written here from SPEC.md:
+# Each outcome is compared with an independent reference written here from the README (the credits type):
 #   * exactly 8 bytes: accepted; the value is the big-endian two's-complement int64 count of
 #     micro-credits: c::text equals a reference formatter (string arithmetic on the bytes), and
 #     credits_send gives the same 8 bytes back (binary result column; binary COPY TO);
