@@ -131,8 +131,12 @@ CREATE INDEX transactions_history ON credits.transactions (project_id, created_a
 CREATE TABLE credits.events (
     event_id       bigserial PRIMARY KEY,
     project_id     bigint NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('charge_requested', 'instance_terminated',
-                       'volume_inaccessible', 'volume_available', 'balance_depleted',
+    kind           text NOT NULL CONSTRAINT events_kind_check CHECK (kind IN ('charge_requested',
+                       'instance_terminated', 'volume_inaccessible', 'volume_available', 'balance_depleted',
+                       -- spending controls and volume retention (sql/install/6x_*.sql)
+                       'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
+                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted',
+                       -- refunds (sql/install/36_refunds.sql)
                        'refund_requested')),
     resource_id    text,
     transaction_id bigint,

@@ -40,6 +40,7 @@ BEGIN
         SELECT * INTO due FROM credits._due_projects();
         PERFORM credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
     END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
     RETURN completed;
 END $$;
 
@@ -129,6 +130,7 @@ DECLARE
     due record;
     cut_off bigint[];
     recharged bigint[];
+    controlled bigint[];
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
@@ -155,5 +157,8 @@ BEGIN
     SELECT cut_off || coalesce(array_agg(f.project_id), '{}') INTO cut_off FROM flagged f;
 
     recharged := credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
-    RETURN (SELECT count(*) FROM (SELECT unnest(cut_off) UNION SELECT unnest(recharged)) AS acted);
+    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
+    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    RETURN (SELECT count(*) FROM (SELECT unnest(cut_off) UNION SELECT unnest(recharged)
+                                  UNION SELECT unnest(controlled)) AS acted);
 END $$;
