@@ -11,6 +11,7 @@ packages=(
   postgresql-15                 # server binaries (initdb, postgres, pgbench)
   postgresql-server-dev-15      # PGXS and headers
   postgresql-15-cron            # pg_cron, preloaded by the test and demo servers
+  postgresql-15-plproxy         # PL/Proxy, for credits_router (the router's tests and benchmark)
   libipc-run-perl               # PostgreSQL::Test::Cluster (TAP tests)
   libdbd-pg-perl                # the reference payment worker and the model test
   python3-psycopg               # the client-driver test (Decimal amounts from psycopg 3)

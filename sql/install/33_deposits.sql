@@ -148,6 +148,7 @@ BEGIN
     RETURNING a.balance INTO new_balance;
     UPDATE credits.auto_recharge r SET armed = true
      WHERE r.project_id = complete_deposit.project_id AND NOT r.armed;
+    PERFORM credits._check_spending(project_id);    -- alerts (64_spending_checks.sql)
     RETURN new_balance;
 END $$;
 

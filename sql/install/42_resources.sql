@@ -40,6 +40,12 @@ BEGIN
     PERFORM credits._require_available_balance(project_id);
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
+    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
+                                                  AND r.rate_per_hour <> rate_per_hour) THEN
+        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
+                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+    END IF;
 
     IF r.project_id IS NULL THEN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
