@@ -1230,6 +1230,389 @@ SELECT pg_catalog.pg_extension_config_dump('credits.spending_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.volume_deletion_warnings', '');
 
 -- ---------------------------------------------------------------------------------------------
+-- The bounds on one call (200 characters, 1,000,000,000.00 credits) written once, in
+-- src/credits_limits.h, and read by SQL through credits._max_id_chars() and _max_amount().
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION credits._max_id_chars() RETURNS integer
+    AS 'MODULE_PATHNAME', 'credits_max_id_chars' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION credits._max_amount() RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_max_amount' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+ALTER TABLE credits.payment_methods
+    DROP CONSTRAINT payment_methods_provider_ref_check,
+    ADD CONSTRAINT payment_methods_provider_ref_check CHECK (length(provider_ref) BETWEEN 1 AND credits._max_id_chars()),
+    DROP CONSTRAINT payment_methods_label_check,
+    ADD CONSTRAINT payment_methods_label_check CHECK (length(label) <= credits._max_id_chars());
+ALTER TABLE credits.transactions
+    DROP CONSTRAINT transactions_idempotency_key_check,
+    ADD CONSTRAINT transactions_idempotency_key_check CHECK (length(idempotency_key) BETWEEN 1 AND credits._max_id_chars());
+ALTER TABLE credits.resources
+    DROP CONSTRAINT resources_resource_id_check,
+    ADD CONSTRAINT resources_resource_id_check CHECK (length(resource_id) BETWEEN 1 AND credits._max_id_chars());
+CREATE OR REPLACE FUNCTION credits._require_positive(arg_name text, amount credits.credits) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    PERFORM credits._require(arg_name, amount IS NULL);
+    IF amount <= '0'::credits.credits THEN
+        RAISE EXCEPTION '% must be positive, got %', arg_name, amount
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF amount > credits._max_amount() THEN
+        RAISE EXCEPTION '% must be at most %, got %', arg_name, credits._max_amount(), amount
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits.add_payment_method(project_id bigint, provider_ref text, label text DEFAULT NULL,
+                                           make_default boolean DEFAULT true) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    id bigint;
+BEGIN
+    PERFORM credits._require_text('provider_ref', provider_ref, credits._max_id_chars(), nullable => false);
+    PERFORM credits._require_text('label', label, credits._max_id_chars());
+    PERFORM credits._require('make_default', make_default IS NULL);
+    PERFORM credits._lock_account(project_id);
+
+    SELECT m.method_id INTO id FROM credits.payment_methods m
+     WHERE m.project_id = add_payment_method.project_id AND m.provider_ref = add_payment_method.provider_ref
+       AND m.removed_at IS NULL;
+    IF id IS NULL THEN
+        INSERT INTO credits.payment_methods (project_id, provider_ref, label, added_at)
+        VALUES (project_id, provider_ref, label, credits.now())
+        RETURNING method_id INTO id;
+    END IF;
+    IF make_default THEN
+        PERFORM credits.set_default_payment_method(project_id, id);
+    END IF;
+    RETURN id;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits.add_credits(project_id bigint, amount credits.credits, method_id bigint DEFAULT NULL,
+                                    idempotency_key text DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    minimum credits.credits := credits.minimum_deposit();
+    id bigint;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_positive('amount', amount);
+    PERFORM credits._require_text('idempotency_key', idempotency_key, credits._max_id_chars());
+
+    -- A retry is answered before the minimum is checked: it must get the original id even
+    -- when the minimum was raised in between.
+    IF idempotency_key IS NOT NULL THEN
+        id := credits._deposit_by_key(project_id, amount, method_id, idempotency_key);
+        IF id IS NOT NULL THEN
+            RETURN id;
+        END IF;
+    END IF;
+
+    IF amount < minimum THEN
+        RAISE EXCEPTION 'deposit of % is below the minimum deposit of %', amount, minimum
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF method_id IS NULL THEN
+        SELECT m.method_id INTO method_id FROM credits.payment_methods m
+         WHERE m.project_id = add_credits.project_id AND m.is_default;
+        IF method_id IS NULL THEN
+            RAISE EXCEPTION 'project % has no default payment method', project_id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Add one with credits.add_payment_method(), or pass method_id.';
+        END IF;
+    ELSE
+        PERFORM credits._require_method(project_id, method_id);
+    END IF;
+
+    id := credits._request_charge(project_id, 'deposit', amount, method_id, idempotency_key);
+    IF id IS NULL THEN
+        -- A concurrent call with the same key committed first: answer as it did.
+        id := credits._deposit_by_key(project_id, amount, method_id, idempotency_key);
+    END IF;
+    RETURN id;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
+                                  rate_per_hour credits.credits) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
+    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
+    -- The account first, then the resource: the order every path locks them in (the periodic
+    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
+    PERFORM credits._require_available_balance(project_id);
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
+    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
+                                                  AND r.rate_per_hour <> rate_per_hour) THEN
+        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
+                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+    END IF;
+
+    IF r.project_id IS NULL THEN
+        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
+                                       accrued_until, created_at)
+        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
+                credits._billing_start(project_id, at), at)
+        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            -- A concurrent call created it first (and has committed): act on its row.
+            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
+        END IF;
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
+            USING ERRCODE = 'wrong_object_type';
+    ELSIF r.state = active_state THEN
+        IF r.rate_per_hour <> rate_per_hour THEN
+            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
+                                           accrued_until = credits._billing_start(_activate.project_id, at)
+             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+        END IF;
+    ELSIF r.state = 'stopped' THEN
+        UPDATE credits.resources x
+           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
+               accrued_until = credits._billing_start(_activate.project_id, at)
+         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+    ELSE
+        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
+                           'inaccessible volumes come back when the balance is positive again.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits._deactivate(project_id bigint, resource_id text, kind text, final_state text)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
+    -- The account first, then the resource (see credits._activate).  A deduction run holds the
+    -- account until it commits; the booking below then starts after the hours it deducted.
+    PERFORM FROM credits.accounts a WHERE a.project_id = _deactivate.project_id FOR SHARE;
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _deactivate.project_id AND x.resource_id = _deactivate.resource_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project % has no % %', project_id, kind, resource_id USING ERRCODE = 'no_data_found';
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF r.accrued_until IS NOT NULL THEN
+        PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+    END IF;
+    IF r.state IN ('running', 'available') OR (kind = 'volume' AND r.state = 'inaccessible') THEN
+        UPDATE credits.resources x SET state = final_state, state_since = at, accrued_until = NULL
+         WHERE x.project_id = _deactivate.project_id AND x.resource_id = _deactivate.resource_id;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits._record_usage(project_id bigint, resource_id text, amount credits.credits,
+                                      idempotency_key text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    at timestamptz := credits.now();
+BEGIN
+    -- (each check is a plain condition; an argument that fails it goes to its helper, which
+    -- raises the usual error.  The bounds are those of credits._require_text and
+    -- credits._require_positive.)
+    IF NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = _record_usage.project_id) THEN
+        PERFORM credits._require_account(project_id);
+    END IF;
+    IF resource_id IS NULL OR length(resource_id) NOT BETWEEN 1 AND credits._max_id_chars() THEN
+        PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
+    END IF;
+    IF amount IS NULL OR amount <= '0'::credits.credits OR amount > credits._max_amount() THEN
+        PERFORM credits._require_positive('amount', amount);
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        IF length(idempotency_key) NOT BETWEEN 1 AND credits._max_id_chars() THEN
+            PERFORM credits._require_text('idempotency_key', idempotency_key, credits._max_id_chars());
+        END IF;
+        INSERT INTO credits.usage_keys VALUES (project_id, idempotency_key, resource_id, amount, at)
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            PERFORM credits._require_same_usage(project_id, idempotency_key, resource_id, amount);
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO credits.usage_events VALUES (project_id, resource_id, credits.hour_of(at), amount);
+END $$;
+
+CREATE OR REPLACE FUNCTION credits.record_usage_batch(project_ids bigint[], resource_ids text[], amounts credits.credits[],
+                                           idempotency_keys text[] DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    at timestamptz := credits.now();
+    n integer := cardinality(project_ids);
+    bad record;
+    taken bigint;
+BEGIN
+    PERFORM credits._require('project_ids', project_ids IS NULL);
+    PERFORM credits._require('resource_ids', resource_ids IS NULL);
+    PERFORM credits._require('amounts', amounts IS NULL);
+    IF cardinality(resource_ids) <> n OR cardinality(amounts) <> n
+       OR cardinality(coalesce(idempotency_keys, project_ids::text[])) <> n THEN
+        RAISE EXCEPTION 'the arrays must have the same length' USING ERRCODE = 'array_subscript_error';
+    END IF;
+
+    -- Every element is checked before anything is written.
+    SELECT u.ord, u.project_id, u.resource_id, u.amount, u.idempotency_key INTO bad
+      FROM unnest(project_ids, resource_ids, amounts, idempotency_keys)
+           WITH ORDINALITY AS u(project_id, resource_id, amount, idempotency_key, ord)
+     WHERE u.project_id IS NULL OR u.resource_id IS NULL OR u.amount IS NULL
+        OR length(u.resource_id) NOT BETWEEN 1 AND credits._max_id_chars() OR u.amount <= '0'::credits.credits
+        OR u.amount > credits._max_amount()
+        OR length(u.idempotency_key) NOT BETWEEN 1 AND credits._max_id_chars()
+     ORDER BY u.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'element % of the batch is invalid', bad.ord
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Project %s, resource %s, amount %s, key %s: every element needs a project, '
+                                  'a resource id and key of 1 to %s characters and a positive amount '
+                                  'of at most %s.',
+                                  bad.project_id, bad.resource_id, bad.amount, bad.idempotency_key,
+                                  credits._max_id_chars(), credits._max_amount());
+    END IF;
+    SELECT p.project_id INTO bad
+      FROM (SELECT DISTINCT x.project_id FROM unnest(project_ids) AS x(project_id)) AS p
+     WHERE NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = p.project_id) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown project %', bad.project_id USING ERRCODE = 'no_data_found';
+    END IF;
+
+    -- Without keys every element is taken: one plain INSERT, and no key to check afterwards.
+    -- The batch's elements of one project and product are appended as one event (the fold
+    -- adds them up all the same); a group holds at most 1,000 elements, so its sum stays far
+    -- inside the range of credits (1,000 x the 1e9 ceiling).
+    IF idempotency_keys IS NULL THEN
+        INSERT INTO credits.usage_events
+        SELECT u.project_id, u.resource_id, credits.hour_of(at), sum(u.amount)
+          FROM unnest(project_ids, resource_ids, amounts) WITH ORDINALITY AS u(project_id, resource_id, amount, ord)
+         GROUP BY u.project_id, u.resource_id, (u.ord - 1) / 1000;
+        RETURN n;
+    END IF;
+
+    -- The first element with a key takes it (unless an earlier call did); only taken keys and
+    -- unkeyed elements are recorded.
+    WITH input AS (
+        SELECT * FROM unnest(project_ids, resource_ids, amounts, idempotency_keys)
+                      WITH ORDINALITY AS u(project_id, resource_id, amount, idempotency_key, ord)),
+    first_use AS (
+        SELECT DISTINCT ON (i.project_id, i.idempotency_key) i.*
+          FROM input i WHERE i.idempotency_key IS NOT NULL
+         ORDER BY i.project_id, i.idempotency_key, i.ord),
+    claimed AS (
+        INSERT INTO credits.usage_keys
+        SELECT f.project_id, f.idempotency_key, f.resource_id, f.amount, at FROM first_use f
+        ON CONFLICT DO NOTHING
+        RETURNING project_id, idempotency_key),
+    taken_elements AS (
+        SELECT i.* FROM input i
+         WHERE i.idempotency_key IS NULL
+            OR i.ord IN (SELECT f.ord FROM first_use f JOIN claimed c USING (project_id, idempotency_key))),
+    appended AS (
+        INSERT INTO credits.usage_events
+        SELECT t.project_id, t.resource_id, credits.hour_of(at), sum(t.amount)
+          FROM taken_elements t GROUP BY t.project_id, t.resource_id, (t.ord - 1) / 1000)
+    SELECT count(*) INTO taken FROM taken_elements;
+
+    -- A key used before (or twice in this batch) must repeat its arguments; else nothing stays.
+    SELECT u.idempotency_key INTO bad
+      FROM unnest(project_ids, resource_ids, amounts, idempotency_keys) AS u(project_id, resource_id, amount, idempotency_key)
+      JOIN credits.usage_keys k USING (project_id, idempotency_key)
+     WHERE k.resource_id <> u.resource_id OR k.amount <> u.amount
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', bad.idempotency_key
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN taken;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- One project never holds up another: its unfolded API usage is read through the index of
+-- usage_events (src/unfolded_usage.c), whatever the statistics say; balance_overview joins
+-- views grouped by project, so the overview of every project is set-based.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION credits._unfolded_usage(project_id bigint)
+    RETURNS TABLE (resource_id text, usage_hour timestamptz, units numeric)
+    AS 'MODULE_PATHNAME', 'credits_unfolded_usage' LANGUAGE C STABLE STRICT PARALLEL SAFE ROWS 2;
+
+CREATE OR REPLACE VIEW credits.usage_in_progress AS
+SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.usage_hour,
+       max(x.description) AS description, -credits._accrued_amount(sum(x.units)) AS amount
+  FROM (SELECT t.project_id, t.transaction_id, t.resource_id, t.usage_hour, t.description,
+               t.accrued_units AS units
+          FROM credits.transactions t
+         WHERE t.status = 'accumulating'
+        UNION ALL
+        SELECT r.project_id, NULL, r.resource_id, s.usage_hour, credits._describe(r.kind, r.resource_id), s.units
+          FROM credits.resources r
+          JOIN credits.accounts a ON a.project_id = r.project_id,
+               LATERAL credits._hour_segments(r.rate_per_hour, greatest(r.accrued_until, a.deducted_until),
+                                              credits.now()) AS s
+         WHERE r.accrued_until < credits.now()
+        UNION ALL
+        SELECT u.project_id, NULL, u.resource_id, u.usage_hour, credits._describe('api', u.resource_id), u.units
+          FROM credits.usage_rollup u
+        UNION ALL
+        -- (events of an hour already deducted show in the current hour, where the fold puts them;
+        -- each project's events are read through their index, whatever the statistics say)
+        SELECT a.project_id, NULL, e.resource_id,
+               CASE WHEN EXISTS (SELECT FROM credits.transactions t
+                                  WHERE t.project_id = a.project_id AND t.resource_id = e.resource_id
+                                    AND t.usage_hour = e.usage_hour AND t.type = 'usage'
+                                    AND t.status = 'completed')
+                    THEN credits.hour_of(credits.now()) ELSE e.usage_hour END,
+               credits._describe('api', e.resource_id), e.units
+          FROM credits.accounts a, LATERAL credits._unfolded_usage(a.project_id) AS e) AS x
+ GROUP BY x.project_id, x.resource_id, x.usage_hour;
+
+CREATE VIEW credits._burn_rate_by_project AS
+SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+  FROM credits._burn_rate_inputs b GROUP BY b.project_id;
+
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+  LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             greatest(a.balance - coalesce(u.accumulating, '0'::credits.credits), '0'::credits.credits)
+                 AS available_balance,
+             coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+
+REVOKE ALL ON FUNCTION credits._unfolded_usage(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION credits._unfolded_usage(bigint) TO credits_reader;
+
+-- ---------------------------------------------------------------------------------------------
 -- Credit lots, grants, expiry, refunds and statements (sql/install/35_lots.sql, 36_refunds.sql,
 -- 45_lot_standing.sql, 53_expiry.sql, 62_statements.sql).  The three new transaction types are
 -- compared as text wherever this script's objects name them: PostgreSQL 15 refuses a label added
@@ -1791,13 +2174,19 @@ BEGIN ATOMIC
      WHERE x.project_id = _spendable.project_id
        AND (x.kinds & _spendable.kind_bits) <> 0 AND (x.expires_at IS NULL OR x.expires_at > _spendable.as_of);
 END;
+-- What a project can spend on anything now, lot by lot (credits._spendable).  SECURITY DEFINER:
+-- balance_overview calls it for projects whose lots are not all alike, for readers who may not
+-- read the tables (and, never inlined, its plan stays out of the view's).
+CREATE FUNCTION credits._lots_available(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._spendable(project_id, 7, credits.now());
 -- What the project can still spend: its lots (those not expired) less the usage accrued and not
 -- yet deducted and less pending refunds, never below zero.  Without grants or refunds that is
 -- the balance less the accrued usage.  An unknown project raises P0002 (and a null one 22004)
 -- rather than answering null.
 CREATE OR REPLACE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
-    SELECT credits._spendable(a.project_id, 7, credits.now())
+    SELECT credits._lots_available(a.project_id)
       FROM credits.accounts a
      WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
 $$;
@@ -1892,7 +2281,7 @@ DECLARE
     r credits.resources;
 BEGIN
     PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
     -- The account first, then the resource: the order every path locks them in (the periodic
     -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
@@ -2130,44 +2519,30 @@ BEGIN
 END $$;
 -- One row per project: balance, usage accumulating, what is available, burn rate and runway.
 -- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient, to the second.
--- The accrued usage and the burn rate are LATERAL subqueries over the views, not calls of
--- credits._accumulating() and credits._burn_rate_of(): a SQL function that cannot be inlined
--- plans its query again on every execution of the outer one (about 10 ms a row here), while
--- this view is planned with the query and a prepared read of one project takes about 0.4 ms.
--- (The view reads the tables with its owner's rights, so readers need no SECURITY DEFINER.)
+-- The accrued usage and the burn rate are joined per project from views grouped by project:
+-- read with a project_id filter, the filter reaches inside them (one project's rows through
+-- its indexes); read for every project, each is one set-based pass (hash joins), not a plan
+-- run once per project.  (The view reads the tables with its owner's rights, so readers need
+-- no SECURITY DEFINER.)
 CREATE OR REPLACE VIEW credits.balance_overview AS
 SELECT a.project_id,
        a.balance AS current_balance,
-       acc.accumulating,
-       av.available_balance,
-       br.burn_rate,
-       CASE WHEN br.burn_rate > '0'::credits.credits
-            THEN round(av.available_balance / br.burn_rate, 2) END AS hours_remaining,
-       CASE WHEN br.burn_rate > '0'::credits.credits
-            THEN date_trunc('second', credits.now() + (av.available_balance / br.burn_rate) * interval '1 hour')
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
        END AS runs_out_at,
        coalesce(r.enabled, false) AS auto_recharge_enabled
   FROM credits.accounts a
-  LEFT JOIN credits.auto_recharge r USING (project_id)
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+  LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
   CROSS JOIN LATERAL (
-      SELECT coalesce(-credits._usage_total(u.amount), '0'::credits.credits) AS accumulating
-        FROM credits.usage_in_progress u WHERE u.project_id = a.project_id) AS acc
-  CROSS JOIN LATERAL (
-      SELECT credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
-        FROM credits._burn_rate_inputs b WHERE b.project_id = a.project_id) AS br
-  CROSS JOIN LATERAL (
-      -- (what the lots have left after the accrued usage, as credits.available_balance(); when
-      -- they are all alike that is the balance less the accrued usage)
-      SELECT CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
-                                    WHERE l.project_id = a.project_id AND l.active
-                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
-                                           OR l.held > '0'::credits.credits))
-                  THEN greatest(a.balance - acc.accumulating, '0'::credits.credits)
-                  ELSE (SELECT coalesce(sum(x.left_over), '0'::credits.credits)
-                          FROM credits._lot_standing x
-                         WHERE x.project_id = a.project_id
-                           AND (x.expires_at IS NULL OR x.expires_at > credits.now()))
-             END AS available_balance) AS av;
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
 -- One row per credit lot: every completed deposit and auto-recharge (paid) and every grant
 -- (promotional), with what remains of it and its state: active while something remains, else
 -- used (by usage), expired or refunded (what took its last credits).
@@ -2435,7 +2810,8 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum', '_kind_mask', '_lots_left',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount',
+                                      '_kind_mask', '_lots_left',
                                       -- (spending_overview computes with these)
                                       '_below_balance', '_below_runway', '_budget_hit',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
@@ -2445,6 +2821,7 @@ BEGIN
     END LOOP;
 END $$;
 GRANT SELECT ON credits.lots TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
                           credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.refund_deposit(bigint, bigint, credits.credits, text, text) TO credits_app;

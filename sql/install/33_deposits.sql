@@ -68,7 +68,7 @@ DECLARE
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_positive('amount', amount);
-    PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
+    PERFORM credits._require_text('idempotency_key', idempotency_key, credits._max_id_chars());
 
     -- A retry is answered before the minimum is checked: it must get the original id even
     -- when the minimum was raised in between.

@@ -55,13 +55,20 @@ BEGIN ATOMIC
        AND (x.kinds & _spendable.kind_bits) <> 0 AND (x.expires_at IS NULL OR x.expires_at > _spendable.as_of);
 END;
 
+-- What a project can spend on anything now, lot by lot (credits._spendable).  SECURITY DEFINER:
+-- balance_overview calls it for projects whose lots are not all alike, for readers who may not
+-- read the tables (and, never inlined, its plan stays out of the view's).
+CREATE FUNCTION credits._lots_available(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._spendable(project_id, 7, credits.now());
+
 -- What the project can still spend: its lots (those not expired) less the usage accrued and not
 -- yet deducted and less pending refunds, never below zero.  Without grants or refunds that is
 -- the balance less the accrued usage.  An unknown project raises P0002 (and a null one 22004)
 -- rather than answering null.
 CREATE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
-    SELECT credits._spendable(a.project_id, 7, credits.now())
+    SELECT credits._lots_available(a.project_id)
       FROM credits.accounts a
      WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
 $$;

@@ -31,7 +31,8 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum', '_kind_mask', '_lots_left',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount',
+                                      '_kind_mask', '_lots_left',
                                       -- (spending_overview computes with these)
                                       '_below_balance', '_below_runway', '_budget_hit',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
@@ -48,7 +49,9 @@ GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.r
                 credits.usage_in_progress, credits.accumulating_by_project,
                 credits.spending_overview, credits.lots TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
-                          credits._accumulating(bigint), credits._burn_rate_of(bigint) TO credits_reader;
+                          credits._accumulating(bigint), credits._burn_rate_of(bigint),
+                          credits._unfolded_usage(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
                           credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 
