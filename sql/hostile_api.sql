@@ -100,6 +100,9 @@ INSERT INTO api VALUES
     ('credits.run_balance_checks()',                        ARRAY[]::text[]),
     ('credits.configure_auto_recharge(bigint,boolean,credits.credits,credits.credits,bigint)',
          ARRAY['7000', 'true', '''5.00''', '''10.00''', :'m_spare']),
+    ('credits.configure_limits(bigint,credits.credits,interval,credits.credits,credits.credits,text)',
+         ARRAY['7000', '''5.00''', '''1 hour''', '''10.00''', '''100.00''', '''alert''']),
+    ('credits.configure_alerts(bigint,credits.credits,interval)', ARRAY['7000', '''1.00''', '''1 hour''']),
     ('credits.verify(bigint)',                              ARRAY['7000']),
     ('credits.schedule_jobs()',                             ARRAY[]::text[]),
     ('credits.unschedule_jobs()',                           ARRAY[]::text[]);
@@ -126,7 +129,8 @@ SELECT a, s, v
        (VALUES ('null', 'NULL::bigint'), ('0', '0'), ('-1', '-1'), ('max', '9223372036854775807')) AS x(s, v)
 UNION ALL
 SELECT a, s, v
-  FROM unnest(ARRAY['amount', 'rate_per_hour', 'threshold']) AS a,
+  FROM unnest(ARRAY['amount', 'rate_per_hour', 'threshold', 'max_burn_rate', 'daily_budget', 'monthly_budget',
+                    'below_balance']) AS a,
        (VALUES ('null', 'NULL::credits.credits'), ('0', '''0'''), ('-0.000001', '''-0.000001'''),
                ('-5', '''-5'''), ('max', '''9223372036854.775807'''), ('min', '''-9223372036854.775808'''),
                ('1e3', '''1e3'''), ('empty', '''''')) AS x(s, v)
@@ -135,6 +139,15 @@ SELECT a, s, v
   FROM unnest(ARRAY['provider_ref', 'label', 'resource_id', 'idempotency_key', 'invoice_url', 'reason']) AS a,
        (VALUES ('null', 'NULL::text'), ('empty', ''''''), ('201 chars', 'repeat(''x'', 201)'),
                ('2049 chars', 'repeat(''x'', 2049)'), ('1 MB', 'repeat(''x'', 1048576)')) AS x(s, v)
+UNION ALL
+SELECT a, s, v
+  FROM unnest(ARRAY['min_runway', 'below_runway']) AS a,
+       (VALUES ('0', '''0'''), ('-1 hour', '''-1 hour'''), ('1 day -25 hours', '''1 day -25 hours'''),
+               ('soon', '''soon'''), ('empty', '''''')) AS x(s, v)
+UNION ALL
+SELECT 'on_budget', s, v
+  FROM (VALUES ('null', 'NULL::text'), ('empty', ''''''), ('STOP', '''STOP'''), ('pause', '''pause'''),
+               ('1 MB', 'repeat(''x'', 1048576)')) AS x(s, v)
 UNION ALL
 SELECT a, 'null', 'NULL::boolean' FROM unnest(ARRAY['enabled', 'make_default']) AS a
 UNION ALL

@@ -104,7 +104,7 @@ ROLLBACK;
 --
 -- Illegal transactions: a status its times contradict (CHECK status_times dropped), a usage
 -- amount that is not what its accrued units are worth, a usage hour completed before it ended,
--- more uncollected than charged (CHECK usage_shape dropped), a deposit marked accumulating.
+-- an uncollected part on a deposit (CHECK usage_shape dropped), a deposit marked accumulating.
 --
 BEGIN;
 ALTER TABLE credits.transactions DISABLE TRIGGER transactions_guard;

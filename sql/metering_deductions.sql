@@ -170,3 +170,39 @@ SELECT * FROM pg_temp.usage(5305);
 SELECT pg_temp.totals(5305);
 SELECT count(*) AS rolled_up_left FROM credits.usage_rollup WHERE project_id = 5305;
 SELECT * FROM verify(5305);
+
+--
+-- The history adds up to the balance: a usage hour's amount is what it took from the balance,
+-- its uncollected the rest of its charge (-amount + uncollected).  A balance of 5.00 and an
+-- hour charged 8.20: the hour takes -5.00, 3.20 is uncollected, the balance is 0.00.  While
+-- the hour runs it shows what it would take if it were deducted now (no balance check runs
+-- here, so nothing cuts it off before the hour ends).
+--
+SET credits.clock = '2026-04-06 09:00+00';
+SELECT pg_temp.funded(5306, '5.00');
+SELECT start_instance(5306, 'gpu-1', '8.20');
+SET credits.clock = '2026-04-06 09:30+00';
+-- 4.10 accrued: all of it would be taken
+SELECT * FROM pg_temp.usage(5306);
+SET credits.clock = '2026-04-06 09:50+00';
+-- 6.833333 accrued: 5.00 would be taken, the rest is uncollected so far; the amounts of the
+-- history, accumulating ones included, add up to the available balance
+SELECT * FROM pg_temp.usage(5306);
+SELECT sum(amount) AS history_sum FROM transaction_history WHERE project_id = 5306;
+SELECT current_balance, accumulating, available_balance FROM balance_overview WHERE project_id = 5306;
+SET credits.clock = '2026-04-06 10:00+00';
+SELECT pg_temp.deduct(5306, 5306);
+SELECT * FROM pg_temp.usage(5306);
+SELECT pg_temp.totals(5306);
+-- A project never funded whose API hour is deducted: it takes 0.00, all of it uncollected.
+SELECT open_account(5307);
+SELECT record_usage(5307, 'api:chat', '0.004405');
+SET credits.clock = '2026-04-06 11:00+00';
+SELECT pg_temp.deduct(5307, 5307);
+SELECT * FROM pg_temp.usage(5307);
+-- the completed amounts of each project's history are its balance
+SELECT a.project_id, a.balance,
+       (SELECT sum(h.amount) FROM transaction_history h
+         WHERE h.project_id = a.project_id AND h.status = 'completed') AS history_sum
+  FROM credits.accounts a WHERE a.project_id IN (5306, 5307) ORDER BY a.project_id;
+SELECT * FROM verify(5306) UNION ALL SELECT * FROM verify(5307);

@@ -48,7 +48,8 @@ SELECT * FROM pg_temp.events(5401);
 SET credits.clock = '2026-05-01 13:00+00';
 SELECT pg_temp.deduct();
 SELECT pg_temp.totals(5401);
-SELECT usage_hour, sum(amount) AS charged, sum(uncollected) AS uncollected FROM transactions
+SELECT usage_hour, sum(uncollected - amount) AS charged, sum(amount) AS taken, sum(uncollected) AS uncollected
+  FROM transactions
  WHERE project_id = 5401 AND type = 'usage' GROUP BY usage_hour ORDER BY usage_hour;
 SELECT resource_id, state, state_since FROM resource_overview WHERE project_id = 5401 ORDER BY resource_id;
 SELECT * FROM pg_temp.events(5401);

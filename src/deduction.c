@@ -14,9 +14,11 @@
  *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
  *      product and hour (credits.usage_rollup, emptied of those rows by the run);
  *   3. take them from the balance oldest first (by hour, then transaction id; the hours new
- *      in this run get their ids in hour and resource order): each pays its amount, rounded
- *      half to even once, while the balance lasts; the one that empties it pays what is left
- *      and records the rest as uncollected; later ones record all of it as uncollected;
+ *      in this run get their ids in hour and resource order): each hour's charge is its units
+ *      rounded half to even once; it pays its charge while the balance lasts, the one that
+ *      empties it pays what is left, later ones pay nothing.  Each hour's amount is minus what
+ *      it took from the balance and its uncollected the rest of its charge, so that a
+ *      project's completed amounts add up to its balance;
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
  *      trigger fires on them: their accounts are the ones locked in step 1), booked
  *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
@@ -48,6 +50,7 @@
 #include "usage_math.h"
 
 PG_FUNCTION_INFO_V1(credits_deduct_ended_hours);
+PG_FUNCTION_INFO_V1(credits_deduct_hours);
 
 /* One usage hour to deduct. */
 typedef struct UsageHour
@@ -59,8 +62,8 @@ typedef struct UsageHour
 	bool		is_new;			/* no stored row yet */
 	int128		booked_units;	/* units stored in its row (booked hours) */
 	int128		units;			/* all its units */
-	Credits		charge;
-	Credits		uncollected;
+	Credits		charge;			/* its units, rounded */
+	Credits		collected;		/* what it took from the balance */
 } UsageHour;
 
 /* A growable array of hours. */
@@ -77,6 +80,7 @@ typedef struct DeductionRun
 	/* the call */
 	TimestampTz cur;			/* the hour boundary: hours before it are deducted */
 	TimestampTz at;				/* completed_at of the hours */
+	bool		whole_charges;	/* amounts as 0.1.0 wrote them: minus the whole charge */
 	MemoryContext call_cxt;		/* lives for the whole call */
 	MemoryContext project_cxt;	/* one project's hours; reset after each */
 
@@ -394,6 +398,13 @@ DeleteRolledUpHours(DeductionRun *run)
 						run->rolled_up->numvals, SPI_processed)));
 }
 
+/* A deducted hour's amount, negated: what it took from the balance (0.1.0: its whole charge). */
+static Credits
+UsageHourAmount(DeductionRun *run, UsageHour *h)
+{
+	return run->whole_charges ? h->charge : h->collected;
+}
+
 /* Inserts a new hour, completed. */
 static void
 InsertHour(DeductionRun *run, int64 project_id, UsageHour *h)
@@ -410,8 +421,8 @@ InsertHour(DeductionRun *run, int64 project_id, UsageHour *h)
 	SET(project_id, Int64GetDatum(project_id));
 	SET(type, run->usage_type);
 	SET(status, run->completed_status);
-	SET(amount, CreditsGetDatum(-h->charge));
-	SET(uncollected, CreditsGetDatum(h->uncollected));
+	SET(amount, CreditsGetDatum(-UsageHourAmount(run, h)));
+	SET(uncollected, CreditsGetDatum(h->charge - h->collected));
 	SET(created_at, TimestampTzGetDatum(h->hour));
 	SET(description, CStringGetTextDatum(h->description));
 	SET(resource_id, CStringGetTextDatum(h->resource_id));
@@ -441,8 +452,8 @@ QueueBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
 	Collect(run, &run->booked_resource_ids, CStringGetTextDatum(h->resource_id), TEXTOID);
 	Collect(run, &run->booked_units_before, UsageUnitsGetNumeric(h->booked_units), NUMERICOID);
 	Collect(run, &run->booked_units, UsageUnitsGetNumeric(h->units), NUMERICOID);
-	Collect(run, &run->booked_amounts, CreditsGetDatum(-h->charge), run->credits_type);
-	Collect(run, &run->booked_uncollected, CreditsGetDatum(h->uncollected), run->credits_type);
+	Collect(run, &run->booked_amounts, CreditsGetDatum(-UsageHourAmount(run, h)), run->credits_type);
+	Collect(run, &run->booked_uncollected, CreditsGetDatum(h->charge - h->collected), run->credits_type);
 	run->booked_completions++;
 }
 
@@ -547,12 +558,10 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	for (int i = 0; i < all.n; i++)
 	{
 		UsageHour  *h = &all.items[i];
-		Credits		collected;
 
 		h->charge = UsageAmount(h->units);
-		collected = Min(h->charge, left);
-		left -= collected;
-		h->uncollected = h->charge - collected;
+		h->collected = Min(h->charge, left);
+		left -= h->collected;
 		if (h->is_new)
 			InsertHour(run, project_id, h);
 		else
@@ -564,12 +573,11 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 }
 
 /*
- * credits._deduct_ended_hours(cur timestamptz, at timestamptz) → bigint: deducts every usage
- * hour before cur (completing it at time at), as the file comment says; returns the number of
- * usage transactions completed.
+ * The deduction run of credits._deduct_ended_hours(cur, at); whole_charges writes 0.1.0's
+ * usage amounts (minus the whole charge) instead of minus what was taken.
  */
-Datum
-credits_deduct_ended_hours(PG_FUNCTION_ARGS)
+static Datum
+DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 {
 	DeductionRun run = {0};
 	Oid			ts_arg[1] = {TIMESTAMPTZOID};
@@ -581,6 +589,7 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	Oid			credits_type;
 	uint64		naccounts;
 
+	run.whole_charges = whole_charges;
 	run.cur = PG_GETARG_TIMESTAMPTZ(0);
 	run.at = PG_GETARG_TIMESTAMPTZ(1);
 	cur_arg[0] = TimestampTzGetDatum(run.cur);
@@ -665,4 +674,26 @@ credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 	DebitAccounts(&run);
 	SPI_finish();
 	PG_RETURN_INT64(run.completed);
+}
+
+/*
+ * credits._deduct_ended_hours(cur timestamptz, at timestamptz) → bigint: deducts every usage
+ * hour before cur (completing it at time at), as the file comment says; returns the number of
+ * usage transactions completed.
+ */
+Datum
+credits_deduct_hours(PG_FUNCTION_ARGS)
+{
+	return DeductEndedHours(fcinfo, false);
+}
+
+/*
+ * The same under the symbol credits 0.1.0 names, for a database not yet updated: it deducts
+ * exactly as 0.1.0 did, writing each usage hour's amount as minus its whole charge (the form
+ * 0.1.0's views and verify() read, and that the update to 0.2.0 rewrites).
+ */
+Datum
+credits_deduct_ended_hours(PG_FUNCTION_ARGS)
+{
+	return DeductEndedHours(fcinfo, true);
 }

@@ -1,123 +1,58 @@
--- The credits demo: one GPU-cloud project from its first deposit to running out of credits.
--- Billing time is driven by credits.clock so the story is the same on every run; the payment
--- worker (test/worker/payment_worker.pl, with its fake provider) runs between the steps; it is
--- told the story's time through the database's default credits.clock.
+-- The credits demo: one GPU-cloud project, from its first deposit to running out of credits
+-- and back, as its owner sees it on the billing page.  test/demo.sh runs this file and then
+-- every scene in test/demo/ in file-name order (NN_name.sql), in one psql session; a new
+-- scene is a new file, numbered to fall where it belongs in the story (the summary, 99, comes
+-- last).  Each scene prints its time and what happens, one line saying what it shows, and
+-- then what the user would see.
+--
+-- Billing time is the story's, not the machine's: each scene sets credits.clock, later than
+-- the scene before, and runs the reference payment worker at that time with
+--   \! "$DEMO_DIR/demo/worker.sh" 2026-03-02T09:55:30Z
+-- Amounts are shown to the cent (they are kept to the micro-credit).  What a scene can show,
+-- defined below for project 42: the views billing_page, history and resources, and
+-- pg_temp.attempt(statement), which says whether a call was refused and why.  A call whose
+-- result says nothing to the reader ends with \g /dev/null.  Keep lines within 100 columns.
 \set ON_ERROR_STOP on
+\set QUIET on
 \pset footer off
+\pset null ''
 SET search_path = "$user", public, credits;
+SET lc_time = 'C';
 
-\echo
-\echo '== 09:55  Project 42 opens an account, saves a card and buys 40 credits'
-SET credits.clock = '2026-03-02 09:55:00+00';
-SELECT credits.open_account(42);
-SELECT credits.add_payment_method(42, 'pm_visa_4242', 'Visa •••• 4242') AS visa \gset
-SELECT credits.add_credits(42, '40.00', idempotency_key => 'checkout-7f3a') AS deposit_id;
-\echo 'Pending until the payment worker has charged the card (a charge_requested event waits in the outbox):'
-SELECT transaction_id, type, description, amount, status FROM credits.transaction_history WHERE project_id = 42;
-ALTER DATABASE :"DBNAME" SET credits.clock FROM CURRENT;
-\! perl "$DEMO_WORKER" --once
-SELECT transaction_id, type, description, invoice_url, amount, status FROM credits.transaction_history WHERE project_id = 42;
+-- What the billing page shows: the balance, the usage of the running hour not yet billed,
+-- what is available, the burn rate and how long the balance lasts at that rate.
+CREATE TEMP VIEW billing_page AS
+SELECT round(current_balance::numeric, 2) AS balance,
+       round(accumulating::numeric, 2) AS "this hour so far",
+       round(available_balance::numeric, 2) AS available,
+       round(burn_rate::numeric, 2) AS "burn rate /h",
+       hours_remaining AS "hours left",
+       to_char(runs_out_at, 'Mon DD HH24:MI') AS "runs out",
+       CASE WHEN auto_recharge_enabled THEN 'on' ELSE 'off' END AS "auto-recharge"
+  FROM credits.balance_overview WHERE project_id = 42;
 
-\echo
-\echo '== 09:56  Auto-recharge: below 10.00 available, charge 25.00 to the default card'
-SELECT credits.configure_auto_recharge(42, true, '10.00', '25.00');
+-- The history as the billing page lists it, newest first; uncollected only where there is some.
+CREATE TEMP VIEW history AS
+SELECT to_char(date, 'Mon DD HH24:MI') AS date, type, description,
+       regexp_replace(invoice_url, '^https://', '') AS invoice,
+       round(amount::numeric, 2) AS amount, status,
+       round(nullif(uncollected, '0')::numeric, 2) AS uncollected
+  FROM credits.transaction_history WHERE project_id = 42;
 
-\echo
-\echo '== 10:00  Two A100 instances and a 500 GB volume start; the inference API is called'
-SET credits.clock = '2026-03-02 10:00:00+00';
-SELECT credits.start_instance(42, 'gpu-a100-1', '2.40');
-SELECT credits.start_instance(42, 'gpu-a100-2', '2.40');
-SELECT credits.attach_volume(42, 'vol-data-500g', '0.07');
-SET credits.clock = '2026-03-02 10:12:00+00';
-SELECT credits.record_usage(42, 'api:chat', '0.0042', idempotency_key => 'req-0001');
-SELECT credits.record_usage(42, 'api:chat', '0.0042', idempotency_key => 'req-0001') AS retried_call_counted_once;
-SELECT credits.record_usage_batch(array_fill(42::bigint, ARRAY[250]), array_fill('api:embed'::text, ARRAY[250]),
-                                  array_fill('0.0008'::credits.credits, ARRAY[250])) AS gateway_batch_rows;
+-- The project's instances and volumes.
+CREATE TEMP VIEW resources AS
+SELECT resource_id AS resource, kind, state, round(rate_per_hour::numeric, 2) AS "rate /h",
+       to_char(state_since, 'Mon DD HH24:MI') AS since
+  FROM credits.resource_overview WHERE project_id = 42 ORDER BY resource_id;
 
-\echo
-\echo '== 10:30  The dashboard while the hour runs: usage is accumulating'
-SET credits.clock = '2026-03-02 10:30:00+00';
-SELECT * FROM credits.balance_overview WHERE project_id = 42;
-SELECT date, description, amount, status FROM credits.transaction_history WHERE project_id = 42;
+-- Runs one statement and says whether it was refused, and why (in a subtransaction: a
+-- refused call leaves nothing behind).
+CREATE FUNCTION pg_temp.attempt(statement text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    RETURN 'done';
+EXCEPTION WHEN OTHERS THEN
+    RETURN format('refused with SQLSTATE %s: %s', SQLSTATE, SQLERRM);
+END $$;
 
-\echo
-\echo '== 11:00  pg_cron runs the hourly deduction: hour 10 is billed'
-SET credits.clock = '2026-03-02 11:00:00+00';
-SELECT credits.run_hourly_deductions() AS usage_hours_completed;
-SELECT * FROM credits.balance_overview WHERE project_id = 42;
-SELECT date, type, description, amount, status FROM credits.transaction_history WHERE project_id = 42;
-
-\echo
-\echo '== 16:10  Hours 11-15 are billed; the deduction leaves less than 10.00 available and requests an auto-recharge'
-SET credits.clock = '2026-03-02 16:10:00+00';
-SELECT credits.run_hourly_deductions() AS usage_hours_completed;
-SELECT credits.run_balance_checks() AS projects_acted_on;
-ALTER DATABASE :"DBNAME" SET credits.clock FROM CURRENT;
-\! perl "$DEMO_WORKER" --once
-SELECT date, type, description, invoice_url, amount, status FROM credits.transaction_history
- WHERE project_id = 42 AND type <> 'usage';
-SELECT * FROM credits.balance_overview WHERE project_id = 42;
-
-\echo
-\echo '== 16:15  The customer replaces the card with one that will be declined'
-SET credits.clock = '2026-03-02 16:15:00+00';
-SELECT credits.add_payment_method(42, 'pm_decline_mc_0005', 'Mastercard •••• 0005') AS mastercard;
-
-\echo
-\echo '== 21:20  Hours 16-20 are billed; the next auto-recharge is declined, and not retried a minute later'
-SET credits.clock = '2026-03-02 21:20:00+00';
-SELECT credits.run_hourly_deductions() AS usage_hours_completed;
-SELECT credits.run_balance_checks() AS projects_acted_on;
-ALTER DATABASE :"DBNAME" SET credits.clock FROM CURRENT;
-\! perl "$DEMO_WORKER" --once
-SET credits.clock = '2026-03-02 21:21:00+00';
-SELECT credits.run_balance_checks() AS projects_acted_on_a_minute_later;
-SELECT date, type, description, amount, status FROM credits.transaction_history
- WHERE project_id = 42 AND type <> 'usage';
-SELECT * FROM credits.balance_overview WHERE project_id = 42;
-
-\echo
-\echo '== 23:19  The usage accrued since 23:00 has used up the balance: the minute check cuts the project off'
-SET credits.clock = '2026-03-02 23:00:00+00';
-SELECT credits.run_hourly_deductions() AS usage_hours_completed;
-SET credits.clock = '2026-03-02 23:19:00+00';
-SELECT credits.run_balance_checks() AS projects_acted_on;
-SELECT resource_id, kind, state, state_since FROM credits.resource_overview WHERE project_id = 42;
-SELECT kind, resource_id, payload FROM credits.events
- WHERE project_id = 42 AND kind <> 'charge_requested' ORDER BY event_id;
-ALTER DATABASE :"DBNAME" SET credits.clock FROM CURRENT;
-\! perl "$DEMO_WORKER" --once --quiet
-
-\echo
-\echo '== 00:00  The last hour is billed: the balance lands on exactly zero, the rest is uncollected'
-SET credits.clock = '2026-03-03 00:00:00+00';
-SELECT credits.run_hourly_deductions() AS usage_hours_completed;
-SELECT date, description, amount, status, uncollected FROM credits.transaction_history
- WHERE project_id = 42 AND type = 'usage' LIMIT 3;
-SELECT * FROM credits.balance_overview WHERE project_id = 42;
-\echo 'Starting an instance at zero balance is refused:'
-\set ON_ERROR_STOP off
-\set VERBOSITY terse
-SELECT credits.start_instance(42, 'gpu-a100-3', '2.40');
-\set VERBOSITY default
-\set ON_ERROR_STOP on
-
-\echo
-\echo '== 08:30  A deposit with the Visa card: the volume is accessible again (the instances stay terminated)'
-SET credits.clock = '2026-03-03 08:30:00+00';
-SELECT credits.add_credits(42, '60.00', :visa) AS deposit_id;
-ALTER DATABASE :"DBNAME" SET credits.clock FROM CURRENT;
-\! perl "$DEMO_WORKER" --once
-SELECT resource_id, kind, state, state_since FROM credits.resource_overview WHERE project_id = 42;
-SELECT * FROM credits.balance_overview WHERE project_id = 42;
-
-\echo
-\echo '== The whole history'
-SELECT date, type, description, invoice_url, amount, status, uncollected
-  FROM credits.transaction_history WHERE project_id = 42 AND (type <> 'usage' OR uncollected > '0');
-SELECT count(*) AS usage_hours, sum(amount) AS billed, sum(uncollected) AS uncollected
-  FROM credits.transaction_history WHERE project_id = 42 AND type = 'usage';
-
-\echo
-\echo '== Invariants (credits.verify(): no rows means every invariant holds)'
-SELECT * FROM credits.verify();
+\echo 'The story of project 42 on a GPU cloud, 2 and 3 March 2026 (times are UTC).'

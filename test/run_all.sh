@@ -2,11 +2,20 @@
 # The whole test suite, from a fresh Debian 12 machine (as root) or a prepared one:
 # packages, build and install (test/setup.sh), then regress, isolation specs, TAP tests, the
 # regress and isolation suites again under UBSan, and a short fuzz run, each on its own
-# throwaway server. Ends with one line "N passed, N failed".
+# throwaway server, and (as root) the demo from a directory the postgres user cannot read
+# (test/demo_anywhere.sh). Ends with one line "N passed, N failed".
 #
-# As root the tests run as the postgres user (initdb refuses root) in a copy of the tree.
+# Works from any directory and under any LANG or none (the tests get C.UTF-8, else C).  As
+# root the tests run as the postgres user (initdb refuses root) in a copy of the tree under
+# /tmp, removed when everything passed and kept for its logs and diffs when not.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
+if locale -a 2>/dev/null | grep -qix 'c\.utf-\?8'; then
+  export LANG=C.UTF-8 LC_ALL=C.UTF-8
+else
+  export LANG=C LC_ALL=C
+fi
+unset LANGUAGE
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
@@ -17,10 +26,21 @@ if [ "$(id -u)" = 0 ]; then
   cp -a "$src/." "$work/"
   chown -R postgres: "$work"
   as_tester() { runuser -u postgres -- "$@"; }
+  # Any server a suite left running (when interrupted) is stopped; the copy goes when all passed.
+  finish() {
+    local pid
+    for pid in "$work"/tmp_check*/data/postmaster.pid "$work"/tmp_check/t_*/pgdata/postmaster.pid; do
+      [ -f "$pid" ] && as_tester "$("$PG_CONFIG" --bindir)/pg_ctl" -D "$(dirname "$pid")" -m immediate stop >/dev/null 2>&1
+    done
+    [ "${failed:-1}" = 0 ] && [ "${passed:-0}" -gt 0 ] && rm -rf "$work"
+  }
+  trap finish EXIT
+  trap 'exit 130' INT TERM HUP
 else
   work=$src
   as_tester() { "$@"; }
 fi
+cd "$work" || exit 1
 logs=$work/test-logs
 as_tester mkdir -p "$logs"
 
@@ -63,9 +83,22 @@ else
   tail -30 "$logs/fuzz.log"; count fuzz 0 1
 fi
 
+# The demo as a newcomer runs it: from a tree the postgres user cannot read, without LANG and
+# with a LANG that names no installed locale; it must leave nothing behind (root only: as any
+# other user the demo's server runs as that user).
+if [ "$(id -u)" = 0 ]; then
+  if PG_CONFIG="$PG_CONFIG" "$src/test/demo_anywhere.sh" > "$logs/demo_anywhere.log" 2>&1; then
+    tail -1 "$logs/demo_anywhere.log"; count demo_anywhere 1 0
+  else
+    tail -30 "$logs/demo_anywhere.log"; count demo_anywhere 0 1
+  fi
+else
+  echo "== demo_anywhere: not run (needs root)"
+fi
+
 for f in regression.diffs output_iso/regression.diffs; do
   [ -s "$work/$f" ] && echo "differences: $work/$f"
 done
-echo "logs: $logs"
+if [ "$failed" != 0 ] || [ "$work" = "$src" ]; then echo "logs: $logs"; fi
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -10,7 +10,8 @@
 --   * an idempotency key names one deposit per project   (unique partial index)
 --   * status moves only pending → completed | failed and accumulating → completed, and a
 --     completed or failed transaction never changes      (trigger transactions_guard)
--- The balance equals the sum of completed transactions' collected amounts; verify() checks it.
+-- The balance equals the sum of the amounts of its completed transactions (a usage hour's
+-- amount is what it took from the balance); verify() checks it.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TYPE credits.transaction_type AS ENUM ('deposit', 'usage', 'auto_recharge');
@@ -43,8 +44,8 @@ WITH (fillfactor = 50);
 CREATE TABLE credits.payment_methods (
     method_id    bigserial PRIMARY KEY,
     project_id   bigint NOT NULL REFERENCES credits.accounts,
-    provider_ref text NOT NULL CHECK (length(provider_ref) BETWEEN 1 AND 200),
-    label        text CHECK (length(label) <= 200),
+    provider_ref text NOT NULL CHECK (length(provider_ref) BETWEEN 1 AND credits._max_id_chars()),
+    label        text CHECK (length(label) <= credits._max_id_chars()),
     is_default   boolean NOT NULL DEFAULT false,
     added_at     timestamptz NOT NULL,
     removed_at   timestamptz,
@@ -61,10 +62,12 @@ CREATE TABLE credits.transactions (
     project_id      bigint NOT NULL,
     type            credits.transaction_type NOT NULL,
     status          credits.transaction_status NOT NULL,
-    -- Signed: deposits and auto-recharges positive, usage negative (what was, or so far would
-    -- be, taken).  For usage it is -round_half_even(accrued_units / 3.6e9).
+    -- Signed: deposits and auto-recharges positive, usage negative or zero.  A completed usage
+    -- hour's amount is minus what it took from the balance; an accumulating one's is minus its
+    -- charge so far (what it takes is decided when it is deducted).  A usage hour's charge is
+    -- round_half_even(accrued_units / 3.6e9) = -amount + uncollected.
     amount          credits.credits NOT NULL,
-    -- Usage only: the part of the charge the balance could not cover.
+    -- Completed usage only: the part of the charge the balance could not cover.
     uncollected     credits.credits NOT NULL DEFAULT '0',
     -- Deposits: when requested.  Usage: the start of its UTC hour.
     created_at      timestamptz NOT NULL,
@@ -75,7 +78,7 @@ CREATE TABLE credits.transactions (
     accrued_units   numeric,
     -- Deposits and auto-recharges.
     method_id       bigint,
-    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND credits._max_id_chars()),
     invoice_url     text CHECK (length(invoice_url) BETWEEN 1 AND 2048),
     failure_reason  text CHECK (length(failure_reason) <= 2000),
     completed_at    timestamptz,
@@ -86,7 +89,8 @@ CREATE TABLE credits.transactions (
                   -- (a whole UTC hour: credits._completed_usage finds rows hour by hour)
                   AND usage_hour = credits.hour_of(usage_hour)
                   AND status IN ('accumulating', 'completed') AND amount <= '0'::credits.credits
-                  AND uncollected >= '0'::credits.credits AND uncollected <= -amount
+                  AND uncollected >= '0'::credits.credits
+                  AND (status = 'completed' OR uncollected = '0'::credits.credits)
                   AND method_id IS NULL AND idempotency_key IS NULL
              ELSE resource_id IS NULL AND usage_hour IS NULL AND accrued_units IS NULL
                   AND status IN ('pending', 'completed', 'failed') AND amount > '0'::credits.credits
@@ -120,8 +124,11 @@ CREATE INDEX transactions_history ON credits.transactions (project_id, created_a
 CREATE TABLE credits.events (
     event_id       bigserial PRIMARY KEY,
     project_id     bigint NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('charge_requested', 'instance_terminated',
-                       'volume_inaccessible', 'volume_available', 'balance_depleted')),
+    kind           text NOT NULL CONSTRAINT events_kind_check CHECK (kind IN ('charge_requested',
+                       'instance_terminated', 'volume_inaccessible', 'volume_available', 'balance_depleted',
+                       -- spending controls and volume retention (sql/install/6x_*.sql)
+                       'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
+                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted')),
     resource_id    text,
     transaction_id bigint,
     payload        jsonb NOT NULL,

@@ -42,8 +42,8 @@ CREATE FUNCTION credits.add_payment_method(project_id bigint, provider_ref text,
 DECLARE
     id bigint;
 BEGIN
-    PERFORM credits._require_text('provider_ref', provider_ref, 200, nullable => false);
-    PERFORM credits._require_text('label', label, 200);
+    PERFORM credits._require_text('provider_ref', provider_ref, credits._max_id_chars(), nullable => false);
+    PERFORM credits._require_text('label', label, credits._max_id_chars());
     PERFORM credits._require('make_default', make_default IS NULL);
     PERFORM credits._lock_account(project_id);
 

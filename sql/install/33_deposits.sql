@@ -68,7 +68,7 @@ DECLARE
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_positive('amount', amount);
-    PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
+    PERFORM credits._require_text('idempotency_key', idempotency_key, credits._max_id_chars());
 
     -- A retry is answered before the minimum is checked: it must get the original id even
     -- when the minimum was raised in between.
@@ -148,6 +148,7 @@ BEGIN
     RETURNING a.balance INTO new_balance;
     UPDATE credits.auto_recharge r SET armed = true
      WHERE r.project_id = complete_deposit.project_id AND NOT r.armed;
+    PERFORM credits._check_spending(project_id);    -- alerts (64_spending_checks.sql)
     RETURN new_balance;
 END $$;
 

@@ -33,13 +33,19 @@ DECLARE
     r credits.resources;
 BEGIN
     PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
     -- The account first, then the resource: the order every path locks them in (the periodic
     -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
     PERFORM credits._require_available_balance(project_id);
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
+    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
+                                                  AND r.rate_per_hour <> rate_per_hour) THEN
+        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
+                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+    END IF;
 
     IF r.project_id IS NULL THEN
         INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
@@ -85,7 +91,7 @@ DECLARE
     r credits.resources;
 BEGIN
     PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     -- The account first, then the resource (see credits._activate).  A deduction run holds the
     -- account until it commits; the booking below then starts after the hours it deducted.
     PERFORM FROM credits.accounts a WHERE a.project_id = _deactivate.project_id FOR SHARE;

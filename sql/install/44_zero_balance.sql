@@ -27,7 +27,8 @@ BEGIN
         PERFORM credits._enqueue_event(project_id,
             CASE r.kind WHEN 'instance' THEN 'instance_terminated' ELSE 'volume_inaccessible' END,
             r.resource_id, NULL,
-            jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at));
+            jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at)
+                || credits._retention_payload(r.kind, at));
     END LOOP;
     SELECT a.balance INTO balance FROM credits.accounts a WHERE a.project_id = _cut_off.project_id;
     PERFORM credits._enqueue_event(project_id, 'balance_depleted', NULL, NULL,

@@ -14,7 +14,7 @@ CREATE FUNCTION credits._lock_periodic_runs() RETURNS void
 -- debits the accounts (src/deduction.c, which says how).  Returns the number of usage
 -- transactions completed.  The caller holds the periodic-run lock.
 CREATE FUNCTION credits._deduct_ended_hours(cur timestamptz, at timestamptz) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'credits_deduct_ended_hours' LANGUAGE C STRICT;
+    AS 'MODULE_PATHNAME', 'credits_deduct_hours' LANGUAGE C STRICT;
 
 -- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
 -- and starts the auto-recharges that the new balances call for.  Returns the number of usage
@@ -39,6 +39,7 @@ BEGIN
         SELECT * INTO due FROM credits._due_projects();
         PERFORM credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
     END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
     RETURN completed;
 END $$;
 
@@ -92,6 +93,7 @@ DECLARE
     due record;
     cut_off bigint[];
     recharged bigint[];
+    controlled bigint[];
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
@@ -113,5 +115,8 @@ BEGIN
     SELECT coalesce(array_agg(f.project_id), '{}') INTO cut_off FROM flagged f;
 
     recharged := credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
-    RETURN (SELECT count(*) FROM (SELECT unnest(cut_off) UNION SELECT unnest(recharged)) AS acted);
+    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
+    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    RETURN (SELECT count(*) FROM (SELECT unnest(cut_off) UNION SELECT unnest(recharged)
+                                  UNION SELECT unnest(controlled)) AS acted);
 END $$;

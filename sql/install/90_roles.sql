@@ -30,7 +30,9 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount',
+                                      -- (spending_overview computes with these)
+                                      '_below_balance', '_below_runway', '_budget_hit',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
                                       '_minimum_deposit_text')
     LOOP
@@ -42,9 +44,11 @@ GRANT USAGE ON SCHEMA credits TO credits_reader, credits_app, credits_worker;
 GRANT credits_reader TO credits_app, credits_worker;
 
 GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.resource_overview,
-                credits.usage_in_progress, credits.accumulating_by_project TO credits_reader;
+                credits.usage_in_progress, credits.accumulating_by_project,
+                credits.spending_overview TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
-                          credits._accumulating(bigint), credits._burn_rate_of(bigint) TO credits_reader;
+                          credits._accumulating(bigint), credits._burn_rate_of(bigint),
+                          credits._unfolded_usage(bigint) TO credits_reader;
 
 GRANT EXECUTE ON FUNCTION
     credits.open_account(bigint),
@@ -58,7 +62,9 @@ GRANT EXECUTE ON FUNCTION
     credits.delete_volume(bigint, text),
     credits.record_usage(bigint, text, credits.credits, text),
     credits.record_usage_batch(bigint[], text[], credits.credits[], text[]),
-    credits.configure_auto_recharge(bigint, boolean, credits.credits, credits.credits, bigint)
+    credits.configure_auto_recharge(bigint, boolean, credits.credits, credits.credits, bigint),
+    credits.configure_limits(bigint, credits.credits, interval, credits.credits, credits.credits, text),
+    credits.configure_alerts(bigint, credits.credits, interval)
   TO credits_app;
 
 GRANT EXECUTE ON FUNCTION
@@ -83,3 +89,6 @@ SELECT pg_catalog.pg_extension_config_dump('credits.usage_events', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_rollup', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.auto_recharge', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.spending_controls', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.spending_totals', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.volume_deletion_warnings', '');

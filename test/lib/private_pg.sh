@@ -1,7 +1,8 @@
 # A private copy of the PostgreSQL installation, for builds that must not be installed
 # system-wide (test/sanitize.sh, test/fuzz/recv_mutants.sh).  Source this file, then:
 #
-#   as_tester CMD...                   run a command as the tests' user (postgres when root)
+#   as_tester CMD...                   run a command as the tests' user (postgres when root,
+#                                      from /: the caller's directory may be unreadable to it)
 #   private_pg_install ROOT            copy bin, lib and share under ROOT (the headers are
 #                                      linked, only read); sets private_pg_config, whose
 #                                      postgres, pg_regress and pg_config find their files
@@ -10,7 +11,7 @@
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 
 if [ "$(id -u)" = 0 ]; then
-  as_tester() { runuser -u postgres -- "$@"; }
+  as_tester() { (cd / && runuser -u postgres -- "$@"); }
 else
   as_tester() { "$@"; }
 fi

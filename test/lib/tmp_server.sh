@@ -1,6 +1,7 @@
 # Throwaway PostgreSQL 15 servers for the demo and the benchmarks.  Source this file, then:
 #
-#   tmp_server_start NAME      initdb + start a server with pg_cron preloaded; sets PGHOST,
+#   tmp_server_start NAME      initdb + start a server with pg_cron preloaded, in a new
+#                              directory under TMPDIR (default /tmp); sets PGHOST,
 #                              PGPORT, PGUSER, PGDATABASE (a database NAME with credits and
 #                              pg_cron installed) and TMP_SERVER_DIR
 #   tmp_server_stop            stop it and remove its files (also run on exit)
@@ -14,9 +15,24 @@
 #                              DEDUCTED_FROM (default null) where their deducted hours begin:
 #                              usage rows loaded completed must lie in between
 #
-# As root the server runs as the postgres user (initdb refuses root).  Extra postgresql.conf
-# lines can be passed in TMP_SERVER_CONF.
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+#   tmp_server_copy SRC...     copy files or directories into TMP_SERVER_DIR, readable by
+#                              the server's owner (the tree itself may not be: /root is 0700)
+#
+# As root the server and its clients run as the postgres user (initdb refuses root), from
+# the directory /, so that the caller's directory need not be readable by it.  The cluster is
+# UTF-8 whatever the caller's locale (none, or one that is not installed): every command runs
+# under LC_ALL=C.UTF-8 (C when that locale is missing) and clients talk UTF-8.  Extra
+# postgresql.conf lines can be passed in TMP_SERVER_CONF.  PGBIN defaults to the binaries of
+# PG_CONFIG, else of /usr/lib/postgresql/15.
+PGBIN=${PGBIN:-$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir 2>/dev/null ||
+                echo /usr/lib/postgresql/15/bin)}
+if locale -a 2>/dev/null | grep -qix 'c\.utf-\?8'; then
+  export LC_ALL=C.UTF-8; TMP_SERVER_LOCALE=(--locale=C.UTF-8)
+else
+  export LC_ALL=C; TMP_SERVER_LOCALE=(--no-locale)
+fi
+unset LANGUAGE
+export PGCLIENTENCODING=UTF8
 
 psql() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
@@ -30,7 +46,12 @@ SQL
 }
 
 as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+tmp_server_copy() {
+  cp -R "$@" "$TMP_SERVER_DIR/"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres: "$TMP_SERVER_DIR"; fi
 }
 
 # A free TCP port on loopback.
@@ -44,10 +65,13 @@ tmp_server_free_port() {
 
 tmp_server_start() {
   local name=$1
-  TMP_SERVER_DIR=$(mktemp -d "/tmp/credits-$name.XXXXXX")
-  [ "$(id -u)" = 0 ] && chown postgres: "$TMP_SERVER_DIR"
+  TMP_SERVER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/credits-$name.XXXXXX")
+  trap tmp_server_stop EXIT
+  trap 'exit 130' INT TERM HUP
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$TMP_SERVER_DIR"; fi
   PGPORT=$(tmp_server_free_port)
-  as_pg "$PGBIN/initdb" -D "$TMP_SERVER_DIR/data" -A trust -U postgres --no-sync >/dev/null
+  as_pg "$PGBIN/initdb" -D "$TMP_SERVER_DIR/data" -A trust -U postgres --no-sync \
+    -E UTF8 "${TMP_SERVER_LOCALE[@]}" >/dev/null
   as_pg tee -a "$TMP_SERVER_DIR/data/postgresql.conf" >/dev/null <<CONF
 port = $PGPORT
 listen_addresses = '127.0.0.1'
@@ -62,15 +86,16 @@ ${TMP_SERVER_CONF:-}
 CONF
   as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -l "$TMP_SERVER_DIR/server.log" -w start >/dev/null
   export PGHOST=$TMP_SERVER_DIR PGPORT PGUSER=postgres PGDATABASE=$name
-  trap tmp_server_stop EXIT
-  as_pg psql -X -q -d postgres -c "CREATE DATABASE \"$name\"" >/dev/null
-  as_pg psql -X -q -c "CREATE EXTENSION credits" -c "CREATE EXTENSION pg_cron" \
+  as_pg "$PGBIN/psql" -X -q -d postgres -c "CREATE DATABASE \"$name\"" >/dev/null
+  as_pg "$PGBIN/psql" -X -q -c "CREATE EXTENSION credits" -c "CREATE EXTENSION pg_cron" \
     -c "ALTER DATABASE \"$name\" SET search_path = \"\$user\", public, credits" >/dev/null
 }
 
 tmp_server_stop() {
   [ -n "${TMP_SERVER_DIR:-}" ] || return 0
-  as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  if [ -f "$TMP_SERVER_DIR/data/postmaster.pid" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
   rm -rf "$TMP_SERVER_DIR"
   TMP_SERVER_DIR=
 }

@@ -939,7 +939,8 @@ sub final_transaction_lines
 sub usage_line
 {
 	my $r = shift;
-	return join('|', $r->{tid}, $r->{pid}, 'usage', 'completed', -$r->{charge}, $r->{uncollected}, $r->{rid}, $r->{h}, '');
+	return join('|', $r->{tid}, $r->{pid}, 'usage', 'completed', $r->{uncollected} - $r->{charge}, $r->{uncollected},
+		$r->{rid}, $r->{h}, '');
 }
 
 sub deposit_line
@@ -962,16 +963,33 @@ sub history_lines
 	for my $r (values %{ $self->{usage_tids} })
 	{
 		next unless $r->{status} eq 'completed';
-		push @l, join('|', $r->{pid}, $r->{tid}, $r->{h}, 'usage', -$r->{charge}, 'completed', $r->{uncollected}, '');
+		push @l, join('|', $r->{pid}, $r->{tid}, $r->{h}, 'usage', $r->{uncollected} - $r->{charge}, 'completed',
+			$r->{uncollected}, '');
 	}
 	for my $pid (keys %{ $self->{acct} })
 	{
-		for my $x (values %{ $self->in_progress($pid) })
-		{
-			push @l, join('|', $pid, '-', $x->{h}, 'usage', -$x->{amount}, 'accumulating', 0, '');
-		}
+		push @l, map { join('|', $pid, '-', $_->{h}, 'usage', -$_->{taken}, 'accumulating', $_->{amount} - $_->{taken}, '') }
+		  $self->would_take($pid);
 	}
 	return sort @l;
+}
+
+# The hours not yet deducted, each with what it would take from the balance if it were
+# deducted now ({taken}): the deduction's order (by hour; within an hour the hours stored
+# already, by transaction id, then the others by resource id) against the balance.
+sub would_take
+{
+	my ($self, $pid) = @_;
+	my $left = $self->{acct}{$pid}{balance};
+	my @hours = values %{ $self->in_progress($pid) };
+	my $inf = 9**99;
+	$_->{tid} = $self->{lookup}->('usage', $pid, $_->{rid}, $_->{h}) // $inf for @hours;
+	for my $x (sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} || $a->{rid} cmp $b->{rid} } @hours)
+	{
+		$x->{taken} = $x->{amount} < $left ? $x->{amount} : $left;
+		$left -= $x->{taken};
+	}
+	return @hours;
 }
 
 sub event_lines

@@ -19,6 +19,7 @@ use warnings;
 
 use DBI;
 use Digest::MD5 qw(md5_hex);
+use List::Util qw(sum0);
 use PostgreSQL::Test::Utils;
 use Test::More;
 use CreditsNode;
@@ -435,6 +436,13 @@ sub compare_all
 			[ map { join('|', @$_) } @{ q_rows('in_progress_all') } ] ],
 		[ 'available_balance() (project|available)', [ map { join('|', $_, $model->available($_)) } $model->projects ],
 			[ map { tx_line($_) } @{ q_rows('available') } ] ],
+		# (the history adds up: its completed amounts to the balance, with the accumulating ones
+		# to the available balance)
+		[ 'transaction_history amounts (project|completed|completed and accumulating)',
+			[ map { join('|', $_, $model->{acct}{$_}{balance}, $model->available($_)) } $model->projects ],
+			[ map { my $p = $_; my @h = grep { $_->[0] == $p } @$history;
+					join('|', $p, sum0(map { $_->[4] } grep { $_->[5] eq 'completed' } @h), sum0(map { $_->[4] } grep { $_->[5] ne 'pending' && $_->[5] ne 'failed' } @h)) }
+				$model->projects ] ],
 		[ 'transaction_history rows out of order (newest first)', [ 0 ], [ scalar(grep { $history->[$_][2] > $history->[ $_ - 1 ][2] } 1 .. $#$history) ] ],
 		[ 'usage transactions whose description does not name the resource', [ 0 ],
 			[ q_rows('usage_description')->[0][0] ] ],
