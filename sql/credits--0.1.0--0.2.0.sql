@@ -1745,3 +1745,25 @@ CREATE OR REPLACE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
 $$;
 
 REVOKE ALL ON FUNCTION credits._verify(bigint) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- A view of a project's payment methods; project ids are positive.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION credits.open_account(project_id bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require('project_id', project_id IS NULL);
+    IF project_id < 1 THEN
+        RAISE EXCEPTION 'project_id must be positive, got %', project_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO credits.accounts (project_id, opened_at) VALUES (project_id, credits.now())
+    ON CONFLICT DO NOTHING;
+END $$;
+
+CREATE VIEW credits.payment_method_overview AS
+SELECT m.project_id, m.method_id, m.provider_ref, m.label, m.is_default, m.removed_at IS NOT NULL AS removed
+  FROM credits.payment_methods m;
+
+GRANT SELECT ON credits.payment_method_overview TO credits_reader;
+COMMENT ON VIEW credits.payment_method_overview IS 'one row per payment method ever added: provider id, label, whether it is the default, whether it was removed';

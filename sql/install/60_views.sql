@@ -132,6 +132,12 @@ SELECT h.* FROM (
                               ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C")) AS u) AS h
  ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 
+-- One row per payment method ever added, for choosing one on the billing page: removed ones
+-- stay (their deposits name them) and say so.
+CREATE VIEW credits.payment_method_overview AS
+SELECT m.project_id, m.method_id, m.provider_ref, m.label, m.is_default, m.removed_at IS NOT NULL AS removed
+  FROM credits.payment_methods m;
+
 -- One row per instance or volume ever started or attached.
 CREATE VIEW credits.resource_overview AS
 SELECT r.project_id, r.resource_id, r.kind, r.state, r.rate_per_hour, r.state_since
