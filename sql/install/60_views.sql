@@ -94,8 +94,7 @@ SELECT a.project_id,
   LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
   CROSS JOIN LATERAL (
       SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
-             greatest(a.balance - coalesce(u.accumulating, '0'::credits.credits), '0'::credits.credits)
-                 AS available_balance,
+             credits._available(a.balance, u.accumulating) AS available_balance,
              coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
 
 -- One row per transaction, newest first; usage hours not yet deducted show as accumulating
