@@ -1611,3 +1611,159 @@ SELECT a.project_id,
 
 REVOKE ALL ON FUNCTION credits._unfolded_usage(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION credits._unfolded_usage(bigint) TO credits_reader;
+
+-- ---------------------------------------------------------------------------------------------
+-- One project's completed usage and verify(project) read only that project's rows, whatever
+-- the statistics: the probe per (hour, project) is fenced; verify's checks are planned per
+-- call with the project asked about (credits._verify).
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW credits._completed_usage AS
+SELECT t.*
+  FROM generate_series((SELECT min(f.usage_hour) FROM credits.transactions f WHERE f.type = 'usage'),
+                       (SELECT max(l.usage_hour) FROM credits.transactions l WHERE l.type = 'usage'),
+                       interval '1 hour') AS h(usage_hour)
+  JOIN credits.accounts a ON h.usage_hour >= a.deducted_from AND h.usage_hour < a.deducted_until
+  CROSS JOIN LATERAL (SELECT u.* FROM credits.transactions u
+                       WHERE u.usage_hour = h.usage_hour AND u.project_id = a.project_id
+                         AND u.type = 'usage' AND u.status = 'completed'
+                      OFFSET 0) AS t
+ WHERE t.project_id = a.project_id AND t.usage_hour = h.usage_hour;
+
+CREATE FUNCTION credits._verify(scope_id bigint)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH scope AS (
+        SELECT a.* FROM credits.accounts a WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT a.* FROM credits.accounts a
+         WHERE _verify.scope_id IS NOT NULL
+           AND a.project_id = (SELECT credits._require_account(_verify.scope_id))),
+    -- the transactions of the one project asked about, read once (completed usage hour by
+    -- hour, over its deducted hours)
+    project_rows AS MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE t.type <> 'usage' AND t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits._completed_usage t
+         WHERE t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits.transactions t
+         WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the transactions of the accounts in scope (all of them: read by each check)
+    scoped AS NOT MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE _verify.scope_id IS NULL
+           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+        UNION ALL
+        SELECT * FROM project_rows),
+    -- (summed per project before the join: a join first sorted every transaction)
+    -- (and the first and last completed usage hour, which must lie in its deducted hours)
+    ledger AS (
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total, x.first_hour, x.last_hour
+          FROM scope s
+          LEFT JOIN (SELECT t.project_id, sum(t.amount) AS total,
+                            min(t.usage_hour) AS first_hour, max(t.usage_hour) AS last_hour
+                       FROM scoped t WHERE t.status = 'completed'
+                      GROUP BY t.project_id) AS x USING (project_id))
+    SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id,
+           format('completed usage hours span [%s, %s), ', l.first_hour, l.last_hour + interval '1 hour')
+           || CASE WHEN s.deducted_from IS NULL THEN 'but the project has no deducted hours'
+                   ELSE format('not within its deducted hours [%s, %s)', s.deducted_from, s.deducted_until) END
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE l.first_hour IS NOT NULL
+       AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
+    UNION ALL
+    -- (rolled-up API usage of an hour already completed would be charged again)
+    SELECT u.project_id, format('API usage of %s in the hour %s is rolled up, but that hour is completed',
+                                u.resource_id, u.usage_hour)
+      FROM scope s JOIN credits.usage_rollup u USING (project_id)
+     WHERE EXISTS (SELECT FROM credits.transactions t
+                    WHERE t.usage_hour = u.usage_hour AND t.project_id = u.project_id
+                      AND t.resource_id = u.resource_id AND t.type = 'usage' AND t.status = 'completed')
+    UNION ALL
+    SELECT s.project_id, format('balance %s is negative', s.balance)
+      FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL
+       AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+    UNION ALL
+    SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
+                                t.transaction_id, t.method_id)
+      FROM scoped t
+     WHERE t.method_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                        WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
+    UNION ALL
+    -- (for all projects, grouped in the order of the usage index, as it streams: orphans,
+    -- reported above, are counted too)
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL AND t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM project_rows t
+     WHERE t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
+      FROM scoped t
+     WHERE (t.type = 'usage' AND t.status NOT IN ('accumulating', 'completed'))
+        OR (t.type <> 'usage' AND t.status = 'accumulating')
+        OR (t.status = 'completed') <> (t.completed_at IS NOT NULL)
+        OR (t.status = 'failed') <> (t.failed_at IS NOT NULL)
+        -- (a usage hour's charge is -amount + uncollected; only a completed one has uncollected)
+        OR (t.type = 'usage'
+            AND t.uncollected::numeric - t.amount::numeric <> credits._accrued_amount(t.accrued_units)::numeric)
+        OR (t.type = 'usage' AND t.status = 'completed' AND t.usage_hour + interval '1 hour' > t.completed_at)
+        OR t.uncollected < '0'::credits.credits
+        OR (NOT (t.type = 'usage' AND t.status = 'completed') AND t.uncollected <> '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('project is at zero balance but %s %s is %s', r.kind, r.resource_id, r.state)
+      FROM scope s JOIN credits.resources r USING (project_id)
+     WHERE (s.depleted OR s.balance = '0'::credits.credits) AND r.state IN ('running', 'available')
+    UNION ALL
+    SELECT t.project_id, format('%s auto-recharges are pending', count(*))
+      FROM scoped t
+     WHERE t.type = 'auto_recharge' AND t.status = 'pending'
+     GROUP BY t.project_id HAVING count(*) > 1;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    SELECT * FROM credits._verify(verify.project_id);
+$$;
+
+REVOKE ALL ON FUNCTION credits._verify(bigint) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- A view of a project's payment methods; project ids are positive.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION credits.open_account(project_id bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require('project_id', project_id IS NULL);
+    IF project_id < 1 THEN
+        RAISE EXCEPTION 'project_id must be positive, got %', project_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO credits.accounts (project_id, opened_at) VALUES (project_id, credits.now())
+    ON CONFLICT DO NOTHING;
+END $$;
+
+CREATE VIEW credits.payment_method_overview AS
+SELECT m.project_id, m.method_id, m.provider_ref, m.label, m.is_default, m.removed_at IS NOT NULL AS removed
+  FROM credits.payment_methods m;
+
+GRANT SELECT ON credits.payment_method_overview TO credits_reader;
+COMMENT ON VIEW credits.payment_method_overview IS 'one row per payment method ever added: provider id, label, whether it is the default, whether it was removed';

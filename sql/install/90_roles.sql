@@ -44,6 +44,7 @@ GRANT USAGE ON SCHEMA credits TO credits_reader, credits_app, credits_worker;
 GRANT credits_reader TO credits_app, credits_worker;
 
 GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.resource_overview,
+                credits.payment_method_overview,
                 credits.usage_in_progress, credits.accumulating_by_project,
                 credits.spending_overview TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
