@@ -1769,6 +1769,277 @@ GRANT SELECT ON credits.payment_method_overview TO credits_reader;
 COMMENT ON VIEW credits.payment_method_overview IS 'one row per payment method ever added: provider id, label, whether it is the default, whether it was removed';
 
 -- ---------------------------------------------------------------------------------------------
+-- One home for the available balance (credits._available) and for a charge's description and
+-- payment-worker payload (credits._charge_description, credits._charge_payload).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION credits._available(balance credits.credits, accrued credits.credits) RETURNS credits.credits
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN greatest(balance - coalesce(accrued, '0'::credits.credits), '0'::credits.credits);
+
+CREATE FUNCTION credits._charge_description(type credits.transaction_type, label text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE type WHEN 'deposit' THEN 'Deposit' ELSE 'Auto-recharge' END || coalesce(' (' || label || ')', '');
+
+CREATE FUNCTION credits._charge_payload(transaction_id bigint, type credits.transaction_type,
+                                        amount credits.credits, method_id bigint, provider_ref text,
+                                        idempotency_key text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN jsonb_build_object('transaction_id', transaction_id, 'type', type, 'amount', amount::text,
+                              'method_id', method_id, 'provider_ref', provider_ref,
+                              'idempotency_key', idempotency_key);
+
+CREATE OR REPLACE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    SELECT credits._available(a.balance, credits._accumulating(a.project_id))
+      FROM credits.accounts a
+     WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
+$$;
+
+CREATE OR REPLACE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[])
+    LANGUAGE sql STABLE
+    SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
+BEGIN ATOMIC
+    WITH positions AS (
+        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold
+          FROM credits.accounts a
+          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    flagged AS (
+        SELECT p.project_id, p.accrued,
+               NOT p.depleted AND p.balance <= p.accumulating AS used_up,
+               p.recharging AND credits._available(p.balance, p.accrued) < p.threshold AS recharge
+          FROM positions p)
+    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}')
+      FROM flagged f;
+END;
+
+CREATE OR REPLACE FUNCTION credits._start_auto_recharges(candidate_ids bigint[], candidate_accrued credits.credits[])
+    RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    requested_ids bigint[];
+BEGIN
+    WITH due AS (
+        SELECT r.project_id, r.amount, m.method_id, m.provider_ref, m.label
+          FROM unnest(candidate_ids, candidate_accrued) AS c(project_id, accrued)
+          JOIN credits.auto_recharge r ON r.project_id = c.project_id
+          JOIN credits.accounts a ON a.project_id = c.project_id
+          JOIN LATERAL (SELECT m.method_id, m.provider_ref, m.label FROM credits.payment_methods m
+                         WHERE m.project_id = r.project_id AND m.removed_at IS NULL
+                           AND (m.method_id = r.method_id OR (r.method_id IS NULL AND m.is_default))) AS m ON true
+         WHERE r.enabled AND r.armed
+           AND credits._available(a.balance, c.accrued) < r.threshold
+           AND NOT EXISTS (SELECT FROM credits.transactions t
+                            WHERE t.project_id = r.project_id AND t.type = 'auto_recharge'
+                              AND t.status = 'pending')),
+    requested AS (
+        INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description, method_id)
+        SELECT d.project_id, 'auto_recharge', 'pending', d.amount, credits.now(),
+               credits._charge_description('auto_recharge', d.label), d.method_id
+          FROM due d ORDER BY d.project_id
+        ON CONFLICT DO NOTHING
+        RETURNING t.transaction_id, t.project_id, t.amount, t.method_id),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT q.project_id, 'charge_requested', NULL, q.transaction_id,
+               credits._charge_payload(q.transaction_id, 'auto_recharge', q.amount, q.method_id,
+                                       d.provider_ref, NULL),
+               credits.now()
+          FROM requested q JOIN due d ON d.project_id = q.project_id
+         ORDER BY q.transaction_id)
+    SELECT coalesce(array_agg(q.project_id ORDER BY q.project_id), '{}') INTO requested_ids FROM requested q;
+
+    IF cardinality(requested_ids) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN requested_ids;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits._request_charge(project_id bigint, type credits.transaction_type,
+                                        amount credits.credits, method_id bigint,
+                                        idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    method credits.payment_methods;
+    new_id bigint;
+BEGIN
+    SELECT * INTO method FROM credits.payment_methods m WHERE m.method_id = _request_charge.method_id;
+    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
+                                           method_id, idempotency_key)
+    VALUES (project_id, type, 'pending', amount, credits.now(),
+            credits._charge_description(type, method.label),
+            method_id, idempotency_key)
+    ON CONFLICT DO NOTHING
+    RETURNING t.transaction_id INTO new_id;
+    IF new_id IS NOT NULL THEN
+        PERFORM credits._enqueue_event(project_id, 'charge_requested', NULL, new_id,
+            credits._charge_payload(new_id, type, amount, method_id, method.provider_ref, idempotency_key));
+    END IF;
+    RETURN new_id;
+END $$;
+
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+  LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             credits._available(a.balance, u.accumulating) AS available_balance,
+             coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+
+CREATE OR REPLACE VIEW credits._spending_positions AS
+SELECT c.project_id, a.balance,
+       coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
+       credits._available(a.balance, ip.accumulating) AS available_balance,
+       coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
+       cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
+       cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
+       p.day_start, p.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month
+  FROM credits.spending_controls c
+  JOIN credits.accounts a ON a.project_id = c.project_id
+  JOIN credits.spending_totals s ON s.project_id = c.project_id
+  CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
+                     date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
+  CROSS JOIN LATERAL (
+      -- (the hours scanned are those of the month not in spending_totals; those of the day
+      -- are among them)
+      SELECT CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
+                 + coalesce(credits._usage_total(credits._accrued_amount(t.accrued_units))
+                                FILTER (WHERE t.usage_hour >= p.day_start
+                                          AND (t.usage_hour >= s.counted_until
+                                               OR s.day_start IS DISTINCT FROM p.day_start)),
+                            '0'::credits.credits) AS completed_today,
+             CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
+                 + coalesce(credits._usage_total(credits._accrued_amount(t.accrued_units)),
+                            '0'::credits.credits) AS completed_this_month
+        FROM generate_series(CASE WHEN s.month_start = p.month_start
+                                  THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
+                             a.deducted_until - interval '1 hour', interval '1 hour') AS h(usage_hour)
+        JOIN credits.transactions t ON t.usage_hour = h.usage_hour AND t.project_id = c.project_id
+       WHERE t.type = 'usage' AND t.status = 'completed') AS cc
+  LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month
+               FROM credits.usage_in_progress u GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+               FROM credits._burn_rate_inputs b GROUP BY b.project_id) AS br ON br.project_id = c.project_id;
+
+REVOKE ALL ON FUNCTION credits._charge_description(credits.transaction_type, text), credits._charge_payload(bigint, credits.transaction_type, credits.credits, bigint, text, text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION credits._act_on_spending(positions credits._spending_positions[]) RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := credits.now();
+    acted bigint[];
+    stop_ids bigint[];
+    stop_budgets jsonb;
+    r record;
+BEGIN
+    WITH pos AS (
+        SELECT * FROM unnest(positions)),
+    locked_accounts AS (
+        SELECT a.project_id, a.balance FROM credits.accounts a
+         WHERE a.project_id IN (SELECT p.project_id FROM pos p)
+         ORDER BY a.project_id FOR SHARE OF a SKIP LOCKED),
+    locked AS (
+        SELECT c.*, la.balance FROM credits.spending_controls c JOIN locked_accounts la USING (project_id)
+         ORDER BY c.project_id FOR UPDATE OF c SKIP LOCKED),
+    judged AS (
+        SELECT l.project_id, l.balance_low AS was_balance_low, l.runway_low AS was_runway_low,
+               l.daily_reached, l.monthly_reached, l.daily_budget, l.monthly_budget, l.on_budget,
+               l.below_balance, l.below_runway, v.available, p.burn_rate, p.spent_today,
+               p.spent_this_month, p.day_start, p.month_start,
+               credits._below_balance(v.available, l.below_balance) AS balance_low,
+               credits._below_runway(v.available, p.burn_rate, l.below_runway) AS runway_low,
+               credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
+               credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
+          FROM locked l JOIN pos p USING (project_id)
+          CROSS JOIN LATERAL (SELECT credits._available(l.balance, p.accumulating) AS available) AS v),
+    changed AS (
+        UPDATE credits.spending_controls c
+           SET balance_low = j.balance_low, runway_low = j.runway_low,
+               daily_reached = CASE WHEN j.daily_hit THEN j.day_start ELSE c.daily_reached END,
+               monthly_reached = CASE WHEN j.monthly_hit THEN j.month_start ELSE c.monthly_reached END
+          FROM judged j
+         WHERE c.project_id = j.project_id
+           AND (c.balance_low <> j.balance_low OR c.runway_low <> j.runway_low
+                OR (j.daily_hit AND c.daily_reached IS DISTINCT FROM j.day_start)
+                OR (j.monthly_hit AND c.monthly_reached IS DISTINCT FROM j.month_start))
+        RETURNING j.*),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT ch.project_id, e.kind, NULL, NULL, e.payload || jsonb_build_object('at', at), at
+          FROM changed ch
+          CROSS JOIN LATERAL (VALUES
+              (1, 'budget_reached', ch.daily_hit AND ch.daily_reached IS DISTINCT FROM ch.day_start,
+               jsonb_build_object('budget', 'daily', 'limit', ch.daily_budget::text,
+                                  'spent', ch.spent_today::text, 'period_start', ch.day_start,
+                                  'on_budget', ch.on_budget)),
+              (2, 'budget_reached', ch.monthly_hit AND ch.monthly_reached IS DISTINCT FROM ch.month_start,
+               jsonb_build_object('budget', 'monthly', 'limit', ch.monthly_budget::text,
+                                  'spent', ch.spent_this_month::text, 'period_start', ch.month_start,
+                                  'on_budget', ch.on_budget)),
+              (3, 'balance_low', ch.balance_low AND NOT ch.was_balance_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'below_balance', ch.below_balance::text)),
+              (4, 'runway_low', ch.runway_low AND NOT ch.was_runway_low,
+               jsonb_build_object('available_balance', ch.available::text, 'burn_rate', ch.burn_rate::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate),
+                                  'below_runway', ch.below_runway::text)),
+              (5, 'balance_recovered',
+               (ch.was_balance_low OR ch.was_runway_low) AND NOT ch.balance_low AND NOT ch.runway_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate))))
+              AS e(n, kind, due, payload)
+         WHERE e.due
+         ORDER BY ch.project_id, e.n
+        RETURNING project_id)
+    SELECT (SELECT coalesce(array_agg(DISTINCT q.project_id), '{}') FROM queued q),
+           (SELECT coalesce(array_agg(j.project_id), '{}') FROM judged j
+             WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit)),
+           (SELECT jsonb_object_agg(j.project_id, CASE WHEN j.daily_hit THEN 'daily' ELSE 'monthly' END)
+              FROM judged j WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit))
+      INTO acted, stop_ids, stop_budgets;
+    IF cardinality(acted) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+
+    -- (read after the locks: an instance a start committed meanwhile is stopped too)
+    FOR r IN SELECT x.project_id, x.resource_id FROM credits.resources x
+              WHERE x.project_id = ANY (stop_ids) AND x.kind = 'instance' AND x.state = 'running'
+              ORDER BY x.project_id, x.resource_id
+    LOOP
+        PERFORM credits._deactivate(r.project_id, r.resource_id, 'instance', 'stopped');
+        PERFORM credits._enqueue_event(r.project_id, 'instance_stopped', r.resource_id, NULL,
+            jsonb_build_object('resource_id', r.resource_id, 'kind', 'instance', 'reason', 'budget_reached',
+                               'budget', stop_budgets ->> r.project_id::text, 'at', at));
+        acted := acted || r.project_id;
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT unnest(acted) ORDER BY 1);
+END $$;
+
+
+-- ---------------------------------------------------------------------------------------------
 -- Credit lots, grants, expiry, refunds and statements (sql/install/35_lots.sql, 36_refunds.sql,
 -- 45_lot_standing.sql, 53_expiry.sql, 62_statements.sql).  The three new transaction types are
 -- compared as text wherever this script's objects name them: PostgreSQL 15 refuses a label added
@@ -2342,7 +2613,7 @@ CREATE FUNCTION credits._lots_available(project_id bigint) RETURNS credits.credi
     RETURN credits._spendable(project_id, 7, credits.now());
 -- What the project can still spend: its lots (those not expired) less the usage accrued and not
 -- yet deducted and less pending refunds, never below zero.  Without grants or refunds that is
--- the balance less the accrued usage.  An unknown project raises P0002 (and a null one 22004)
+-- the balance less the accrued usage (credits._available).  An unknown project raises P0002 (and a null one 22004)
 -- rather than answering null.
 CREATE OR REPLACE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
@@ -2622,7 +2893,7 @@ BEGIN ATOMIC
     flagged AS (
         SELECT p.project_id, p.effective_accrued AS accrued,
                NOT p.special AND NOT p.depleted AND p.balance <= p.accumulating AS used_up,
-               p.recharging AND greatest(p.balance - p.effective_accrued, '0'::credits.credits) < p.threshold AS recharge,
+               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
                -- (its lots for a kind cannot all be left over when the accrued usage, whatever
                -- its kind, is at least what they hold)
                p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
@@ -2708,7 +2979,7 @@ SELECT a.project_id,
                                     WHERE l.project_id = a.project_id AND l.active
                                       AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                            OR l.held > '0'::credits.credits))
-                  THEN greatest(a.balance - coalesce(u.accumulating, '0'::credits.credits), '0'::credits.credits)
+                  THEN credits._available(a.balance, u.accumulating)
                   ELSE credits._lots_available(a.project_id)
              END AS available_balance,
              coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
@@ -2984,7 +3255,7 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount', '_available',
                                       '_kind_mask', '_lots_left',
                                       -- (spending_overview computes with these)
                                       '_below_balance', '_below_runway', '_budget_hit',

@@ -123,3 +123,9 @@ BEGIN ATOMIC
     SELECT coalesce(-credits._usage_total(u.amount), '0') FROM credits.usage_in_progress u
      WHERE u.project_id = _accumulating.project_id;
 END;
+
+-- What a project with this balance can still spend once its accrued usage is deducted: the
+-- one definition of the available balance, which every check and view calls.
+CREATE FUNCTION credits._available(balance credits.credits, accrued credits.credits) RETURNS credits.credits
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN greatest(balance - coalesce(accrued, '0'::credits.credits), '0'::credits.credits);

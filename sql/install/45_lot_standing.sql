@@ -64,7 +64,7 @@ CREATE FUNCTION credits._lots_available(project_id bigint) RETURNS credits.credi
 
 -- What the project can still spend: its lots (those not expired) less the usage accrued and not
 -- yet deducted and less pending refunds, never below zero.  Without grants or refunds that is
--- the balance less the accrued usage.  An unknown project raises P0002 (and a null one 22004)
+-- the balance less the accrued usage (credits._available).  An unknown project raises P0002 (and a null one 22004)
 -- rather than answering null.
 CREATE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$

@@ -106,7 +106,7 @@ BEGIN ATOMIC
     flagged AS (
         SELECT p.project_id, p.effective_accrued AS accrued,
                NOT p.special AND NOT p.depleted AND p.balance <= p.accumulating AS used_up,
-               p.recharging AND greatest(p.balance - p.effective_accrued, '0'::credits.credits) < p.threshold AS recharge,
+               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
                -- (its lots for a kind cannot all be left over when the accrued usage, whatever
                -- its kind, is at least what they hold)
                p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge

@@ -100,7 +100,7 @@ SELECT a.project_id,
                                     WHERE l.project_id = a.project_id AND l.active
                                       AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                            OR l.held > '0'::credits.credits))
-                  THEN greatest(a.balance - coalesce(u.accumulating, '0'::credits.credits), '0'::credits.credits)
+                  THEN credits._available(a.balance, u.accumulating)
                   ELSE credits._lots_available(a.project_id)
              END AS available_balance,
              coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;

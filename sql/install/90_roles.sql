@@ -31,7 +31,7 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount', '_available',
                                       '_kind_mask', '_lots_left',
                                       -- (spending_overview computes with these)
                                       '_below_balance', '_below_runway', '_budget_hit',
