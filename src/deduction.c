@@ -13,15 +13,18 @@
  *      greatest(accrued_until, the account's deducted_until), to cur, split at the hours and
  *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
  *      product and hour (credits.usage_rollup, emptied of those rows by the run);
- *   3. take them from the balance oldest first (by hour, then transaction id; the hours new
- *      in this run get their ids in hour and resource order): each hour's charge is its units
- *      rounded half to even once; it pays its charge while the balance lasts, the one that
- *      empties it pays what is left, later ones pay nothing.  Each hour's amount is minus what
- *      it took from the balance and its uncollected the rest of its charge, so that a
- *      project's completed amounts add up to its balance;
+ *   3. take them from the project's credit lots oldest first (by hour, then transaction id;
+ *      the hours new in this run get their ids in hour and resource order): each hour's
+ *      charge is its units rounded half to even once; it is paid by the lots that may pay for
+ *      it (its kind, not expired when it began) in draw-down order (lots.c), and what they
+ *      cannot cover is uncollected.  Each hour's amount is minus what it took and its
+ *      uncollected the rest of its charge, so that a project's completed amounts add up to its
+ *      balance.  (Under 0.1.0's symbol the balance is one lot that pays for everything, and
+ *      amounts are whole charges, as 0.1.0 wrote them.);
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
  *      trigger fires on them: their accounts are the ones locked in step 1), booked
- *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
+ *      hours completed in place (one UPDATE for all), the lots drawn on updated (one UPDATE:
+ *      remaining down, used up); then one UPDATE debits the accounts
  *      and widens their deducted hours, [deducted_from, deducted_until), to take in this
  *      run's (up to cur).  The zero-balance trigger fires on it and cuts off the projects
  *      whose balance reached zero, in this transaction.
