@@ -85,9 +85,9 @@ is(query("SELECT '$deposits'::numeric - '$collected'::numeric = '$balances'::num
 	'completed deposits + grants - expiries - refunds - collected usage = balances');
 is(query(q{SELECT sum(remaining) = (SELECT sum(balance) FROM credits.accounts) FROM credits.credit_lots}), 't',
 	'the lots\' remaining amounts add up to the balances');
-diag('lots: ' . join(', ', split /\n/, query(q{SELECT kind || ' ' || state || ' ' || count(*) FROM credits.lots GROUP BY 1 ORDER BY 1})));
+diag('lots: ' . join(', ', split /\n/, query(q{SELECT kind || ' ' || state || ' ' || count(*) FROM credits.lots GROUP BY kind, state ORDER BY 1})));
 diag('grants, expiries, refunds: ' . join(', ', split /\n/, query(q{SELECT type || ' ' || status || ' ' || count(*)
-	FROM credits.transactions WHERE type::text IN ('grant', 'expiry', 'refund') GROUP BY 1 ORDER BY 1})));
+	FROM credits.transactions WHERE type::text IN ('grant', 'expiry', 'refund') GROUP BY type, status ORDER BY 1})));
 
 # Grants and refunds: what the clients and workers were told is what the ledger holds.
 is_deeply({ map { split /\|/ } split /\n/, query(q{SELECT idempotency_key, transaction_id FROM credits.transactions
