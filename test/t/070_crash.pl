@@ -8,10 +8,12 @@
 #
 #   * every acknowledged call is there, exactly once: add_credits under its key with its id,
 #     complete_deposit / fail_deposit in their final status, record_usage under its key with
-#     its amount;
+#     its amount, grant_credits and refund_deposit under their keys, complete_refund /
+#     fail_refund in their final status;
 #   * every in-doubt call, retried, is there exactly once;
 #   * API usage is charged once: the usage keys and the API usage transactions agree;
-#   * verify() finds nothing, money is conserved, one usage transaction per (resource, hour),
+#   * verify() finds nothing, money is conserved (and the lots add up to the balances), one
+#     usage transaction per (resource, hour),
 #     every ended hour (including those of the outages) is deducted.
 #
 #   CREDITS_CRASH_ROUNDS=N   crashes (default 3)
