@@ -47,7 +47,8 @@ GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.r
                 credits.usage_in_progress, credits.accumulating_by_project,
                 credits.spending_overview TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
-                          credits._accumulating(bigint), credits._burn_rate_of(bigint) TO credits_reader;
+                          credits._accumulating(bigint), credits._burn_rate_of(bigint),
+                          credits._spending_position_of(bigint) TO credits_reader;
 
 GRANT EXECUTE ON FUNCTION
     credits.open_account(bigint),

@@ -13,8 +13,10 @@
 #                      the event unacknowledged: it is handed out again after the lease
 #                      (setting credits.event_lease, default 300 s) and charged again with the
 #                      same idempotency key, which the provider answers without charging twice;
-#   any other kind     is logged and acked (instance_terminated, volume_inaccessible,
-#                      volume_available, balance_depleted: a real worker would tell the
+#   any other kind     is logged and acked, and charges nothing (instance_terminated,
+#                      volume_inaccessible, volume_available, balance_depleted, budget_reached,
+#                      instance_stopped, balance_low, runway_low, balance_recovered,
+#                      volume_deletion_warning, volume_deleted: a real worker would tell the
 #                      platform and the customer).
 #
 # Safe to run several at once and to kill at any point:
