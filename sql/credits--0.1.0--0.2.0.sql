@@ -501,12 +501,26 @@ CREATE FUNCTION credits._watched_projects() RETURNS bigint[]
     LANGUAGE sql STABLE
     RETURN ARRAY(SELECT c.project_id FROM credits.spending_controls c ORDER BY c.project_id);
 
+-- Has every project whose usage_rollup holds API usage for an hour its spending_totals already
+-- counted counted again from the start of the month.  (A call that committed after its hour
+-- was deducted, for a product with no usage in that hour, is charged in that hour: the next
+-- deduction completes an hour the totals had passed.  Rare; a recount reads the project's
+-- month once.)  Called after the fold and before the deduction, and by _count_spending.
+CREATE FUNCTION credits._recount_late_usage() RETURNS void
+    LANGUAGE sql AS $$
+    UPDATE credits.spending_totals s SET counted_until = '-infinity', day_start = NULL, month_start = NULL
+     WHERE s.project_id IN (SELECT u.project_id FROM credits.usage_rollup u
+                              JOIN credits.spending_totals t ON t.project_id = u.project_id
+                             WHERE u.usage_hour < t.counted_until);
+$$;
+
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
 -- day and month: only projects deducted since they were counted, or whose period changed,
 -- are rewritten.  Called by the periodic runs, which hold the periodic-run lock; rows locked
 -- by another transaction are left for the next run.
 CREATE FUNCTION credits._count_spending() RETURNS void
     LANGUAGE sql AS $$
+    SELECT credits._recount_late_usage();
     WITH due AS (
         SELECT p.project_id, p.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
@@ -1225,6 +1239,7 @@ BEGIN
     at := credits.now();
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
+    PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
     completed := credits._deduct_ended_hours(cur, at);
     -- (the accrued usage of every project is worth computing only when one may recharge)
     IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN
@@ -1282,6 +1297,7 @@ BEGIN
     FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = 'credits'::regnamespace
                 AND p.proname IN ('_spending_positions', '_watched_projects', '_stop_for_budget',
+                                  '_recount_late_usage',
                                   '_spending_position_of', '_count_spending', '_require_positive_interval',
                                   '_require_positive_or_null', '_save_spending_controls',
                                   '_check_start_limits', '_hours_remaining', '_act_on_spending',

@@ -109,12 +109,26 @@ CREATE FUNCTION credits._watched_projects() RETURNS bigint[]
     LANGUAGE sql STABLE
     RETURN ARRAY(SELECT c.project_id FROM credits.spending_controls c ORDER BY c.project_id);
 
+-- Has every project whose usage_rollup holds API usage for an hour its spending_totals already
+-- counted counted again from the start of the month.  (A call that committed after its hour
+-- was deducted, for a product with no usage in that hour, is charged in that hour: the next
+-- deduction completes an hour the totals had passed.  Rare; a recount reads the project's
+-- month once.)  Called after the fold and before the deduction, and by _count_spending.
+CREATE FUNCTION credits._recount_late_usage() RETURNS void
+    LANGUAGE sql AS $$
+    UPDATE credits.spending_totals s SET counted_until = '-infinity', day_start = NULL, month_start = NULL
+     WHERE s.project_id IN (SELECT u.project_id FROM credits.usage_rollup u
+                              JOIN credits.spending_totals t ON t.project_id = u.project_id
+                             WHERE u.usage_hour < t.counted_until);
+$$;
+
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
 -- day and month: only projects deducted since they were counted, or whose period changed,
 -- are rewritten.  Called by the periodic runs, which hold the periodic-run lock; rows locked
 -- by another transaction are left for the next run.
 CREATE FUNCTION credits._count_spending() RETURNS void
     LANGUAGE sql AS $$
+    SELECT credits._recount_late_usage();
     WITH due AS (
         SELECT p.project_id, p.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
