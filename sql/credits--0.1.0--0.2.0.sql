@@ -451,8 +451,7 @@ CREATE FUNCTION credits._spending_positions(ids bigint[])
 BEGIN ATOMIC
 SELECT c.project_id, a.balance,
        coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
-       greatest(a.balance - coalesce(ip.accumulating, '0'::credits.credits), '0'::credits.credits)
-           AS available_balance,
+       credits._available(a.balance, ip.accumulating) AS available_balance,
        coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
@@ -847,7 +846,7 @@ BEGIN
                credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
                credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
           FROM locked l JOIN pos p USING (project_id)
-          CROSS JOIN LATERAL (SELECT greatest(l.balance - p.accumulating, '0'::credits.credits) AS available) AS v),
+          CROSS JOIN LATERAL (SELECT credits._available(l.balance, p.accumulating) AS available) AS v),
     changed AS (
         UPDATE credits.spending_controls c
            SET balance_low = j.balance_low, runway_low = j.runway_low,
@@ -1145,7 +1144,7 @@ DECLARE
     r credits.resources;
 BEGIN
     PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
     -- The account first, then the resource: the order every path locks them in (the periodic
     -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.

@@ -44,8 +44,8 @@ WITH (fillfactor = 50);
 CREATE TABLE credits.payment_methods (
     method_id    bigserial PRIMARY KEY,
     project_id   bigint NOT NULL REFERENCES credits.accounts,
-    provider_ref text NOT NULL CHECK (length(provider_ref) BETWEEN 1 AND 200),
-    label        text CHECK (length(label) <= 200),
+    provider_ref text NOT NULL CHECK (length(provider_ref) BETWEEN 1 AND credits._max_id_chars()),
+    label        text CHECK (length(label) <= credits._max_id_chars()),
     is_default   boolean NOT NULL DEFAULT false,
     added_at     timestamptz NOT NULL,
     removed_at   timestamptz,
@@ -78,7 +78,7 @@ CREATE TABLE credits.transactions (
     accrued_units   numeric,
     -- Deposits and auto-recharges.
     method_id       bigint,
-    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND credits._max_id_chars()),
     invoice_url     text CHECK (length(invoice_url) BETWEEN 1 AND 2048),
     failure_reason  text CHECK (length(failure_reason) <= 2000),
     completed_at    timestamptz,

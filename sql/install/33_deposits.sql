@@ -4,6 +4,22 @@
 -- worker claims the event, charges the provider and calls complete_deposit or fail_deposit.
 -- ---------------------------------------------------------------------------------------------
 
+-- The description of a deposit or auto-recharge in the history: its type and the label of
+-- the payment method charged.
+CREATE FUNCTION credits._charge_description(type credits.transaction_type, label text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE type WHEN 'deposit' THEN 'Deposit' ELSE 'Auto-recharge' END || coalesce(' (' || label || ')', '');
+
+-- What a charge_requested event tells the payment worker: the transaction to settle, its
+-- amount, and the provider's payment method to charge.
+CREATE FUNCTION credits._charge_payload(transaction_id bigint, type credits.transaction_type,
+                                        amount credits.credits, method_id bigint, provider_ref text,
+                                        idempotency_key text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN jsonb_build_object('transaction_id', transaction_id, 'type', type, 'amount', amount::text,
+                              'method_id', method_id, 'provider_ref', provider_ref,
+                              'idempotency_key', idempotency_key);
+
 -- Writes a pending deposit (or auto-recharge) of amount on method_id and queues its
 -- charge_requested event.  Returns the transaction id, or null when the idempotency key is
 -- already taken (the caller then looks the key up).
@@ -19,16 +35,13 @@ BEGIN
     INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
                                            method_id, idempotency_key)
     VALUES (project_id, type, 'pending', amount, credits.now(),
-            CASE type WHEN 'deposit' THEN 'Deposit' ELSE 'Auto-recharge' END
-                || coalesce(' (' || method.label || ')', ''),
+            credits._charge_description(type, method.label),
             method_id, idempotency_key)
     ON CONFLICT DO NOTHING
     RETURNING t.transaction_id INTO new_id;
     IF new_id IS NOT NULL THEN
         PERFORM credits._enqueue_event(project_id, 'charge_requested', NULL, new_id,
-            jsonb_build_object('transaction_id', new_id, 'type', type, 'amount', amount::text,
-                               'method_id', method_id, 'provider_ref', method.provider_ref,
-                               'idempotency_key', idempotency_key));
+            credits._charge_payload(new_id, type, amount, method_id, method.provider_ref, idempotency_key));
     END IF;
     RETURN new_id;
 END $$;
@@ -68,7 +81,7 @@ DECLARE
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_positive('amount', amount);
-    PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
+    PERFORM credits._require_text('idempotency_key', idempotency_key, credits._max_id_chars());
 
     -- A retry is answered before the minimum is checked: it must get the original id even
     -- when the minimum was raised in between.

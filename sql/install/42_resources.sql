@@ -33,7 +33,7 @@ DECLARE
     r credits.resources;
 BEGIN
     PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
     -- The account first, then the resource: the order every path locks them in (the periodic
     -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
@@ -91,7 +91,7 @@ DECLARE
     r credits.resources;
 BEGIN
     PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     -- The account first, then the resource (see credits._activate).  A deduction run holds the
     -- account until it commits; the booking below then starts after the hours it deducted.
     PERFORM FROM credits.accounts a WHERE a.project_id = _deactivate.project_id FOR SHARE;

@@ -74,7 +74,7 @@ BEGIN ATOMIC
     flagged AS (
         SELECT p.project_id, p.accrued,
                NOT p.depleted AND p.balance <= p.accumulating AS used_up,
-               p.recharging AND greatest(p.balance - p.accrued, '0'::credits.credits) < p.threshold AS recharge
+               p.recharging AND credits._available(p.balance, p.accrued) < p.threshold AS recharge
           FROM positions p)
     SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),

@@ -30,7 +30,7 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount', '_available',
                                       -- (spending_overview computes with these)
                                       '_below_balance', '_below_runway', '_budget_hit',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
@@ -44,10 +44,12 @@ GRANT USAGE ON SCHEMA credits TO credits_reader, credits_app, credits_worker;
 GRANT credits_reader TO credits_app, credits_worker;
 
 GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.resource_overview,
+                credits.payment_method_overview,
                 credits.usage_in_progress, credits.accumulating_by_project,
                 credits.spending_overview TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
                           credits._accumulating(bigint), credits._burn_rate_of(bigint),
+                          credits._unfolded_usage(bigint),
                           credits._spending_position_of(bigint) TO credits_reader;
 
 GRANT EXECUTE ON FUNCTION
