@@ -124,7 +124,7 @@ DECLARE
     t credits.transactions;
 BEGIN
     SELECT * INTO t FROM credits.transactions x
-     WHERE x.transaction_id = _raise_not_pending.transaction_id AND x.type <> 'usage';
+     WHERE x.transaction_id = _raise_not_pending.transaction_id AND x.type IN ('deposit', 'auto_recharge');
     IF NOT FOUND OR t.project_id <> project_id THEN
         RAISE EXCEPTION 'project % has no deposit %', project_id, transaction_id
             USING ERRCODE = 'no_data_found';
@@ -134,8 +134,8 @@ BEGIN
               DETAIL = 'Only pending deposits can be completed or failed.';
 END $$;
 
--- pending → completed: raises the balance by the deposit in the same transaction and returns
--- the new balance.  A completed deposit re-arms auto-recharge.
+-- pending → completed: raises the balance by the deposit in the same transaction (the deposit
+-- becomes a paid lot) and returns the new balance.  A completed deposit re-arms auto-recharge.
 CREATE FUNCTION credits.complete_deposit(project_id bigint, transaction_id bigint,
                                          invoice_url text DEFAULT NULL) RETURNS credits.credits
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
@@ -150,17 +150,17 @@ BEGIN
     UPDATE credits.transactions t
        SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
      WHERE t.transaction_id = complete_deposit.transaction_id AND t.project_id = complete_deposit.project_id
-       AND t.type <> 'usage' AND t.status = 'pending'
+       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
     RETURNING t.amount INTO deposited;
     IF NOT FOUND THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'complete');
     END IF;
 
-    UPDATE credits.accounts a SET balance = a.balance + deposited
-     WHERE a.project_id = complete_deposit.project_id
-    RETURNING a.balance INTO new_balance;
+    -- (a paid lot: it raises the balance)
+    new_balance := credits._add_lot(project_id, transaction_id, 'paid', deposited);
     UPDATE credits.auto_recharge r SET armed = true
      WHERE r.project_id = complete_deposit.project_id AND NOT r.armed;
+    PERFORM credits._enforce_lots(project_id, credits.now());
     PERFORM credits._check_spending(project_id);    -- alerts (64_spending_checks.sql)
     RETURN new_balance;
 END $$;
@@ -180,7 +180,7 @@ BEGIN
     UPDATE credits.transactions t
        SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
      WHERE t.transaction_id = fail_deposit.transaction_id AND t.project_id = fail_deposit.project_id
-       AND t.type <> 'usage' AND t.status = 'pending'
+       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
     RETURNING t.type INTO failed_type;
     IF NOT FOUND THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'fail');

@@ -129,12 +129,3 @@ END;
 CREATE FUNCTION credits._available(balance credits.credits, accrued credits.credits) RETURNS credits.credits
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN greatest(balance - coalesce(accrued, '0'::credits.credits), '0'::credits.credits);
-
--- What the project can still spend (credits._available).  An unknown project raises P0002
--- (and a null one 22004) rather than answering null.
-CREATE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
-    SELECT credits._available(a.balance, credits._accumulating(a.project_id))
-      FROM credits.accounts a
-     WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
-$$;

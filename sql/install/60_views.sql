@@ -94,7 +94,15 @@ SELECT a.project_id,
   LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
   CROSS JOIN LATERAL (
       SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
-             credits._available(a.balance, u.accumulating) AS available_balance,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
              coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
 
 -- One row per transaction, newest first; usage hours not yet deducted show as accumulating
@@ -130,6 +138,15 @@ SELECT h.* FROM (
             WINDOW taking AS (PARTITION BY u.project_id
                               ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C")) AS u) AS h
  ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
+
+-- One row per credit lot: every completed deposit and auto-recharge (paid) and every grant
+-- (promotional), with what remains of it and its state: active while something remains, else
+-- used (by usage), expired or refunded (what took its last credits).
+CREATE VIEW credits.lots AS
+SELECT l.project_id, l.transaction_id, l.kind, l.amount, l.remaining, l.expires_at, l.priority, l.applies_to,
+       coalesce(l.ended, 'active') AS state
+  FROM credits.credit_lots l;
+COMMENT ON VIEW credits.lots IS 'one row per credit lot (completed deposit, auto-recharge or grant): kind paid or promotional, amount, remaining, expiry, priority, kinds it pays for, state';
 
 -- One row per payment method ever added, for choosing one on the billing page: removed ones
 -- stay (their deposits name them) and say so.
@@ -172,6 +189,11 @@ BEGIN
         UNION ALL
         SELECT t.* FROM credits.transactions t
          WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the lots of the accounts in scope
+    lot_rows AS (
+        SELECT l.* FROM credits.credit_lots l WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT l.* FROM credits.credit_lots l WHERE l.project_id = _verify.scope_id),
     -- the transactions of the accounts in scope (all of them: read by each check)
     scoped AS NOT MATERIALIZED (
         SELECT t.* FROM credits.transactions t
@@ -255,7 +277,40 @@ BEGIN
     SELECT t.project_id, format('%s auto-recharges are pending', count(*))
       FROM scoped t
      WHERE t.type = 'auto_recharge' AND t.status = 'pending'
-     GROUP BY t.project_id HAVING count(*) > 1;
+     GROUP BY t.project_id HAVING count(*) > 1
+    UNION ALL
+    -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
+    -- added in 0.2.0 are compared as text)
+    SELECT l.project_id,
+           format('the lot of transaction %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+                  l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
+                  l.held, coalesce(x.pending, '0'::credits.credits))
+      FROM lot_rows l
+      LEFT JOIN (SELECT t.lot_id, -sum(t.amount) FILTER (WHERE t.status = 'completed') AS taken,
+                        -sum(t.amount) FILTER (WHERE t.status = 'pending') AS pending
+                   FROM scoped t WHERE t.lot_id IS NOT NULL GROUP BY t.lot_id) AS x ON x.lot_id = l.transaction_id
+     WHERE l.remaining < '0'::credits.credits OR l.remaining > l.amount
+        OR l.remaining + l.used + coalesce(x.taken, '0'::credits.credits) <> l.amount
+        OR l.held <> coalesce(x.pending, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('its lots hold %s, not the balance %s', coalesce(x.total, '0'::credits.credits), s.balance)
+      FROM scope s
+      LEFT JOIN (SELECT l.project_id, sum(l.remaining) AS total FROM lot_rows l GROUP BY l.project_id) AS x
+        USING (project_id)
+     WHERE coalesce(x.total, '0'::credits.credits) <> s.balance
+    UNION ALL
+    SELECT t.project_id, format('completed %s %s of %s is not a lot of that amount', t.type, t.transaction_id, t.amount)
+      FROM scoped t
+      LEFT JOIN lot_rows l ON l.transaction_id = t.transaction_id
+     WHERE t.status = 'completed' AND t.type::text IN ('deposit', 'auto_recharge', 'grant')
+       AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
+            OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
+    UNION ALL
+    SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
+      FROM lot_rows l
+     WHERE NOT EXISTS (SELECT FROM scoped t
+                        WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'
+                          AND t.type::text IN ('deposit', 'auto_recharge', 'grant'));
 END $$;
 
 -- Every broken invariant, one row each (no rows: all is well), for one project or for all.

@@ -54,18 +54,27 @@ CREATE FUNCTION credits._spending_positions(ids bigint[])
                    available_balance credits.credits, burn_rate credits.credits,
                    spent_today credits.credits, spent_this_month credits.credits,
                    day_start timestamptz, month_start timestamptz, deducted_until timestamptz,
-                   completed_today credits.credits, completed_this_month credits.credits)
+                   completed_today credits.credits, completed_this_month credits.credits,
+                   lots_alike boolean)
     LANGUAGE sql STABLE
 BEGIN ATOMIC
 SELECT c.project_id, a.balance,
        coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
-       credits._available(a.balance, ip.accumulating) AS available_balance,
+       -- (as balance_overview: the lots' rule when they are not all alike)
+       CASE WHEN lk.alike THEN credits._available(a.balance, ip.accumulating)
+            ELSE credits._lots_available(c.project_id) END AS available_balance,
        coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
-       cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month
+       cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month,
+       lk.alike AS lots_alike
   FROM credits.spending_controls c
   JOIN credits.accounts a ON a.project_id = c.project_id
+  CROSS JOIN LATERAL (
+      SELECT NOT EXISTS (SELECT FROM credits.credit_lots l
+                          WHERE l.project_id = c.project_id AND l.active
+                            AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                 OR l.held > '0'::credits.credits)) AS alike) AS lk
   JOIN (SELECT s.project_id, p.day_start, p.month_start,
                CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
                    + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,

@@ -70,7 +70,8 @@ $$;
 
 -- Acts on the watched projects among ids: queues the events their controls call for, records
 -- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
--- balance is read again under the account's lock.  Returns the projects acted on.
+-- balance is read again under the account's lock (when the project's lots are all alike).
+-- Returns the projects acted on.
 CREATE FUNCTION credits._act_on_spending(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -98,7 +99,9 @@ BEGIN
                credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
                credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
           FROM locked l JOIN pos p USING (project_id)
-          CROSS JOIN LATERAL (SELECT credits._available(l.balance, p.accumulating) AS available) AS v),
+          -- (the balance as locked; lots that are not all alike as the positions read them)
+          CROSS JOIN LATERAL (SELECT CASE WHEN p.lots_alike THEN credits._available(l.balance, p.accumulating)
+                                          ELSE p.available_balance END AS available) AS v),
     changed AS (
         UPDATE credits.spending_controls c
            SET balance_low = j.balance_low, runway_low = j.runway_low,
