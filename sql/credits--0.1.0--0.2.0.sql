@@ -3307,18 +3307,27 @@ CREATE OR REPLACE FUNCTION credits._spending_positions(ids bigint[])
                    available_balance credits.credits, burn_rate credits.credits,
                    spent_today credits.credits, spent_this_month credits.credits,
                    day_start timestamptz, month_start timestamptz, deducted_until timestamptz,
-                   completed_today credits.credits, completed_this_month credits.credits)
+                   completed_today credits.credits, completed_this_month credits.credits,
+                   lots_alike boolean)
     LANGUAGE sql STABLE
 BEGIN ATOMIC
 SELECT c.project_id, a.balance,
        coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
-       credits._available(a.balance, ip.accumulating) AS available_balance,
+       -- (as balance_overview: the lots' rule when they are not all alike)
+       CASE WHEN lk.alike THEN credits._available(a.balance, ip.accumulating)
+            ELSE credits._lots_available(c.project_id) END AS available_balance,
        coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
-       cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month
+       cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month,
+       lk.alike AS lots_alike
   FROM credits.spending_controls c
   JOIN credits.accounts a ON a.project_id = c.project_id
+  CROSS JOIN LATERAL (
+      SELECT NOT EXISTS (SELECT FROM credits.credit_lots l
+                          WHERE l.project_id = c.project_id AND l.active
+                            AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                 OR l.held > '0'::credits.credits)) AS alike) AS lk
   JOIN (SELECT s.project_id, p.day_start, p.month_start,
                CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
                    + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
@@ -3653,7 +3662,8 @@ $$;
 
 -- Acts on the watched projects among ids: queues the events their controls call for, records
 -- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
--- balance is read again under the account's lock.  Returns the projects acted on.
+-- balance is read again under the account's lock (when the project's lots are all alike).
+-- Returns the projects acted on.
 CREATE OR REPLACE FUNCTION credits._act_on_spending(ids bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -3681,7 +3691,9 @@ BEGIN
                credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
                credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
           FROM locked l JOIN pos p USING (project_id)
-          CROSS JOIN LATERAL (SELECT credits._available(l.balance, p.accumulating) AS available) AS v),
+          -- (the balance as locked; lots that are not all alike as the positions read them)
+          CROSS JOIN LATERAL (SELECT CASE WHEN p.lots_alike THEN credits._available(l.balance, p.accumulating)
+                                          ELSE p.available_balance END AS available) AS v),
     changed AS (
         UPDATE credits.spending_controls c
            SET balance_low = j.balance_low, runway_low = j.runway_low,
