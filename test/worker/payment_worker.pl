@@ -19,8 +19,10 @@
 #                      credits.fail_refund(project, tx, reason) when declined, acking the event
 #                      in the same transaction; a provider timeout leaves it for re-delivery,
 #                      as for charges;
-#   any other kind     is logged and acked (instance_terminated, volume_inaccessible,
-#                      volume_available, balance_depleted: a real worker would tell the
+#   any other kind     is logged and acked, and charges nothing (instance_terminated,
+#                      volume_inaccessible, volume_available, balance_depleted, budget_reached,
+#                      instance_stopped, balance_low, runway_low, balance_recovered,
+#                      volume_deletion_warning, volume_deleted: a real worker would tell the
 #                      platform and the customer).
 #
 # Safe to run several at once and to kill at any point:
