@@ -42,7 +42,8 @@ GRANT USAGE ON SCHEMA credits TO credits_reader, credits_app, credits_worker;
 GRANT credits_reader TO credits_app, credits_worker;
 
 GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.resource_overview,
-                credits.usage_in_progress, credits.accumulating_by_project TO credits_reader;
+                credits.usage_in_progress, credits.accumulating_by_project, credits.billing_errors
+  TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
                           credits._accumulating(bigint), credits._burn_rate_of(bigint) TO credits_reader;
 

@@ -13,9 +13,10 @@
 #                      the event unacknowledged: it is handed out again after the lease
 #                      (setting credits.event_lease, default 300 s) and charged again with the
 #                      same idempotency key, which the provider answers without charging twice;
-#   any other kind     is logged and acked (instance_terminated, volume_inaccessible,
-#                      volume_available, balance_depleted: a real worker would tell the
-#                      platform and the customer).
+#   any other kind     is logged and acked, nothing charged (instance_terminated,
+#                      volume_inaccessible, volume_available, balance_depleted, billing_error:
+#                      a real worker would tell the platform and the customer, or the
+#                      operators for billing_error).
 #
 # Safe to run several at once and to kill at any point:
 #   * claim_events never hands one event to two workers while its lease runs;
