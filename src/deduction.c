@@ -49,6 +49,7 @@
 
 #include "bulk_insert.h"
 #include "credits.h"
+#include "lots.h"
 #include "usage_math.h"
 
 PG_FUNCTION_INFO_V1(credits_deduct_ended_hours);
@@ -64,6 +65,7 @@ typedef struct UsageHour
 	bool		is_new;			/* no stored row yet */
 	int128		booked_units;	/* units stored in its row (booked hours) */
 	int128		units;			/* all its units */
+	int			kind;			/* LOT_KIND_* of its resource (API when none) */
 	Credits		charge;			/* its units, rounded */
 	Credits		collected;		/* what it took from the balance */
 } UsageHour;
@@ -104,6 +106,7 @@ typedef struct DeductionRun
 	TimestampTz cur;			/* the hour boundary: hours before it are deducted */
 	TimestampTz at;				/* completed_at of the hours */
 	bool		whole_charges;	/* amounts as 0.1.0 wrote them: minus the whole charge */
+	bool		with_lots;		/* draw on credits.credit_lots (0.1.0: on the balance) */
 	MemoryContext call_cxt;		/* lives for the whole call */
 	MemoryContext project_cxt;	/* one project's hours; reset after each */
 
@@ -120,6 +123,8 @@ typedef struct DeductionRun
 	SPITupleTable *rolled_up;
 	uint64		rolled_up_next;
 	uint64		rolled_up_taken;
+	SPITupleTable *lots;		/* the due projects' active lots, in draw-down order */
+	uint64		lots_next;
 	Portal		resources;
 	SPITupleTable *fetched;
 	uint64		fetched_next;
@@ -131,6 +136,8 @@ typedef struct DeductionRun
 			   *booked_units_before, *booked_units, *booked_amounts, *booked_uncollected;
 	int64		booked_completions;
 	ArrayBuildState *debited_ids, *paid, *oldest_hours;
+	ArrayBuildState *drawn_lot_ids, *drawn;	/* what each lot gave */
+	int64		drawn_lots;
 	int64		completed;
 } DeductionRun;
 
@@ -222,7 +229,7 @@ FindHour(ProjectHours *ph, TimestampTz hour, const char *resource_id)
  */
 static int
 AddUnits(ProjectHours *ph, TimestampTz hour, const char *resource_id, const char *description,
-		 int128 units, bool index_new)
+		 int kind, int128 units, bool index_new)
 {
 	UsageHour  *h = FindHour(ph, hour, resource_id);
 	int			i;
@@ -237,6 +244,7 @@ AddUnits(ProjectHours *ph, TimestampTz hour, const char *resource_id, const char
 	h->hour = hour;
 	h->resource_id = resource_id;
 	h->description = description;
+	h->kind = kind;
 	h->is_new = true;
 	h->units = units;
 	if (index_new)
@@ -371,6 +379,7 @@ TakeBookedHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 		h->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		h->booked_units = UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull)));
 		h->units = h->booked_units;
+		h->kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
 		IndexHour(ph, i);
 	}
 	ph->nbooked = ph->n;
@@ -391,6 +400,7 @@ TakeRolledUpHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
+				 LotKindOf(SPI_getvalue(tuple, desc, 6)),
 				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))),
 				 true);
 	}
@@ -411,6 +421,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		char	   *description;
 		int64		rate;
 		TimestampTz from;
+		int			kind;
 
 		if (project > project_id)
 			break;
@@ -421,6 +432,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		description = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
 		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull)), deducted_until);
+		kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
 		if (TIMESTAMP_NOT_FINITE(from))
 			elog(ERROR, "credits: resource %s of project " INT64_FORMAT " bills from an infinite time",
 				 resource_id, project_id);
@@ -431,7 +443,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);
 
 			if (end > start)
-				AddUnits(ph, hour, resource_id, description, (int128) rate * (int128) (end - start), false);
+				AddUnits(ph, hour, resource_id, description, kind, (int128) rate * (int128) (end - start), false);
 		}
 	}
 }
@@ -586,13 +598,101 @@ DebitAccounts(DeductionRun *run)
 			 4, types, args, NULL, SPI_OK_UPDATE);
 }
 
-/* Takes hour h's charge from what is left of the balance, and queues it to be written. */
+/*
+ * Reads the active lots of the due projects (after their accounts are locked: a refund or
+ * grant takes the account first), in project and draw-down order: lowest priority, soonest
+ * expiry (none last), promotional before paid, oldest.
+ */
 static void
-DeductHour(DeductionRun *run, int64 project_id, UsageHour *h, Credits *left)
+ReadLots(DeductionRun *run, ArrayBuildState *due_ids)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+
+	if (!run->with_lots || due_ids == NULL)
+		return;
+	args[0] = makeArrayResult(due_ids, run->call_cxt);
+	RunQuery("SELECT l.project_id, l.transaction_id, l.remaining OPERATOR(credits.-) l.held, l.expires_at,"
+			 "       credits._kind_mask(l.applies_to)"
+			 "  FROM credits.credit_lots l JOIN unnest($1) AS d(project_id) ON d.project_id = l.project_id"
+			 " WHERE l.active"
+			 " ORDER BY l.project_id, l.priority, l.expires_at NULLS LAST, l.kind DESC, l.created_at,"
+			 "          l.transaction_id",
+			 1, types, args, NULL, SPI_OK_SELECT);
+	run->lots = SPI_tuptable;
+}
+
+/*
+ * The lots project_id draws on, in draw-down order, into *lots (*n of them): its active lots,
+ * or (0.1.0) its balance as one lot that pays for everything.
+ */
+static Lot *
+LotsOfProject(DeductionRun *run, int64 project_id, Credits balance, int *n)
+{
+	HeapTuple	tuple;
+	bool		isnull;
+	int			size = 4;
+	Lot		   *lots = palloc0(size * sizeof(Lot));
+
+	*n = 0;
+	if (!run->with_lots)
+	{
+		lots[0].left = balance;
+		lots[0].expires_at = DT_NOEND;
+		lots[0].kinds = LOT_KIND_ALL;
+		*n = 1;
+		return lots;
+	}
+	while (run->lots && (tuple = NextRowOfProject(run->lots, &run->lots_next, project_id)) != NULL)
+	{
+		TupleDesc	desc = run->lots->tupdesc;
+		Datum		expires;
+
+		if (*n == size)
+			lots = repalloc(lots, (size *= 2) * sizeof(Lot));
+		lots[*n].transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+		lots[*n].left = DatumGetCredits(SPI_getbinval(tuple, desc, 3, &isnull));
+		expires = SPI_getbinval(tuple, desc, 4, &isnull);
+		lots[*n].expires_at = isnull ? DT_NOEND : DatumGetTimestampTz(expires);
+		lots[*n].kinds = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
+		lots[*n].drawn = 0;
+		(*n)++;
+	}
+	return lots;
+}
+
+/* Takes what each lot gave from it, in one UPDATE; a lot left with nothing is used up. */
+static void
+UpdateLots(DeductionRun *run)
+{
+	Oid			types[2] = {INT8ARRAYOID, get_array_type(run->credits_type)};
+	Datum		args[2];
+
+	if (run->drawn_lots == 0)
+		return;
+	args[0] = makeArrayResult(run->drawn_lot_ids, run->call_cxt);
+	args[1] = makeArrayResult(run->drawn, run->call_cxt);
+	RunQuery("UPDATE credits.credit_lots l"
+			 "   SET remaining = l.remaining OPERATOR(credits.-) d.drawn, used = l.used OPERATOR(credits.+) d.drawn,"
+			 "       active = l.remaining OPERATOR(credits.>) d.drawn,"
+			 "       ended = CASE WHEN l.remaining OPERATOR(credits.=) d.drawn THEN 'used' END"
+			 "  FROM unnest($1, $2) AS d(transaction_id, drawn)"
+			 " WHERE l.transaction_id = d.transaction_id AND l.active",
+			 2, types, args, NULL, SPI_OK_UPDATE);
+	if (SPI_processed != (uint64) run->drawn_lots)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " credit lots changed during the deduction run",
+						run->drawn_lots - (int64) SPI_processed, run->drawn_lots)));
+}
+
+/* Takes hour h's charge from the lots that may pay for it, and queues it to be written. */
+static void
+DeductHour(DeductionRun *run, int64 project_id, UsageHour *h, Lot *lots, int nlots, Credits *collected)
 {
 	h->charge = UsageAmount(h->units);
-	h->collected = Min(h->charge, *left);
-	*left -= h->collected;
+	h->collected = LotsDraw(lots, nlots, h->hour, h->kind, h->charge);
+	*collected += h->collected;
 	if (h->is_new)
 		InsertHour(run, project_id, h);
 	else
@@ -600,9 +700,9 @@ DeductHour(DeductionRun *run, int64 project_id, UsageHour *h, Credits *left)
 }
 
 /*
- * Deducts one project's ended hours from balance; returns what it collected, or -1 when it
- * has none, and sets *oldest_hour to the oldest of them.  The hours are written before the
- * accounts are debited (the caller's last step).
+ * Deducts one project's ended hours from its lots (0.1.0: from balance); returns what it
+ * collected, or -1 when it has none, and sets *oldest_hour to the oldest of them.  The hours
+ * are written before the lots and accounts are updated (the caller's last steps).
  */
 static Credits
 DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz deducted_until,
@@ -614,11 +714,14 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	int			nfresh;
 	int			b = 0;
 	int			f = 0;
-	Credits		left = balance;
+	Credits		collected = 0;
+	int			nlots;
+	Lot		   *lots;
 
 	TakeBookedHours(run, project_id, &ph);
 	TakeRolledUpHours(run, project_id, &ph);
 	TakeResourceHours(run, project_id, deducted_until, &ph);
+	lots = LotsOfProject(run, project_id, balance, &nlots);
 	if (ph.n == 0)
 		return -1;
 	booked = ph.items;
@@ -638,12 +741,19 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	while (b < ph.nbooked || f < nfresh)
 	{
 		if (f == nfresh || (b < ph.nbooked && booked[b].hour <= fresh[f].hour))
-			DeductHour(run, project_id, &booked[b++], &left);
+			DeductHour(run, project_id, &booked[b++], lots, nlots, &collected);
 		else
-			DeductHour(run, project_id, &fresh[f++], &left);
+			DeductHour(run, project_id, &fresh[f++], lots, nlots, &collected);
 	}
+	for (int i = 0; run->with_lots && i < nlots; i++)
+		if (lots[i].drawn > 0)
+		{
+			Collect(run, &run->drawn_lot_ids, Int64GetDatum(lots[i].transaction_id), INT8OID);
+			Collect(run, &run->drawn, CreditsGetDatum(lots[i].drawn), run->credits_type);
+			run->drawn_lots++;
+		}
 	run->completed += ph.n;
-	return balance - left;
+	return collected;
 }
 
 /*
@@ -666,8 +776,9 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	" ORDER BY a.project_id"
 
 /*
- * The deduction run of credits._deduct_ended_hours(cur, at[, only]); whole_charges writes
- * 0.1.0's usage amounts (minus the whole charge) instead of minus what was taken.
+ * The deduction run of credits._deduct_ended_hours(cur, at[, only_project]); whole_charges
+ * writes 0.1.0's usage amounts (minus the whole charge) and draws on the balance, as 0.1.0
+ * did, instead of on the credit lots.
  */
 static Datum
 DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
@@ -686,6 +797,7 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
 	run.whole_charges = whole_charges;
+	run.with_lots = !whole_charges;
 	run.cur = PG_GETARG_TIMESTAMPTZ(0);
 	run.at = PG_GETARG_TIMESTAMPTZ(1);
 	args[0] = TimestampTzGetDatum(run.cur);
@@ -707,20 +819,29 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	credits_type = SPI_gettypeid(accounts_desc, 2);
 	run.credits_type = credits_type;
 	run.call_cxt = call_cxt;
+	{
+		ArrayBuildState *due_ids = NULL;
+		bool		isnull;
+
+		for (uint64 i = 0; i < naccounts; i++)
+			Collect(&run, &due_ids, SPI_getbinval(accounts->vals[i], accounts_desc, 1, &isnull), INT8OID);
+		ReadLots(&run, due_ids);
+	}
 
 	/*
 	 * 2. what they have booked, their rolled-up API usage and their billing resources, read
 	 * after the locks (the rows of accounts passed over are passed over too)
 	 */
-	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units"
+	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units, r.kind"
 			 "  FROM credits.transactions t"
+			 "  LEFT JOIN credits.resources r ON r.project_id = t.project_id AND r.resource_id = t.resource_id"
 			 " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
 			 "   AND ($2::bigint IS NULL OR t.project_id = $2)"
 			 " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
 			 2, arg_types, args, nulls, SPI_OK_SELECT);
 	run.booked = SPI_tuptable;
 	RunQuery("SELECT u.project_id, u.usage_hour, u.resource_id,"
-			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units"
+			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units, r.kind"
 			 "  FROM credits.usage_rollup u"
 			 "  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id"
 			 " WHERE u.usage_hour < $1 AND ($2::bigint IS NULL OR u.project_id = $2)"
@@ -730,12 +851,12 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	run.resources = SPI_cursor_open_with_args(
 		NULL,
 		"SELECT r.project_id, r.resource_id, credits._describe(r.kind, r.resource_id),"
-		"       r.rate_per_hour, r.accrued_until"
+		"       r.rate_per_hour, r.accrued_until, r.kind"
 		"  FROM credits.resources r"
 		" WHERE r.accrued_until < $1 AND ($2::bigint IS NULL OR r.project_id = $2)"
 		" ORDER BY r.project_id",
 		2, arg_types, args, nulls, false, 0);
-	/* 3. project by project: the hours, oldest first, against the balance */
+	/* 3. project by project: the hours, oldest first, against the lots */
 	run.bulk = BulkInsertOpen(relid);
 	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
 											ALLOCSET_DEFAULT_SIZES);
@@ -761,6 +882,7 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	SPI_cursor_close(run.resources);
 	CompleteBookedHours(&run);
 	DeleteRolledUpHours(&run);
+	UpdateLots(&run);
 	CommandCounterIncrement();
 
 	/* 4. the accounts debited, their clocks moved */

@@ -4,9 +4,11 @@
  * credits.clock            a timestamptz that replaces now() for billing (tests, replays)
  * credits.minimum_deposit  the smallest deposit add_credits and auto-recharge accept
  * credits.event_lease      how long a claimed, unacknowledged event stays with its worker
+ * credits.volume_retention how long a volume stays inaccessible at zero balance before it is
+ *                          deleted (empty: until the balance is positive again)
  *
- * The first two are PGC_SUSET: an application role must not be able to move billing time
- * or lower the minimum.  PostgreSQL 15 remembers which role set a placeholder before this
+ * All are PGC_SUSET: an application role must not be able to move billing time, lower the
+ * minimum or have volumes deleted sooner.  PostgreSQL 15 remembers which role set a placeholder before this
  * library was loaded and refuses a non-superuser's value when the variable is defined here.
  */
 #include "postgres.h"
@@ -27,6 +29,7 @@
 static char *credits_clock = NULL;
 static char *credits_minimum_deposit = NULL;
 static int	credits_event_lease = 300;
+static char *credits_volume_retention = NULL;
 
 void		_PG_init(void);
 
@@ -59,6 +62,55 @@ CheckMinimumDeposit(char **newval, void **extra, GucSource source)
 	}
 }
 
+/*
+ * The interval a credits.volume_retention value names, or false (with errdetail) when it is
+ * not a positive interval.  interval_in reports bad input by raising an error: it is caught
+ * here so that a bad value is refused like any other setting's.
+ */
+static bool
+ParseRetention(const char *text, Interval *result)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		*result = *DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(text),
+														 ObjectIdGetDatum(InvalidOid),
+														 Int32GetDatum(-1)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* Check hook of credits.volume_retention: empty, or a positive interval such as "30 days". */
+static bool
+CheckVolumeRetention(char **newval, void **extra, GucSource source)
+{
+	Interval	value;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!ParseRetention(*newval, &value))
+	{
+		GUC_check_errdetail("The volume retention must be an interval, as in \"30 days\", or empty.");
+		return false;
+	}
+	if (value.month < 0 || value.day < 0 || value.time < 0 ||
+		(value.month == 0 && value.day == 0 && value.time == 0))
+	{
+		GUC_check_errdetail("The volume retention must be a positive interval.");
+		return false;
+	}
+	return true;
+}
+
 /* Defines the settings when the library is loaded. */
 void
 _PG_init(void)
@@ -75,6 +127,12 @@ _PG_init(void)
 							"How long a claimed event stays with its worker before it is handed out again.",
 							NULL, &credits_event_lease, 300, 1, 86400 * 7, PGC_SUSET,
 							GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("credits.volume_retention",
+							   "How long a volume stays inaccessible at zero balance before it is deleted.",
+							   "An interval such as \"30 days\". Empty keeps inaccessible volumes until the "
+							   "balance is positive again.",
+							   &credits_volume_retention, "", PGC_SUSET, 0,
+							   CheckVolumeRetention, NULL, NULL);
 	MarkGUCPrefixReserved("credits");
 }
 
@@ -152,4 +210,18 @@ credits_event_lease_interval(PG_FUNCTION_ARGS)
 
 	lease->time = (int64) credits_event_lease * USECS_PER_SEC;
 	PG_RETURN_INTERVAL_P(lease);
+}
+
+PG_FUNCTION_INFO_V1(credits_volume_retention_interval);
+
+/* The credits.volume_retention setting as an interval, or null when it is empty. */
+Datum
+credits_volume_retention_interval(PG_FUNCTION_ARGS)
+{
+	Interval   *retention = palloc(sizeof(Interval));
+
+	if (credits_volume_retention == NULL || credits_volume_retention[0] == '\0' ||
+		!ParseRetention(credits_volume_retention, retention))
+		PG_RETURN_NULL();
+	PG_RETURN_INTERVAL_P(retention);
 }

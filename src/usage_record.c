@@ -37,11 +37,9 @@
 #include "utils/snapmgr.h"
 
 #include "credits.h"
+#include "credits_limits.h"
 #include "usage_math.h"
 
-/* The bounds credits._require_text and credits._require_positive enforce. */
-#define RESOURCE_ID_MAX_CHARS 200
-#define USAGE_AMOUNT_MAX	(INT64CONST(1000000000) * CREDITS_SCALE)
 
 /* The columns of credits.usage_events, in table order. */
 enum
@@ -52,17 +50,6 @@ enum
 	EVENT_AMOUNT,
 	EVENT_NATTS
 };
-
-/* The OID of relation name in schema credits (namespace). */
-static Oid
-CreditsRelid(Oid namespace, const char *name)
-{
-	Oid			relid = get_relname_relid(name, namespace);
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "credits: relation credits.%s is missing", name);
-	return relid;
-}
 
 /* Whether credits.accounts has a row for project_id, as the caller's snapshot sees it. */
 static bool
@@ -162,22 +149,20 @@ AppendPlainCall(FunctionCallInfo fcinfo)
 	text	   *resource_id;
 	int			resource_bytes;
 	Credits		amount;
-	Oid			namespace;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || !PG_ARGISNULL(3))
 		return false;
 	resource_id = PG_GETARG_TEXT_PP(1);
 	resource_bytes = VARSIZE_ANY_EXHDR(resource_id);
 	amount = PG_GETARG_CREDITS(2);
-	if (resource_bytes == 0 || amount <= 0 || amount > USAGE_AMOUNT_MAX)
+	if (resource_bytes == 0 || amount <= 0 || amount > CREDITS_AMOUNT_MAX)
 		return false;
-	if (resource_bytes > RESOURCE_ID_MAX_CHARS &&
-		pg_mbstrlen_with_len(VARDATA_ANY(resource_id), resource_bytes) > RESOURCE_ID_MAX_CHARS)
+	if (resource_bytes > CREDITS_ID_MAX_CHARS &&
+		pg_mbstrlen_with_len(VARDATA_ANY(resource_id), resource_bytes) > CREDITS_ID_MAX_CHARS)
 		return false;
 
-	namespace = get_namespace_oid("credits", false);
-	return AccountExists(CreditsRelid(namespace, "accounts"), PG_GETARG_INT64(0)) &&
-		AppendUsageEvent(CreditsRelid(namespace, "usage_events"), PG_GETARG_INT64(0), resource_id,
+	return AccountExists(CreditsRelid("accounts"), PG_GETARG_INT64(0)) &&
+		AppendUsageEvent(CreditsRelid("usage_events"), PG_GETARG_INT64(0), resource_id,
 						 HourOf(CreditsNow()), amount);
 }
 

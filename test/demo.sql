@@ -5,9 +5,13 @@
 -- last).  Each scene prints its time and what happens, one line saying what it shows, and
 -- then what the user would see.
 --
--- Billing time is the story's, not the machine's: each scene sets credits.clock, and runs the
--- reference payment worker at that time with test/demo/worker.sh TIME.  Amounts are shown to
--- the cent (they are kept to the micro-credit).
+-- Billing time is the story's, not the machine's: each scene sets credits.clock, later than
+-- the scene before, and runs the reference payment worker at that time with
+--   \! "$DEMO_DIR/demo/worker.sh" 2026-03-02T09:55:30Z
+-- Amounts are shown to the cent (they are kept to the micro-credit).  What a scene can show,
+-- defined below for project 42: the views billing_page, history and resources, and
+-- pg_temp.attempt(statement), which says whether a call was refused and why.  A call whose
+-- result says nothing to the reader ends with \g /dev/null.  Keep lines within 100 columns.
 \set ON_ERROR_STOP on
 \set QUIET on
 \pset footer off

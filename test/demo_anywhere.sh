@@ -3,9 +3,10 @@
 # directory the postgres user cannot read (as a clone in /root, mode 0700, is), invoked by
 # absolute path from another unreadable directory with LANG unset, and by relative path with
 # LANG naming a locale that is not installed.  Each run must succeed, tell the whole story
-# (its last line is verify()'s verdict), print its tables aligned (a SQL_ASCII server counts
-# the bytes of "•" and misaligns them), say the same thing both times, and leave no file and
-# no server behind.  Then a demo with a failing scene must fail and also leave nothing behind.
+# (the history adds up to the balance, and the last line is verify()'s clean verdict), print
+# its tables aligned (a SQL_ASCII server counts the bytes of "•" and misaligns them) within
+# 100 columns, say the same thing both times, and leave no file and no server behind.  Then a
+# demo with a failing scene must fail and also leave nothing behind.
 #
 #   test/demo_anywhere.sh        as root (test/run_all.sh runs it); PG_CONFIG as for the demo
 set -euo pipefail
@@ -56,8 +57,12 @@ run() {
   [ ! -s "$home/$name.err" ] || { cat "$home/$name.err"; fail "$name: the demo wrote to stderr"; }
   tail -1 "$home/$name.out" | grep -q 'every invariant holds' ||
     { tail -n 5 "$home/$name.out"; fail "$name: the story did not reach its end"; }
+  grep -q 'add up to [0-9.]* which is the balance' "$home/$name.out" ||
+    fail "$name: the history does not add up to the balance"
   grep -q 'Visa •••• 4242' "$home/$name.out" || fail "$name: the card's label is not printed in UTF-8"
   aligned "$home/$name.out" || fail "$name: a table is misaligned"
+  perl -CSD -ne 'chomp; exit 1 if length > 100' "$home/$name.out" ||
+    fail "$name: a line is wider than 100 columns"
   nothing_left "$name"
 }
 

@@ -18,6 +18,14 @@ CREATE FUNCTION credits.minimum_deposit() RETURNS credits.credits
 CREATE FUNCTION credits.event_lease() RETURNS interval
     AS 'MODULE_PATHNAME', 'credits_event_lease_interval' LANGUAGE C STABLE PARALLEL SAFE;
 
+-- The bounds on what one call may carry, written once in src/credits_limits.h: an id, key or
+-- label is 1 to _max_id_chars() characters; an amount or rate at most _max_amount(), so that
+-- the sums of a project's hour can never leave the type's range and stop the periodic runs.
+CREATE FUNCTION credits._max_id_chars() RETURNS integer
+    AS 'MODULE_PATHNAME', 'credits_max_id_chars' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION credits._max_amount() RETURNS credits.credits
+    AS 'MODULE_PATHNAME', 'credits_max_amount' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
 -- Start of the UTC hour that ts falls in: billing hours are UTC hours [h, h+1), whatever the
 -- session's time zone (src/usage_math.c: one integer floor, called per request by
 -- record_usage and per usage row by the usage_shape check).  Infinities stay as they are.

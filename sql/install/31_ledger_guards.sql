@@ -37,8 +37,8 @@ BEGIN
     IF amount <= '0'::credits.credits THEN
         RAISE EXCEPTION '% must be positive, got %', arg_name, amount
             USING ERRCODE = 'invalid_parameter_value';
-    ELSIF amount > '1000000000'::credits.credits THEN
-        RAISE EXCEPTION '% must be at most 1000000000.00, got %', arg_name, amount
+    ELSIF amount > credits._max_amount() THEN
+        RAISE EXCEPTION '% must be at most %, got %', arg_name, credits._max_amount(), amount
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END $$;

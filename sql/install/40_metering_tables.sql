@@ -18,7 +18,7 @@
 
 CREATE TABLE credits.resources (
     project_id    bigint NOT NULL REFERENCES credits.accounts,
-    resource_id   text NOT NULL CHECK (length(resource_id) BETWEEN 1 AND 200),
+    resource_id   text NOT NULL CHECK (length(resource_id) BETWEEN 1 AND credits._max_id_chars()),
     kind          text NOT NULL CHECK (kind IN ('instance', 'volume')),
     state         text NOT NULL,
     rate_per_hour credits.credits NOT NULL CHECK (rate_per_hour > '0'::credits.credits),

@@ -72,6 +72,13 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
     SELECT coalesce(sum(n), 0)::bigint FROM grouped;
 $$;
 
+-- One project's recorded API usage not yet folded, per product and hour, in rate-microseconds,
+-- read only through the index of usage_events (src/unfolded_usage.c): one busy project's
+-- million calls a minute never make another project's read scan them.
+CREATE FUNCTION credits._unfolded_usage(project_id bigint)
+    RETURNS TABLE (resource_id text, usage_hour timestamptz, units numeric)
+    AS 'MODULE_PATHNAME', 'credits_unfolded_usage' LANGUAGE C STABLE STRICT PARALLEL SAFE ROWS 2;
+
 -- Usage not yet deducted, one row per (project, resource, hour), as of credits.now(): stored
 -- accumulating transactions plus what accrued since (live resource time, API usage rolled up
 -- or not yet folded).  transaction_id is null for an hour that has no stored row yet.  A
@@ -95,16 +102,16 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
         SELECT u.project_id, NULL, u.resource_id, u.usage_hour, credits._describe('api', u.resource_id), u.units
           FROM credits.usage_rollup u
         UNION ALL
-        -- (events of an hour already deducted show in the current hour, where the fold puts them)
-        SELECT e.project_id, NULL, e.resource_id,
+        -- (events of an hour already deducted show in the current hour, where the fold puts them;
+        -- each project's events are read through their index, whatever the statistics say)
+        SELECT a.project_id, NULL, e.resource_id,
                CASE WHEN EXISTS (SELECT FROM credits.transactions t
-                                  WHERE t.project_id = e.project_id AND t.resource_id = e.resource_id
+                                  WHERE t.project_id = a.project_id AND t.resource_id = e.resource_id
                                     AND t.usage_hour = e.usage_hour AND t.type = 'usage'
                                     AND t.status = 'completed')
                     THEN credits.hour_of(credits.now()) ELSE e.usage_hour END,
-               credits._describe('api', e.resource_id), credits._units_sum(e.amount)
-          FROM credits.usage_events e
-         GROUP BY e.project_id, e.resource_id, e.usage_hour) AS x
+               credits._describe('api', e.resource_id), e.units
+          FROM credits.accounts a, LATERAL credits._unfolded_usage(a.project_id) AS e) AS x
  GROUP BY x.project_id, x.resource_id, x.usage_hour;
 
 -- Usage accrued and not yet deducted, in total, for one project as of credits.now().
@@ -117,11 +124,8 @@ BEGIN ATOMIC
      WHERE u.project_id = _accumulating.project_id;
 END;
 
--- balance − accumulating, never below zero: what the project can still spend.  An unknown
--- project raises P0002 (and a null one 22004) rather than answering null.
-CREATE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
-    SELECT greatest(a.balance - credits._accumulating(a.project_id), '0')
-      FROM credits.accounts a
-     WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
-$$;
+-- What a project with this balance can still spend once its accrued usage is deducted: the
+-- one definition of the available balance, which every check and view calls.
+CREATE FUNCTION credits._available(balance credits.credits, accrued credits.credits) RETURNS credits.credits
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN greatest(balance - coalesce(accrued, '0'::credits.credits), '0'::credits.credits);

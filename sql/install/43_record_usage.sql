@@ -34,15 +34,15 @@ BEGIN
     IF NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = _record_usage.project_id) THEN
         PERFORM credits._require_account(project_id);
     END IF;
-    IF resource_id IS NULL OR length(resource_id) NOT BETWEEN 1 AND 200 THEN
-        PERFORM credits._require_text('resource_id', resource_id, 200, nullable => false);
+    IF resource_id IS NULL OR length(resource_id) NOT BETWEEN 1 AND credits._max_id_chars() THEN
+        PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
     END IF;
-    IF amount IS NULL OR amount <= '0'::credits.credits OR amount > '1000000000'::credits.credits THEN
+    IF amount IS NULL OR amount <= '0'::credits.credits OR amount > credits._max_amount() THEN
         PERFORM credits._require_positive('amount', amount);
     END IF;
     IF idempotency_key IS NOT NULL THEN
-        IF length(idempotency_key) NOT BETWEEN 1 AND 200 THEN
-            PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
+        IF length(idempotency_key) NOT BETWEEN 1 AND credits._max_id_chars() THEN
+            PERFORM credits._require_text('idempotency_key', idempotency_key, credits._max_id_chars());
         END IF;
         INSERT INTO credits.usage_keys VALUES (project_id, idempotency_key, resource_id, amount, at)
         ON CONFLICT DO NOTHING;
@@ -88,17 +88,18 @@ BEGIN
       FROM unnest(project_ids, resource_ids, amounts, idempotency_keys)
            WITH ORDINALITY AS u(project_id, resource_id, amount, idempotency_key, ord)
      WHERE u.project_id IS NULL OR u.resource_id IS NULL OR u.amount IS NULL
-        OR length(u.resource_id) NOT BETWEEN 1 AND 200 OR u.amount <= '0'::credits.credits
-        OR u.amount > '1000000000'::credits.credits
-        OR length(u.idempotency_key) NOT BETWEEN 1 AND 200
+        OR length(u.resource_id) NOT BETWEEN 1 AND credits._max_id_chars() OR u.amount <= '0'::credits.credits
+        OR u.amount > credits._max_amount()
+        OR length(u.idempotency_key) NOT BETWEEN 1 AND credits._max_id_chars()
      ORDER BY u.ord LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'element % of the batch is invalid', bad.ord
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Project %s, resource %s, amount %s, key %s: every element needs a project, '
-                                  'a resource id and key of 1 to 200 characters and a positive amount '
-                                  'of at most 1000000000.00.',
-                                  bad.project_id, bad.resource_id, bad.amount, bad.idempotency_key);
+                                  'a resource id and key of 1 to %s characters and a positive amount '
+                                  'of at most %s.',
+                                  bad.project_id, bad.resource_id, bad.amount, bad.idempotency_key,
+                                  credits._max_id_chars(), credits._max_amount());
     END IF;
     SELECT p.project_id INTO bad
       FROM (SELECT DISTINCT x.project_id FROM unnest(project_ids) AS x(project_id)) AS p

@@ -113,18 +113,30 @@ BEGIN
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
     SELECT * INTO deducted FROM credits._deduct_isolated(cur, at);
+    PERFORM credits._expire_lots(cur, at);
     -- (the accrued usage of every project is worth computing only when one may recharge)
     IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN
         SELECT * INTO due FROM credits._due_projects();
         SELECT a.failed INTO recharge_failed
-          FROM credits._act_on_balances('run_hourly_deductions', '{}', '{}', due.recharge_ids, due.recharge_accrued) AS a;
+          FROM credits._act_on_balances('run_hourly_deductions', at, '{}', '{}', due.recharge_ids,
+                                        due.recharge_accrued, '{}') AS a;
     END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
     -- (billed again: deducted up to cur, and nothing failed for it in this run)
     DELETE FROM credits.billing_failures f USING credits.accounts a
      WHERE f.run = 'run_hourly_deductions' AND a.project_id = f.project_id AND a.deducted_until >= cur
        AND f.project_id <> ALL (deducted.failed || recharge_failed);
     RETURN deducted.completed;
 END $$;
+
+-- The projects whose lots are not all alike: some active lot expires, pays only for some
+-- kinds, or is partly held by a pending refund.
+CREATE FUNCTION credits._special_projects() RETURNS SETOF bigint
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT DISTINCT l.project_id FROM credits.credit_lots l
+     WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL OR l.held > '0'::credits.credits);
+END;
 
 -- Usage not yet deducted, in total per project with any, as of credits.now().
 CREATE VIEW credits.accumulating_by_project AS
@@ -141,45 +153,83 @@ SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating
 -- hash table for millions of groups; sorting in memory and no nested loops take a third of
 -- the time at 100,000 projects.)
 CREATE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
-                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[])
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
+                                      OUT special_ids bigint[])
     LANGUAGE sql STABLE
     SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
 BEGIN ATOMIC
     WITH positions AS (
         SELECT a.project_id, a.balance, a.depleted, u.accumulating,
                coalesce(u.accumulating, '0'::credits.credits) AS accrued,
-               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
+               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
           FROM credits.accounts a
           LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
           LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+          LEFT JOIN (SELECT l.project_id,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 1) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_instances,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 2) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_volumes
+                       FROM credits.credit_lots l
+                      WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
+                      GROUP BY l.project_id) AS s ON s.project_id = a.project_id
          WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    -- (a project whose lots are not all alike: what it can spend is what its lots have left,
+    -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
+    -- judges its cut-off)
+    standing AS (
+        SELECT p.*,
+               CASE WHEN p.special AND p.recharging
+                    THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
+                    ELSE p.accrued END AS effective_accrued
+          FROM positions p),
     flagged AS (
-        SELECT p.project_id, p.accrued,
-               NOT p.depleted AND credits._used_up(p.balance, p.accumulating) AS used_up,
-               p.recharging AND greatest(p.balance - p.accrued, '0'::credits.credits) < p.threshold AS recharge
-          FROM positions p)
+        SELECT p.project_id, p.effective_accrued AS accrued,
+               NOT p.special AND NOT p.depleted AND credits._used_up(p.balance, p.accumulating) AS used_up,
+               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
+               -- (its lots for a kind cannot all be left over when the accrued usage, whatever
+               -- its kind, is at least what they hold)
+               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
+          FROM standing p)
     SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
-           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}')
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
       FROM flagged f;
 END;
 
--- Cuts off the projects of used_up_ids (with their accrued usage, used_up_accrued) whose
--- accrued usage has used up the balance, one by one in project order (tested again on the
--- locked row: a deposit may have committed since), and requests the auto-recharges due among
--- recharge_ids (credits._start_auto_recharges).  An account locked by another transaction is
--- passed over (skipped) and left for a later run.  Returns the projects acted on and those
--- skipped.
-CREATE FUNCTION credits._cut_off_and_recharge(used_up_ids bigint[], used_up_accrued credits.credits[],
+-- The balance checks' work for the projects given, at time at: the projects of special_ids
+-- (their lots not all alike) judged kind by kind (credits._enforce_lots); those of
+-- used_up_ids (with their accrued usage, used_up_accrued) cut off one by one in project order
+-- if their accrued usage has used up the balance (tested again on the locked row: a deposit
+-- may have committed since); then the auto-recharges due among recharge_ids requested
+-- (credits._start_auto_recharges).  An account locked by another transaction is passed over
+-- (skipped) and left for a later run.  Returns the projects acted on and those skipped.
+CREATE FUNCTION credits._cut_off_and_recharge(at timestamptz, used_up_ids bigint[], used_up_accrued credits.credits[],
                                               recharge_ids bigint[], recharge_accrued credits.credits[],
-                                              OUT acted bigint[], OUT skipped bigint[])
+                                              special_ids bigint[], OUT acted bigint[], OUT skipped bigint[])
     LANGUAGE plpgsql AS $$
 DECLARE
     c record;
+    p bigint;
     locked bigint[] := '{}';
     cut_off bigint[] := '{}';
 BEGIN
+    skipped := '{}';
+    FOREACH p IN ARRAY special_ids LOOP
+        PERFORM FROM credits.accounts a WHERE a.project_id = p FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            skipped := skipped || p;
+        ELSIF credits._enforce_lots(p, at) THEN
+            cut_off := cut_off || p;
+        END IF;
+    END LOOP;
     FOR c IN SELECT u.project_id, u.accumulating
                FROM unnest(used_up_ids, used_up_accrued) AS u(project_id, accumulating)
                JOIN (SELECT a.project_id FROM credits.accounts a
@@ -194,10 +244,10 @@ BEGIN
             cut_off := cut_off || c.project_id;
         END IF;
     END LOOP;
-    skipped := ARRAY(SELECT u.project_id FROM unnest(used_up_ids) AS u(project_id)
-                      WHERE NOT EXISTS (SELECT FROM unnest(locked) AS l(project_id) WHERE l.project_id = u.project_id)
-                        AND NOT EXISTS (SELECT FROM credits.accounts a
-                                         WHERE a.project_id = u.project_id AND a.depleted));
+    skipped := skipped || ARRAY(
+        SELECT u.project_id FROM unnest(used_up_ids) AS u(project_id)
+         WHERE NOT EXISTS (SELECT FROM unnest(locked) AS l(project_id) WHERE l.project_id = u.project_id)
+           AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = u.project_id AND a.depleted));
     acted := ARRAY(SELECT unnest(cut_off) UNION SELECT unnest(credits._start_auto_recharges(recharge_ids, recharge_accrued)));
 END $$;
 
@@ -206,8 +256,9 @@ END $$;
 -- of its own: a project whose work raises is recorded in credits.billing_errors as a failure of
 -- run and skipped.  (A lock that cannot be had at once, 55P03, only passes it over.)  Returns
 -- the projects acted on, those that failed and those passed over.
-CREATE FUNCTION credits._act_on_balances(run text, used_up_ids bigint[], used_up_accrued credits.credits[],
+CREATE FUNCTION credits._act_on_balances(run text, at timestamptz, used_up_ids bigint[], used_up_accrued credits.credits[],
                                          recharge_ids bigint[], recharge_accrued credits.credits[],
+                                         special_ids bigint[],
                                          OUT acted bigint[], OUT failed bigint[], OUT skipped bigint[])
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -218,7 +269,8 @@ DECLARE
 BEGIN
     failed := '{}';
     BEGIN
-        SELECT * INTO one FROM credits._cut_off_and_recharge(used_up_ids, used_up_accrued, recharge_ids, recharge_accrued);
+        SELECT * INTO one
+          FROM credits._cut_off_and_recharge(at, used_up_ids, used_up_accrued, recharge_ids, recharge_accrued, special_ids);
         acted := one.acted;
         skipped := one.skipped;
         RETURN;
@@ -229,17 +281,19 @@ BEGIN
     END;
     acted := '{}';
     skipped := '{}';
-    FOR c IN SELECT project_id, u.accrued AS used_up, r.accrued AS recharge
+    FOR c IN SELECT project_id, u.accrued AS used_up, r.accrued AS recharge, s.project_id IS NOT NULL AS special
                FROM unnest(used_up_ids, used_up_accrued) AS u(project_id, accrued)
                FULL JOIN unnest(recharge_ids, recharge_accrued) AS r(project_id, accrued) USING (project_id)
+               FULL JOIN unnest(special_ids) AS s(project_id) USING (project_id)
               ORDER BY project_id
     LOOP
         BEGIN
-            SELECT * INTO one FROM credits._cut_off_and_recharge(
+            SELECT * INTO one FROM credits._cut_off_and_recharge(at,
                 CASE WHEN c.used_up IS NULL THEN '{}' ELSE ARRAY[c.project_id] END,
                 CASE WHEN c.used_up IS NULL THEN '{}' ELSE ARRAY[c.used_up] END,
                 CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.project_id] END,
-                CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.recharge] END);
+                CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.recharge] END,
+                CASE WHEN c.special THEN ARRAY[c.project_id] ELSE '{}' END);
             acted := acted || one.acted;
             skipped := skipped || one.skipped;
         EXCEPTION
@@ -268,17 +322,22 @@ DECLARE
     at timestamptz;
     due record;
     done record;
+    controlled bigint[];
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
     PERFORM credits._fold_usage_events(at);
+    PERFORM credits._expire_lots(credits.hour_of(at), at);
     -- Both lists from one computation of the accrued usage (the cut-off books live usage into
     -- usage transactions, which leaves each project's total as it was).
     SELECT * INTO due FROM credits._due_projects();
-    SELECT * INTO done FROM credits._act_on_balances('run_balance_checks', due.used_up_ids, due.used_up_accrued,
-                                                     due.recharge_ids, due.recharge_accrued);
+    SELECT * INTO done
+      FROM credits._act_on_balances('run_balance_checks', at, due.used_up_ids, due.used_up_accrued,
+                                    due.recharge_ids, due.recharge_accrued, due.special_ids);
     -- (billed again: checked in this run without failing)
     DELETE FROM credits.billing_failures f
      WHERE f.run = 'run_balance_checks' AND f.project_id <> ALL (done.failed || done.skipped);
-    RETURN cardinality(done.acted);
+    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
+    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;

@@ -13,7 +13,7 @@ SELECT round(sum(amount)::numeric, 2) AS total,
        CASE WHEN sum(amount) = (SELECT current_balance FROM credits.balance_overview WHERE project_id = 42)
             THEN 'the balance' ELSE 'NOT the balance' END AS is
   FROM credits.transaction_history WHERE project_id = 42 AND status = 'completed' \gset
-\echo 'The completed amounts add up to' :total 'which is' :is
+\echo 'The amounts of the completed rows add up to' :total 'which is' :is
 SELECT CASE WHEN count(*) = 0 THEN 'no rows: every invariant holds'
             ELSE string_agg(problem, '; ') END AS verdict
   FROM credits.verify(42) \gset
