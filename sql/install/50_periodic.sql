@@ -112,6 +112,7 @@ BEGIN
     at := credits.now();
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
+    PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
     SELECT * INTO deducted FROM credits._deduct_isolated(cur, at);
     PERFORM credits._expire_lots(cur, at);
     -- (the accrued usage of every project is worth computing only when one may recharge)

@@ -284,6 +284,40 @@ is(sql("SELECT armed FROM credits.auto_recharge WHERE project_id = 301"), 'f', '
 is(unacked(300, 301), '0', 'auto-recharge: events acked');
 
 # ---------------------------------------------------------------------------------------------
+# The events of spending controls and volume retention: acked, nothing charged.  Project 7:
+# alerts (balance_low), a daily budget that stops its instance (budget_reached,
+# instance_stopped); project 8: cut off with a retention of one hour, warned and its volume
+# deleted (volume_inaccessible, volume_deletion_warning, volume_deleted).
+open_projects(7, 8);
+sql(q{
+SET credits.clock = '2027-01-01 10:00+00';
+SELECT credits.complete_deposit(p, credits.add_credits(p, '6.00')) FROM (VALUES (7), (8)) AS v(p);
+SELECT credits.start_instance(7, 'gpu-7', '1.00'), credits.attach_volume(8, 'vol-8', '3.00');
+SELECT credits.configure_limits(7, daily_budget => '2.00', on_budget => 'stop');
+SELECT credits.configure_alerts(7, below_balance => '5.00');
+SET credits.volume_retention = '1 hour';
+SET credits.clock = '2027-01-01 12:00+00';
+SELECT credits.run_balance_checks();
+SET credits.clock = '2027-01-01 13:00+00';
+SELECT credits.run_balance_checks();
+});
+my $deposits_before = sql("SELECT count(*) FROM credits.transactions WHERE type <> 'usage'");
+$out = worker_once('--provider-store', $store);
+is(sql("SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM credits.events
+         WHERE project_id IN (7, 8) AND kind <> 'charge_requested'"),
+	'balance_depleted,balance_low,budget_reached,instance_stopped,volume_deleted,volume_deletion_warning,volume_inaccessible',
+	'spending and retention events queued');
+for my $kind (qw(balance_low budget_reached instance_stopped volume_deletion_warning volume_deleted))
+{
+	like($out, qr/$kind project [78]\b.*: acked/, "$kind is logged and acked");
+}
+is(unacked(7, 8), '0', 'every spending and retention event acked');
+is(sql("SELECT count(*) FROM credits.transactions WHERE type <> 'usage'"), $deposits_before,
+	'they request no charge');
+ok(!grep({ /^credits-[78]-/ } keys %{ FakeProvider->new(store => $store)->charges }),
+	'nothing charged for projects 7 and 8 (their deposits were completed before)');
+
+# ---------------------------------------------------------------------------------------------
 is(sql("SELECT count(*) FROM credits.events WHERE acked_at IS NULL"), '0', 'no event left unacknowledged');
 is(sql("SELECT string_agg(project_id || ': ' || problem, E'\\n') FROM credits.verify()"), '', 'verify() is clean');
 
