@@ -22,8 +22,9 @@
 #   any other kind     is logged and acked, and charges nothing (instance_terminated,
 #                      volume_inaccessible, volume_available, balance_depleted, budget_reached,
 #                      instance_stopped, balance_low, runway_low, balance_recovered,
-#                      volume_deletion_warning, volume_deleted: a real worker would tell the
-#                      platform and the customer).
+#                      volume_deletion_warning, volume_deleted, billing_error: a real worker
+#                      would tell the platform and the customer, or the operators for
+#                      billing_error).
 #
 # Safe to run several at once and to kill at any point:
 #   * claim_events never hands one event to two workers while its lease runs;
