@@ -1611,3 +1611,1673 @@ SELECT a.project_id,
 
 REVOKE ALL ON FUNCTION credits._unfolded_usage(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION credits._unfolded_usage(bigint) TO credits_reader;
+
+-- ---------------------------------------------------------------------------------------------
+-- One project's completed usage and verify(project) read only that project's rows, whatever
+-- the statistics: the probe per (hour, project) is fenced; verify's checks are planned per
+-- call with the project asked about (credits._verify).
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW credits._completed_usage AS
+SELECT t.*
+  FROM generate_series((SELECT min(f.usage_hour) FROM credits.transactions f WHERE f.type = 'usage'),
+                       (SELECT max(l.usage_hour) FROM credits.transactions l WHERE l.type = 'usage'),
+                       interval '1 hour') AS h(usage_hour)
+  JOIN credits.accounts a ON h.usage_hour >= a.deducted_from AND h.usage_hour < a.deducted_until
+  CROSS JOIN LATERAL (SELECT u.* FROM credits.transactions u
+                       WHERE u.usage_hour = h.usage_hour AND u.project_id = a.project_id
+                         AND u.type = 'usage' AND u.status = 'completed'
+                      OFFSET 0) AS t
+ WHERE t.project_id = a.project_id AND t.usage_hour = h.usage_hour;
+
+CREATE FUNCTION credits._verify(scope_id bigint)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH scope AS (
+        SELECT a.* FROM credits.accounts a WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT a.* FROM credits.accounts a
+         WHERE _verify.scope_id IS NOT NULL
+           AND a.project_id = (SELECT credits._require_account(_verify.scope_id))),
+    -- the transactions of the one project asked about, read once (completed usage hour by
+    -- hour, over its deducted hours)
+    project_rows AS MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE t.type <> 'usage' AND t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits._completed_usage t
+         WHERE t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits.transactions t
+         WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the transactions of the accounts in scope (all of them: read by each check)
+    scoped AS NOT MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE _verify.scope_id IS NULL
+           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+        UNION ALL
+        SELECT * FROM project_rows),
+    -- (summed per project before the join: a join first sorted every transaction)
+    -- (and the first and last completed usage hour, which must lie in its deducted hours)
+    ledger AS (
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total, x.first_hour, x.last_hour
+          FROM scope s
+          LEFT JOIN (SELECT t.project_id, sum(t.amount) AS total,
+                            min(t.usage_hour) AS first_hour, max(t.usage_hour) AS last_hour
+                       FROM scoped t WHERE t.status = 'completed'
+                      GROUP BY t.project_id) AS x USING (project_id))
+    SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id,
+           format('completed usage hours span [%s, %s), ', l.first_hour, l.last_hour + interval '1 hour')
+           || CASE WHEN s.deducted_from IS NULL THEN 'but the project has no deducted hours'
+                   ELSE format('not within its deducted hours [%s, %s)', s.deducted_from, s.deducted_until) END
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE l.first_hour IS NOT NULL
+       AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
+    UNION ALL
+    -- (rolled-up API usage of an hour already completed would be charged again)
+    SELECT u.project_id, format('API usage of %s in the hour %s is rolled up, but that hour is completed',
+                                u.resource_id, u.usage_hour)
+      FROM scope s JOIN credits.usage_rollup u USING (project_id)
+     WHERE EXISTS (SELECT FROM credits.transactions t
+                    WHERE t.usage_hour = u.usage_hour AND t.project_id = u.project_id
+                      AND t.resource_id = u.resource_id AND t.type = 'usage' AND t.status = 'completed')
+    UNION ALL
+    SELECT s.project_id, format('balance %s is negative', s.balance)
+      FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL
+       AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+    UNION ALL
+    SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
+                                t.transaction_id, t.method_id)
+      FROM scoped t
+     WHERE t.method_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                        WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
+    UNION ALL
+    -- (for all projects, grouped in the order of the usage index, as it streams: orphans,
+    -- reported above, are counted too)
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL AND t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM project_rows t
+     WHERE t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
+      FROM scoped t
+     WHERE (t.type = 'usage' AND t.status NOT IN ('accumulating', 'completed'))
+        OR (t.type <> 'usage' AND t.status = 'accumulating')
+        OR (t.status = 'completed') <> (t.completed_at IS NOT NULL)
+        OR (t.status = 'failed') <> (t.failed_at IS NOT NULL)
+        -- (a usage hour's charge is -amount + uncollected; only a completed one has uncollected)
+        OR (t.type = 'usage'
+            AND t.uncollected::numeric - t.amount::numeric <> credits._accrued_amount(t.accrued_units)::numeric)
+        OR (t.type = 'usage' AND t.status = 'completed' AND t.usage_hour + interval '1 hour' > t.completed_at)
+        OR t.uncollected < '0'::credits.credits
+        OR (NOT (t.type = 'usage' AND t.status = 'completed') AND t.uncollected <> '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('project is at zero balance but %s %s is %s', r.kind, r.resource_id, r.state)
+      FROM scope s JOIN credits.resources r USING (project_id)
+     WHERE (s.depleted OR s.balance = '0'::credits.credits) AND r.state IN ('running', 'available')
+    UNION ALL
+    SELECT t.project_id, format('%s auto-recharges are pending', count(*))
+      FROM scoped t
+     WHERE t.type = 'auto_recharge' AND t.status = 'pending'
+     GROUP BY t.project_id HAVING count(*) > 1;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    SELECT * FROM credits._verify(verify.project_id);
+$$;
+
+REVOKE ALL ON FUNCTION credits._verify(bigint) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- A view of a project's payment methods; project ids are positive.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION credits.open_account(project_id bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require('project_id', project_id IS NULL);
+    IF project_id < 1 THEN
+        RAISE EXCEPTION 'project_id must be positive, got %', project_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO credits.accounts (project_id, opened_at) VALUES (project_id, credits.now())
+    ON CONFLICT DO NOTHING;
+END $$;
+
+CREATE VIEW credits.payment_method_overview AS
+SELECT m.project_id, m.method_id, m.provider_ref, m.label, m.is_default, m.removed_at IS NOT NULL AS removed
+  FROM credits.payment_methods m;
+
+GRANT SELECT ON credits.payment_method_overview TO credits_reader;
+COMMENT ON VIEW credits.payment_method_overview IS 'one row per payment method ever added: provider id, label, whether it is the default, whether it was removed';
+
+-- ---------------------------------------------------------------------------------------------
+-- One home for the available balance (credits._available) and for a charge's description and
+-- payment-worker payload (credits._charge_description, credits._charge_payload).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION credits._available(balance credits.credits, accrued credits.credits) RETURNS credits.credits
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN greatest(balance - coalesce(accrued, '0'::credits.credits), '0'::credits.credits);
+
+CREATE FUNCTION credits._charge_description(type credits.transaction_type, label text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE type WHEN 'deposit' THEN 'Deposit' ELSE 'Auto-recharge' END || coalesce(' (' || label || ')', '');
+
+CREATE FUNCTION credits._charge_payload(transaction_id bigint, type credits.transaction_type,
+                                        amount credits.credits, method_id bigint, provider_ref text,
+                                        idempotency_key text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN jsonb_build_object('transaction_id', transaction_id, 'type', type, 'amount', amount::text,
+                              'method_id', method_id, 'provider_ref', provider_ref,
+                              'idempotency_key', idempotency_key);
+
+CREATE OR REPLACE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    SELECT credits._available(a.balance, credits._accumulating(a.project_id))
+      FROM credits.accounts a
+     WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
+$$;
+
+CREATE OR REPLACE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[])
+    LANGUAGE sql STABLE
+    SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
+BEGIN ATOMIC
+    WITH positions AS (
+        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold
+          FROM credits.accounts a
+          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    flagged AS (
+        SELECT p.project_id, p.accrued,
+               NOT p.depleted AND p.balance <= p.accumulating AS used_up,
+               p.recharging AND credits._available(p.balance, p.accrued) < p.threshold AS recharge
+          FROM positions p)
+    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}')
+      FROM flagged f;
+END;
+
+CREATE OR REPLACE FUNCTION credits._start_auto_recharges(candidate_ids bigint[], candidate_accrued credits.credits[])
+    RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    requested_ids bigint[];
+BEGIN
+    WITH due AS (
+        SELECT r.project_id, r.amount, m.method_id, m.provider_ref, m.label
+          FROM unnest(candidate_ids, candidate_accrued) AS c(project_id, accrued)
+          JOIN credits.auto_recharge r ON r.project_id = c.project_id
+          JOIN credits.accounts a ON a.project_id = c.project_id
+          JOIN LATERAL (SELECT m.method_id, m.provider_ref, m.label FROM credits.payment_methods m
+                         WHERE m.project_id = r.project_id AND m.removed_at IS NULL
+                           AND (m.method_id = r.method_id OR (r.method_id IS NULL AND m.is_default))) AS m ON true
+         WHERE r.enabled AND r.armed
+           AND credits._available(a.balance, c.accrued) < r.threshold
+           AND NOT EXISTS (SELECT FROM credits.transactions t
+                            WHERE t.project_id = r.project_id AND t.type = 'auto_recharge'
+                              AND t.status = 'pending')),
+    requested AS (
+        INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description, method_id)
+        SELECT d.project_id, 'auto_recharge', 'pending', d.amount, credits.now(),
+               credits._charge_description('auto_recharge', d.label), d.method_id
+          FROM due d ORDER BY d.project_id
+        ON CONFLICT DO NOTHING
+        RETURNING t.transaction_id, t.project_id, t.amount, t.method_id),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT q.project_id, 'charge_requested', NULL, q.transaction_id,
+               credits._charge_payload(q.transaction_id, 'auto_recharge', q.amount, q.method_id,
+                                       d.provider_ref, NULL),
+               credits.now()
+          FROM requested q JOIN due d ON d.project_id = q.project_id
+         ORDER BY q.transaction_id)
+    SELECT coalesce(array_agg(q.project_id ORDER BY q.project_id), '{}') INTO requested_ids FROM requested q;
+
+    IF cardinality(requested_ids) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN requested_ids;
+END $$;
+
+CREATE OR REPLACE FUNCTION credits._request_charge(project_id bigint, type credits.transaction_type,
+                                        amount credits.credits, method_id bigint,
+                                        idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    method credits.payment_methods;
+    new_id bigint;
+BEGIN
+    SELECT * INTO method FROM credits.payment_methods m WHERE m.method_id = _request_charge.method_id;
+    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
+                                           method_id, idempotency_key)
+    VALUES (project_id, type, 'pending', amount, credits.now(),
+            credits._charge_description(type, method.label),
+            method_id, idempotency_key)
+    ON CONFLICT DO NOTHING
+    RETURNING t.transaction_id INTO new_id;
+    IF new_id IS NOT NULL THEN
+        PERFORM credits._enqueue_event(project_id, 'charge_requested', NULL, new_id,
+            credits._charge_payload(new_id, type, amount, method_id, method.provider_ref, idempotency_key));
+    END IF;
+    RETURN new_id;
+END $$;
+
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+  LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             credits._available(a.balance, u.accumulating) AS available_balance,
+             coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+
+CREATE OR REPLACE VIEW credits._spending_positions AS
+SELECT c.project_id, a.balance,
+       coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
+       credits._available(a.balance, ip.accumulating) AS available_balance,
+       coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
+       cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
+       cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
+       p.day_start, p.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month
+  FROM credits.spending_controls c
+  JOIN credits.accounts a ON a.project_id = c.project_id
+  JOIN credits.spending_totals s ON s.project_id = c.project_id
+  CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
+                     date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
+  CROSS JOIN LATERAL (
+      -- (the hours scanned are those of the month not in spending_totals; those of the day
+      -- are among them)
+      SELECT CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
+                 + coalesce(credits._usage_total(credits._accrued_amount(t.accrued_units))
+                                FILTER (WHERE t.usage_hour >= p.day_start
+                                          AND (t.usage_hour >= s.counted_until
+                                               OR s.day_start IS DISTINCT FROM p.day_start)),
+                            '0'::credits.credits) AS completed_today,
+             CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
+                 + coalesce(credits._usage_total(credits._accrued_amount(t.accrued_units)),
+                            '0'::credits.credits) AS completed_this_month
+        FROM generate_series(CASE WHEN s.month_start = p.month_start
+                                  THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
+                             a.deducted_until - interval '1 hour', interval '1 hour') AS h(usage_hour)
+        JOIN credits.transactions t ON t.usage_hour = h.usage_hour AND t.project_id = c.project_id
+       WHERE t.type = 'usage' AND t.status = 'completed') AS cc
+  LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month
+               FROM credits.usage_in_progress u GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+               FROM credits._burn_rate_inputs b GROUP BY b.project_id) AS br ON br.project_id = c.project_id;
+
+REVOKE ALL ON FUNCTION credits._charge_description(credits.transaction_type, text), credits._charge_payload(bigint, credits.transaction_type, credits.credits, bigint, text, text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION credits._act_on_spending(positions credits._spending_positions[]) RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := credits.now();
+    acted bigint[];
+    stop_ids bigint[];
+    stop_budgets jsonb;
+    r record;
+BEGIN
+    WITH pos AS (
+        SELECT * FROM unnest(positions)),
+    locked_accounts AS (
+        SELECT a.project_id, a.balance FROM credits.accounts a
+         WHERE a.project_id IN (SELECT p.project_id FROM pos p)
+         ORDER BY a.project_id FOR SHARE OF a SKIP LOCKED),
+    locked AS (
+        SELECT c.*, la.balance FROM credits.spending_controls c JOIN locked_accounts la USING (project_id)
+         ORDER BY c.project_id FOR UPDATE OF c SKIP LOCKED),
+    judged AS (
+        SELECT l.project_id, l.balance_low AS was_balance_low, l.runway_low AS was_runway_low,
+               l.daily_reached, l.monthly_reached, l.daily_budget, l.monthly_budget, l.on_budget,
+               l.below_balance, l.below_runway, v.available, p.burn_rate, p.spent_today,
+               p.spent_this_month, p.day_start, p.month_start,
+               credits._below_balance(v.available, l.below_balance) AS balance_low,
+               credits._below_runway(v.available, p.burn_rate, l.below_runway) AS runway_low,
+               credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
+               credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
+          FROM locked l JOIN pos p USING (project_id)
+          CROSS JOIN LATERAL (SELECT credits._available(l.balance, p.accumulating) AS available) AS v),
+    changed AS (
+        UPDATE credits.spending_controls c
+           SET balance_low = j.balance_low, runway_low = j.runway_low,
+               daily_reached = CASE WHEN j.daily_hit THEN j.day_start ELSE c.daily_reached END,
+               monthly_reached = CASE WHEN j.monthly_hit THEN j.month_start ELSE c.monthly_reached END
+          FROM judged j
+         WHERE c.project_id = j.project_id
+           AND (c.balance_low <> j.balance_low OR c.runway_low <> j.runway_low
+                OR (j.daily_hit AND c.daily_reached IS DISTINCT FROM j.day_start)
+                OR (j.monthly_hit AND c.monthly_reached IS DISTINCT FROM j.month_start))
+        RETURNING j.*),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT ch.project_id, e.kind, NULL, NULL, e.payload || jsonb_build_object('at', at), at
+          FROM changed ch
+          CROSS JOIN LATERAL (VALUES
+              (1, 'budget_reached', ch.daily_hit AND ch.daily_reached IS DISTINCT FROM ch.day_start,
+               jsonb_build_object('budget', 'daily', 'limit', ch.daily_budget::text,
+                                  'spent', ch.spent_today::text, 'period_start', ch.day_start,
+                                  'on_budget', ch.on_budget)),
+              (2, 'budget_reached', ch.monthly_hit AND ch.monthly_reached IS DISTINCT FROM ch.month_start,
+               jsonb_build_object('budget', 'monthly', 'limit', ch.monthly_budget::text,
+                                  'spent', ch.spent_this_month::text, 'period_start', ch.month_start,
+                                  'on_budget', ch.on_budget)),
+              (3, 'balance_low', ch.balance_low AND NOT ch.was_balance_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'below_balance', ch.below_balance::text)),
+              (4, 'runway_low', ch.runway_low AND NOT ch.was_runway_low,
+               jsonb_build_object('available_balance', ch.available::text, 'burn_rate', ch.burn_rate::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate),
+                                  'below_runway', ch.below_runway::text)),
+              (5, 'balance_recovered',
+               (ch.was_balance_low OR ch.was_runway_low) AND NOT ch.balance_low AND NOT ch.runway_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate))))
+              AS e(n, kind, due, payload)
+         WHERE e.due
+         ORDER BY ch.project_id, e.n
+        RETURNING project_id)
+    SELECT (SELECT coalesce(array_agg(DISTINCT q.project_id), '{}') FROM queued q),
+           (SELECT coalesce(array_agg(j.project_id), '{}') FROM judged j
+             WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit)),
+           (SELECT jsonb_object_agg(j.project_id, CASE WHEN j.daily_hit THEN 'daily' ELSE 'monthly' END)
+              FROM judged j WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit))
+      INTO acted, stop_ids, stop_budgets;
+    IF cardinality(acted) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+
+    -- (read after the locks: an instance a start committed meanwhile is stopped too)
+    FOR r IN SELECT x.project_id, x.resource_id FROM credits.resources x
+              WHERE x.project_id = ANY (stop_ids) AND x.kind = 'instance' AND x.state = 'running'
+              ORDER BY x.project_id, x.resource_id
+    LOOP
+        PERFORM credits._deactivate(r.project_id, r.resource_id, 'instance', 'stopped');
+        PERFORM credits._enqueue_event(r.project_id, 'instance_stopped', r.resource_id, NULL,
+            jsonb_build_object('resource_id', r.resource_id, 'kind', 'instance', 'reason', 'budget_reached',
+                               'budget', stop_budgets ->> r.project_id::text, 'at', at));
+        acted := acted || r.project_id;
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT unnest(acted) ORDER BY 1);
+END $$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Credit lots, grants, expiry, refunds and statements (sql/install/35_lots.sql, 36_refunds.sql,
+-- 45_lot_standing.sql, 53_expiry.sql, 62_statements.sql).  The three new transaction types are
+-- compared as text wherever this script's objects name them: PostgreSQL 15 refuses a label added
+-- by ALTER TYPE ... ADD VALUE as a value later in the same transaction.
+--
+-- Existing data: every completed deposit and auto-recharge becomes a paid lot.  The deduction
+-- draws on paid lots oldest first (by completion), so what a 0.1.0 balance still holds is the
+-- newest deposits' credits: the balance is given to the lots newest first, each up to its
+-- amount, and the rest of each lot counts as used.  The lots' remaining amounts then add up to
+-- the balance, and they are what a database that had run 0.2.0 from the start would hold.
+-- ---------------------------------------------------------------------------------------------
+ALTER TYPE credits.transaction_type ADD VALUE 'grant';
+ALTER TYPE credits.transaction_type ADD VALUE 'expiry';
+ALTER TYPE credits.transaction_type ADD VALUE 'refund';
+ALTER TABLE credits.transactions ADD COLUMN lot_id bigint;
+-- Every completed usage transaction, found hour by hour: each project's in its deducted
+-- hours, [accounts.deducted_from, accounts.deducted_until), where the deduction that completes
+-- them puts them.  Each (hour, project) is one probe of the unique index (usage_hour,
+-- project_id, resource_id), about 1 microsecond, plus its rows; the index is ordered by hour
+-- so that the hourly run only appends to it (sql/install/30_ledger_tables.sql).  The probe is
+-- fenced (OFFSET 0) so that no statistics can turn it into a scan of other projects' rows;
+-- the outer equalities hand a filter on project_id to the accounts and one on usage_hour to
+-- the hours.  So one project's read probes its own hours only, and every project's usage of a
+-- time range probes those hours only.  (usage_hour is a whole UTC hour: usage_shape.
+-- verify() checks that no completed hour lies outside its project's deducted hours.)
+CREATE OR REPLACE VIEW credits._completed_usage AS
+SELECT t.*
+  FROM generate_series((SELECT min(f.usage_hour) FROM credits.transactions f WHERE f.type = 'usage'),
+                       (SELECT max(l.usage_hour) FROM credits.transactions l WHERE l.type = 'usage'),
+                       interval '1 hour') AS h(usage_hour)
+  JOIN credits.accounts a ON h.usage_hour >= a.deducted_from AND h.usage_hour < a.deducted_until
+  CROSS JOIN LATERAL (SELECT u.* FROM credits.transactions u
+                       WHERE u.usage_hour = h.usage_hour AND u.project_id = a.project_id
+                         AND u.type = 'usage' AND u.status = 'completed'
+                      OFFSET 0) AS t
+ WHERE t.project_id = a.project_id AND t.usage_hour = h.usage_hour;
+ALTER TABLE credits.transactions DROP CONSTRAINT usage_shape;
+ALTER TABLE credits.transactions
+  ADD CONSTRAINT usage_shape CHECK (
+        CASE WHEN type = 'usage'
+             THEN resource_id IS NOT NULL AND usage_hour IS NOT NULL AND accrued_units IS NOT NULL
+                  -- (a whole UTC hour: credits._completed_usage finds rows hour by hour)
+                  AND usage_hour = credits.hour_of(usage_hour)
+                  AND status IN ('accumulating', 'completed') AND amount <= '0'::credits.credits
+                  AND uncollected >= '0'::credits.credits
+                  AND (status = 'completed' OR uncollected = '0'::credits.credits)
+                  AND method_id IS NULL AND idempotency_key IS NULL
+             ELSE resource_id IS NULL AND usage_hour IS NULL AND accrued_units IS NULL
+                  AND status IN ('pending', 'completed', 'failed') AND amount <> '0'::credits.credits
+                  -- (the labels added in 0.2.0 as text: an upgrade cannot use them as values)
+                  AND (amount > '0'::credits.credits) = (type::text NOT IN ('expiry', 'refund'))
+                  AND uncollected = '0'::credits.credits
+        END);
+ALTER TABLE credits.transactions ADD CONSTRAINT lot_shape CHECK ((lot_id IS NOT NULL) = (type::text IN ('expiry', 'refund')));
+ALTER TABLE credits.events DROP CONSTRAINT events_kind_check;
+ALTER TABLE credits.events ADD CONSTRAINT events_kind_check CHECK (kind IN ('charge_requested',
+                       'instance_terminated', 'volume_inaccessible', 'volume_available', 'balance_depleted',
+                       -- spending controls and volume retention (sql/install/6x_*.sql)
+                       'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
+                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted',
+                       -- refunds (sql/install/36_refunds.sql)
+                       'refund_requested'));
+
+CREATE TABLE credits.credit_lots (
+    -- The completed deposit, auto-recharge or grant that made the lot.
+    transaction_id bigint PRIMARY KEY,
+    project_id     bigint NOT NULL REFERENCES credits.accounts,
+    kind           text NOT NULL CHECK (kind IN ('paid', 'promotional')),
+    amount         credits.credits NOT NULL CHECK (amount > '0'::credits.credits),
+    -- What is left of it: part of the balance.
+    remaining      credits.credits NOT NULL,
+    -- What usage took from it (the hourly deduction adds each run's draws).
+    used           credits.credits NOT NULL DEFAULT '0',
+    -- What pending refunds hold of remaining: no usage draws on it.
+    held           credits.credits NOT NULL DEFAULT '0',
+    -- It pays for the usage hours that begin before expires_at (null: it never expires).
+    expires_at     timestamptz,
+    -- Lower first.
+    priority       integer NOT NULL DEFAULT 50 CHECK (priority BETWEEN 0 AND 100),
+    -- The kinds of usage it may pay for, among instance, volume and api (null: all).
+    applies_to     text[] CHECK (applies_to <@ ARRAY['instance', 'volume', 'api'] AND cardinality(applies_to) > 0),
+    -- When it joined the balance (the deposit's completion, the grant).
+    created_at     timestamptz NOT NULL,
+    -- Something remains of it; else how it ended.
+    active         boolean NOT NULL DEFAULT true,
+    ended          text CHECK (ended IN ('used', 'expired', 'refunded')),
+    CONSTRAINT lot_amounts CHECK (
+        remaining >= '0'::credits.credits AND used >= '0'::credits.credits AND held >= '0'::credits.credits
+        AND held <= remaining AND remaining + used <= amount),
+    CONSTRAINT lot_state CHECK (active = (remaining > '0'::credits.credits) AND active = (ended IS NULL)),
+    CONSTRAINT paid_lot_shape CHECK (
+        kind = 'promotional' OR (priority = 50 AND expires_at IS NULL AND applies_to IS NULL))
+)
+-- Half-empty pages: each hourly run updates the lots it draws on, heap-only (remaining and used
+-- are in no index).
+WITH (fillfactor = 50);
+-- One project's lots (its history, verify()), and those still holding credits: what the
+-- deduction and the balance reads draw on.
+CREATE INDEX credit_lots_project ON credits.credit_lots (project_id);
+CREATE INDEX credit_lots_active ON credits.credit_lots (project_id) WHERE active;
+-- The lots that make a project's standing more than its balance less its accrued usage: with an
+-- expiry, limited to some kinds, or partly held by a refund (few; the balance checks read them).
+CREATE INDEX credit_lots_special ON credits.credit_lots (project_id)
+    WHERE active AND (expires_at IS NOT NULL OR applies_to IS NOT NULL OR held > '0'::credits.credits);
+-- The lots waiting for their expiry.
+CREATE INDEX credit_lots_expiring ON credits.credit_lots (expires_at) WHERE active AND expires_at IS NOT NULL;
+
+-- The bits of the kinds a lot may pay for (src/lots.h): instance 1, volume 2, api 4; null: all.
+CREATE FUNCTION credits._kind_mask(applies_to text[]) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN applies_to IS NULL THEN 7
+                ELSE (CASE WHEN 'instance' = ANY (applies_to) THEN 1 ELSE 0 END
+                      + CASE WHEN 'volume' = ANY (applies_to) THEN 2 ELSE 0 END
+                      + CASE WHEN 'api' = ANY (applies_to) THEN 4 ELSE 0 END) END;
+-- Adds a completed deposit, auto-recharge or grant to the balance as a lot (the caller holds the
+-- account); returns the new balance.
+CREATE FUNCTION credits._add_lot(project_id bigint, transaction_id bigint, kind text, amount credits.credits,
+                                 expires_at timestamptz DEFAULT NULL, priority integer DEFAULT 50,
+                                 applies_to text[] DEFAULT NULL) RETURNS credits.credits
+    LANGUAGE plpgsql AS $$
+DECLARE
+    new_balance credits.credits;
+BEGIN
+    INSERT INTO credits.credit_lots (transaction_id, project_id, kind, amount, remaining, expires_at,
+                                     priority, applies_to, created_at)
+    VALUES (transaction_id, project_id, kind, amount, amount, expires_at, priority, applies_to, credits.now());
+    UPDATE credits.accounts a SET balance = a.balance + amount
+     WHERE a.project_id = _add_lot.project_id
+    RETURNING a.balance INTO new_balance;
+    RETURN new_balance;
+END $$;
+-- The grant an earlier grant_credits made with this idempotency key, if any; raises when that
+-- call had other arguments.
+CREATE FUNCTION credits._grant_by_key(project_id bigint, amount credits.credits, expires_at timestamptz,
+                                      priority integer, applies_to text[], idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    earlier credits.transactions;
+    lot credits.credit_lots;
+BEGIN
+    SELECT * INTO earlier FROM credits.transactions t
+     WHERE t.project_id = _grant_by_key.project_id AND t.idempotency_key = _grant_by_key.idempotency_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = earlier.transaction_id;
+    IF earlier.type::text <> 'grant' OR earlier.amount <> amount
+       OR lot.expires_at IS DISTINCT FROM _grant_by_key.expires_at OR lot.priority <> _grant_by_key.priority
+       OR lot.applies_to IS DISTINCT FROM _grant_by_key.applies_to THEN
+        RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+    END IF;
+    RETURN earlier.transaction_id;
+END $$;
+-- Adds a promotional lot of amount to the project's balance, completed at once, and returns the
+-- grant's transaction id.  It pays for usage hours that begin before expires_at (null: never
+-- expires), lower priority first, only for the kinds in applies_to (null: all).  The same
+-- idempotency key with the same arguments returns the first grant and writes nothing.
+CREATE FUNCTION credits.grant_credits(project_id bigint, amount credits.credits, expires_at timestamptz DEFAULT NULL,
+                                      priority integer DEFAULT 50, applies_to text[] DEFAULT NULL,
+                                      description text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    kinds text[];
+    id bigint;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_positive('amount', amount);
+    PERFORM credits._require('priority', priority IS NULL);
+    PERFORM credits._require_text('description', description, 200);
+    PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
+    IF priority NOT BETWEEN 0 AND 100 THEN
+        RAISE EXCEPTION 'priority must be between 0 and 100, got %', priority
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF applies_to IS NOT NULL THEN
+        IF coalesce(array_ndims(applies_to), 0) <> 1 OR array_position(applies_to, NULL) IS NOT NULL
+           OR NOT applies_to <@ ARRAY['instance', 'volume', 'api'] THEN
+            RAISE EXCEPTION 'applies_to must list kinds among instance, volume and api, got %', applies_to
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass null for a grant that pays for every kind of usage.';
+        END IF;
+        -- (one order and no repeats, so that a retry with the kinds in another order matches)
+        SELECT array_agg(DISTINCT k ORDER BY k) INTO kinds FROM unnest(applies_to) AS k;
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        id := credits._grant_by_key(project_id, amount, expires_at, priority, kinds, idempotency_key);
+        IF id IS NOT NULL THEN
+            RETURN id;
+        END IF;
+    END IF;
+    IF expires_at IS NOT NULL AND expires_at <= credits.now() THEN
+        RAISE EXCEPTION 'expires_at % is not in the future', expires_at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    PERFORM FROM credits.accounts a WHERE a.project_id = grant_credits.project_id FOR NO KEY UPDATE;
+    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
+                                           idempotency_key, completed_at)
+    VALUES (project_id, 'grant', 'completed', amount, credits.now(), coalesce(description, 'Grant'),
+            idempotency_key, credits.now())
+    ON CONFLICT DO NOTHING
+    RETURNING t.transaction_id INTO id;
+    IF id IS NULL THEN
+        -- A concurrent call with the same key committed first: answer as it did.
+        RETURN credits._grant_by_key(project_id, amount, expires_at, priority, kinds, idempotency_key);
+    END IF;
+    PERFORM credits._add_lot(project_id, id, 'promotional', amount, expires_at, priority, kinds);
+    PERFORM credits._enforce_lots(project_id, credits.now());
+    RETURN id;
+END $$;
+COMMENT ON FUNCTION credits.grant_credits(bigint, credits.credits, timestamptz, integer, text[], text, text) IS 'adds a promotional lot (completed at once) that pays for usage hours beginning before expires_at, lower priority first, of the kinds in applies_to (null: all); returns the grant''s id; idempotent by key (credits_worker)';
+
+-- The data: completed deposits and auto-recharges become paid lots (see above).
+INSERT INTO credits.credit_lots (transaction_id, project_id, kind, amount, remaining, used, created_at, active, ended)
+SELECT l.transaction_id, l.project_id, 'paid', l.amount, l.remaining, l.amount - l.remaining, l.completed_at,
+       l.remaining > '0'::credits.credits,
+       CASE WHEN l.remaining = '0'::credits.credits THEN 'used' END
+  FROM (SELECT t.transaction_id, t.project_id, t.amount, t.completed_at,
+               greatest(least(a.balance - coalesce(sum(t.amount) OVER newer, '0'::credits.credits), t.amount),
+                        '0'::credits.credits) AS remaining
+          FROM credits.transactions t
+          JOIN credits.accounts a ON a.project_id = t.project_id
+         WHERE t.type IN ('deposit', 'auto_recharge') AND t.status = 'completed'
+        WINDOW newer AS (PARTITION BY t.project_id ORDER BY t.completed_at DESC, t.transaction_id DESC
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS l;
+
+-- Explains why a pending deposit could not be found: unknown, wrong project, or finished.
+CREATE OR REPLACE FUNCTION credits._raise_not_pending(project_id bigint, transaction_id bigint, verb text) RETURNS void
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    t credits.transactions;
+BEGIN
+    SELECT * INTO t FROM credits.transactions x
+     WHERE x.transaction_id = _raise_not_pending.transaction_id AND x.type IN ('deposit', 'auto_recharge');
+    IF NOT FOUND OR t.project_id <> project_id THEN
+        RAISE EXCEPTION 'project % has no deposit %', project_id, transaction_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RAISE EXCEPTION 'cannot % deposit %: it is %', verb, transaction_id, t.status
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = 'Only pending deposits can be completed or failed.';
+END $$;
+-- pending → completed: raises the balance by the deposit in the same transaction (the deposit
+-- becomes a paid lot) and returns the new balance.  A completed deposit re-arms auto-recharge.
+CREATE OR REPLACE FUNCTION credits.complete_deposit(project_id bigint, transaction_id bigint,
+                                         invoice_url text DEFAULT NULL) RETURNS credits.credits
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    deposited credits.credits;
+    new_balance credits.credits;
+BEGIN
+    PERFORM credits._require('project_id', project_id IS NULL);
+    PERFORM credits._require('transaction_id', transaction_id IS NULL);
+    PERFORM credits._require_text('invoice_url', invoice_url, 2048);
+
+    UPDATE credits.transactions t
+       SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
+     WHERE t.transaction_id = complete_deposit.transaction_id AND t.project_id = complete_deposit.project_id
+       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
+    RETURNING t.amount INTO deposited;
+    IF NOT FOUND THEN
+        PERFORM credits._raise_not_pending(project_id, transaction_id, 'complete');
+    END IF;
+
+    -- (a paid lot: it raises the balance)
+    new_balance := credits._add_lot(project_id, transaction_id, 'paid', deposited);
+    UPDATE credits.auto_recharge r SET armed = true
+     WHERE r.project_id = complete_deposit.project_id AND NOT r.armed;
+    PERFORM credits._enforce_lots(project_id, credits.now());
+    PERFORM credits._check_spending(project_id);    -- alerts (64_spending_checks.sql)
+    RETURN new_balance;
+END $$;
+-- pending → failed, with the provider's reason.  A failed auto-recharge disarms auto-recharge
+-- until a deposit completes or the settings are saved again.
+CREATE OR REPLACE FUNCTION credits.fail_deposit(project_id bigint, transaction_id bigint, reason text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    failed_type credits.transaction_type;
+BEGIN
+    PERFORM credits._require('project_id', project_id IS NULL);
+    PERFORM credits._require('transaction_id', transaction_id IS NULL);
+    PERFORM credits._require_text('reason', reason, 2000);
+
+    UPDATE credits.transactions t
+       SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
+     WHERE t.transaction_id = fail_deposit.transaction_id AND t.project_id = fail_deposit.project_id
+       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
+    RETURNING t.type INTO failed_type;
+    IF NOT FOUND THEN
+        PERFORM credits._raise_not_pending(project_id, transaction_id, 'fail');
+    END IF;
+    IF failed_type = 'auto_recharge' THEN
+        UPDATE credits.auto_recharge r SET armed = false WHERE r.project_id = fail_deposit.project_id;
+    END IF;
+END $$;
+-- The refund an earlier refund_deposit made with this idempotency key, if any; raises when that
+-- call had other arguments.
+CREATE FUNCTION credits._refund_by_key(project_id bigint, deposit_id bigint, amount credits.credits,
+                                       idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    earlier credits.transactions;
+BEGIN
+    SELECT * INTO earlier FROM credits.transactions t
+     WHERE t.project_id = _refund_by_key.project_id AND t.idempotency_key = _refund_by_key.idempotency_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF earlier.type::text <> 'refund' OR earlier.lot_id <> deposit_id
+       OR (amount IS NOT NULL AND -earlier.amount <> amount) THEN
+        RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+    END IF;
+    RETURN earlier.transaction_id;
+END $$;
+-- Raises unless transaction_id is a paid lot of the project (a completed deposit or
+-- auto-recharge); returns the lot, locked.
+CREATE FUNCTION credits._refundable_lot(project_id bigint, transaction_id bigint) RETURNS credits.credit_lots
+    LANGUAGE plpgsql AS $$
+DECLARE
+    t credits.transactions;
+    lot credits.credit_lots;
+BEGIN
+    SELECT * INTO lot FROM credits.credit_lots l
+     WHERE l.transaction_id = _refundable_lot.transaction_id AND l.project_id = _refundable_lot.project_id
+       FOR UPDATE;
+    IF FOUND AND lot.kind = 'paid' THEN
+        RETURN lot;
+    END IF;
+    SELECT * INTO t FROM credits.transactions x
+     WHERE x.transaction_id = _refundable_lot.transaction_id AND x.type <> 'usage';
+    IF NOT FOUND OR t.project_id <> _refundable_lot.project_id THEN
+        RAISE EXCEPTION 'project % has no deposit %', project_id, transaction_id USING ERRCODE = 'no_data_found';
+    ELSIF FOUND AND lot.kind = 'promotional' THEN
+        RAISE EXCEPTION 'transaction % is a grant, and grants are not refundable', transaction_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RAISE EXCEPTION 'cannot refund % %: only completed deposits and auto-recharges can be refunded',
+        t.status, t.type USING ERRCODE = 'object_not_in_prerequisite_state';
+END $$;
+-- Requests a refund of amount (null: all that may be refunded) of the completed deposit or
+-- auto-recharge transaction_id: a pending refund transaction (returned) that holds the amount,
+-- and a refund_requested event carrying the deposit's method and invoice.  At most what is left
+-- of that deposit's credits once the accrued usage has drawn on them may be refunded.  The same
+-- idempotency key with the same arguments returns the first refund and writes nothing.
+CREATE FUNCTION credits.refund_deposit(project_id bigint, transaction_id bigint, amount credits.credits DEFAULT NULL,
+                                       reason text DEFAULT NULL, idempotency_key text DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    lot credits.credit_lots;
+    deposit credits.transactions;
+    method credits.payment_methods;
+    refundable credits.credits;
+    id bigint;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require('transaction_id', transaction_id IS NULL);
+    IF amount IS NOT NULL THEN
+        PERFORM credits._require_positive('amount', amount);
+    END IF;
+    PERFORM credits._require_text('reason', reason, 200);
+    PERFORM credits._require_text('idempotency_key', idempotency_key, 200);
+    IF idempotency_key IS NOT NULL THEN
+        id := credits._refund_by_key(project_id, transaction_id, amount, idempotency_key);
+        IF id IS NOT NULL THEN
+            RETURN id;
+        END IF;
+    END IF;
+
+    -- The account first (as the deduction locks it), then the lot.
+    PERFORM FROM credits.accounts a WHERE a.project_id = refund_deposit.project_id FOR NO KEY UPDATE;
+    lot := credits._refundable_lot(project_id, transaction_id);
+    SELECT x.left_over INTO refundable FROM credits._lot_standing x
+     WHERE x.project_id = refund_deposit.project_id AND x.transaction_id = lot.transaction_id;
+    refundable := coalesce(refundable, '0'::credits.credits);
+    IF refundable <= '0'::credits.credits OR amount > refundable THEN
+        RAISE EXCEPTION 'deposit % has %', transaction_id,
+            CASE WHEN refundable <= '0'::credits.credits THEN 'nothing that may be refunded'
+                 ELSE format('%s that may be refunded, not %s', refundable, amount) END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Of its %s, %s remains, %s is held by pending refunds, and usage accrued '
+                                  'and not yet deducted takes %s.', lot.amount, lot.remaining, lot.held,
+                                  lot.remaining - lot.held - refundable),
+                  HINT = 'Credits are non-refundable once used.';
+    END IF;
+    amount := coalesce(amount, refundable);
+
+    SELECT * INTO deposit FROM credits.transactions t WHERE t.transaction_id = lot.transaction_id AND t.type <> 'usage';
+    SELECT * INTO method FROM credits.payment_methods m WHERE m.method_id = deposit.method_id;
+    INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description, method_id,
+                                           idempotency_key, lot_id)
+    VALUES (project_id, 'refund', 'pending', -amount, credits.now(),
+            'Refund of ' || CASE deposit.type::text WHEN 'deposit' THEN 'deposit' ELSE 'auto-recharge' END
+                || coalesce(' (' || reason || ')', ''),
+            deposit.method_id, idempotency_key, lot.transaction_id)
+    ON CONFLICT DO NOTHING
+    RETURNING t.transaction_id INTO id;
+    IF id IS NULL THEN
+        -- A concurrent call with the same key committed first: answer as it did.
+        RETURN credits._refund_by_key(project_id, transaction_id, amount, idempotency_key);
+    END IF;
+    UPDATE credits.credit_lots l SET held = l.held + refund_deposit.amount WHERE l.transaction_id = lot.transaction_id;
+    PERFORM credits._enqueue_event(project_id, 'refund_requested', NULL, id,
+        jsonb_build_object('transaction_id', id, 'amount', amount::text,
+                           'deposit_transaction_id', deposit.transaction_id, 'method_id', deposit.method_id,
+                           'provider_ref', method.provider_ref, 'invoice_url', deposit.invoice_url,
+                           'reason', reason, 'idempotency_key', idempotency_key));
+    PERFORM credits._enforce_lots(project_id, credits.now());
+    RETURN id;
+END $$;
+-- Settles a pending refund: pending → completed or failed (with the provider's reason), the
+-- hold released; a completed one takes its amount from the lot and the balance.  Returns the
+-- refund's amount (negative).
+CREATE FUNCTION credits._settle_refund(project_id bigint, transaction_id bigint, completed boolean, reason text)
+    RETURNS credits.credits
+    LANGUAGE plpgsql AS $$
+DECLARE
+    refund credits.transactions;
+    taken credits.credits;
+BEGIN
+    PERFORM credits._require('project_id', project_id IS NULL);
+    PERFORM credits._require('transaction_id', transaction_id IS NULL);
+    PERFORM credits._require_text('reason', reason, 2000);
+    PERFORM FROM credits.accounts a WHERE a.project_id = _settle_refund.project_id FOR NO KEY UPDATE;
+    UPDATE credits.transactions t
+       SET status = CASE WHEN completed THEN 'completed' ELSE 'failed' END::credits.transaction_status,
+           completed_at = CASE WHEN completed THEN credits.now() END,
+           failed_at = CASE WHEN NOT completed THEN credits.now() END,
+           failure_reason = _settle_refund.reason
+     WHERE t.transaction_id = _settle_refund.transaction_id AND t.project_id = _settle_refund.project_id
+       AND t.type::text = 'refund' AND t.status = 'pending'
+    RETURNING t.* INTO refund;
+    IF NOT FOUND THEN
+        SELECT * INTO refund FROM credits.transactions t
+         WHERE t.transaction_id = _settle_refund.transaction_id AND t.type::text = 'refund';
+        IF NOT FOUND OR refund.project_id <> project_id THEN
+            RAISE EXCEPTION 'project % has no refund transaction %', project_id, transaction_id
+                USING ERRCODE = 'no_data_found';
+        END IF;
+        RAISE EXCEPTION 'cannot % refund transaction %: it is %', CASE WHEN completed THEN 'complete' ELSE 'fail' END,
+            transaction_id, refund.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only pending refunds can be completed or failed.';
+    END IF;
+    taken := CASE WHEN completed THEN -refund.amount ELSE '0'::credits.credits END;
+    UPDATE credits.credit_lots l
+       SET held = l.held + refund.amount, remaining = l.remaining - taken,
+           active = l.remaining - taken > '0'::credits.credits,
+           ended = CASE WHEN l.remaining - taken = '0'::credits.credits THEN 'refunded' END
+     WHERE l.transaction_id = refund.lot_id;
+    IF completed THEN
+        UPDATE credits.accounts a SET balance = a.balance - taken WHERE a.project_id = _settle_refund.project_id;
+    END IF;
+    PERFORM credits._enforce_lots(project_id, credits.now());
+    RETURN refund.amount;
+END $$;
+-- pending → completed: the refund is paid out; its amount leaves the lot and the balance.
+-- Returns the new balance.
+CREATE FUNCTION credits.complete_refund(project_id bigint, transaction_id bigint) RETURNS credits.credits
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._settle_refund(project_id, transaction_id, true, NULL);
+    RETURN (SELECT a.balance FROM credits.accounts a WHERE a.project_id = complete_refund.project_id);
+END $$;
+-- pending → failed, with the provider's reason: the held credits are available again.
+CREATE FUNCTION credits.fail_refund(project_id bigint, transaction_id bigint, reason text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._settle_refund(project_id, transaction_id, false, reason);
+END $$;
+COMMENT ON FUNCTION credits.refund_deposit(bigint, bigint, credits.credits, text, text) IS 'requests a refund of a completed deposit''s unused credits (amount null: all that may be): a pending refund that holds them and a refund_requested event; returns its id; grants are never refundable (credits_app)';
+COMMENT ON FUNCTION credits.complete_refund(bigint, bigint) IS 'pending refund to completed: its amount leaves the lot and the balance; returns the new balance (credits_worker)';
+COMMENT ON FUNCTION credits.fail_refund(bigint, bigint, text) IS 'pending refund to failed, with the provider''s reason: the held credits are available again (credits_worker)';
+
+-- Cuts a project's resources of the kinds given off at time at: books every billing one's time up
+-- to at, terminates instances, locks volumes, queues the events.
+CREATE FUNCTION credits._cut_off_resources(project_id bigint, kinds text[], at timestamptz) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    r credits.resources;
+BEGIN
+    FOR r IN SELECT * FROM credits.resources x
+              WHERE x.project_id = _cut_off_resources.project_id AND x.state IN ('running', 'available')
+                AND x.kind = ANY (kinds)
+              ORDER BY x.resource_id FOR UPDATE
+    LOOP
+        PERFORM credits._book_usage(project_id, r.kind, r.resource_id, r.rate_per_hour, r.accrued_until, at);
+        UPDATE credits.resources x
+           SET state = CASE r.kind WHEN 'instance' THEN 'terminated' ELSE 'inaccessible' END,
+               state_since = at, accrued_until = NULL
+         WHERE x.project_id = _cut_off_resources.project_id AND x.resource_id = r.resource_id;
+        PERFORM credits._enqueue_event(project_id,
+            CASE r.kind WHEN 'instance' THEN 'instance_terminated' ELSE 'volume_inaccessible' END,
+            r.resource_id, NULL,
+            jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at)
+                || credits._retention_payload(r.kind, at));
+    END LOOP;
+END $$;
+-- Cuts a project off at time at: every instance and volume (credits._cut_off_resources), and
+-- balance_depleted queued.
+CREATE OR REPLACE FUNCTION credits._cut_off(project_id bigint, at timestamptz) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    balance credits.credits;
+BEGIN
+    PERFORM credits._cut_off_resources(project_id, ARRAY['instance', 'volume'], at);
+    SELECT a.balance INTO balance FROM credits.accounts a WHERE a.project_id = _cut_off.project_id;
+    PERFORM credits._enqueue_event(project_id, 'balance_depleted', NULL, NULL,
+        jsonb_build_object('balance', balance::text, 'at', at));
+END $$;
+-- What is left of each lot (given in draw-down order) once the hours (given oldest first, with
+-- their kind bits and amounts) have drawn on them; src/lots.c.
+CREATE FUNCTION credits._lots_left(lot_left credits.credits[], lot_expires timestamptz[], lot_kinds integer[],
+                                   hour_start timestamptz[], hour_kind integer[], hour_amount credits.credits[])
+    RETURNS credits.credits[]
+    AS 'MODULE_PATHNAME', 'credits_lots_left' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+-- Each active lot with what usage may still take of it once the usage accrued and not yet
+-- deducted has drawn on it (pending refunds hold their part).  Lots in draw-down order: lowest
+-- priority, soonest expiry (none last), promotional before paid, oldest; hours in the
+-- deduction's order.  Read it with a project_id filter: it reaches both sides.  (A view, not a
+-- function: it reads the tables with its owner's rights when a reader's view reads it.)
+CREATE VIEW credits._lot_standing AS
+SELECT lots.project_id, x.transaction_id, x.left_over, x.expires_at, x.kinds
+  FROM (SELECT l.project_id,
+               array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                                   l.created_at, l.transaction_id) AS ids,
+               array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                                      l.created_at, l.transaction_id) AS lefts,
+               array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                               l.created_at, l.transaction_id) AS expires,
+               array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
+                                                                l.kind DESC, l.created_at, l.transaction_id) AS kinds
+          FROM credits.credit_lots l
+         WHERE l.active
+         GROUP BY l.project_id) AS lots
+  LEFT JOIN (SELECT u.project_id,
+                    array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS hours,
+                    array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
+                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS kinds,
+                    array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS amounts
+               FROM credits.usage_in_progress u
+               LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+              GROUP BY u.project_id) AS accrued ON accrued.project_id = lots.project_id,
+       unnest(lots.ids, credits._lots_left(lots.lefts, lots.expires, lots.kinds,
+                                           coalesce(accrued.hours, '{}'), coalesce(accrued.kinds, '{}'),
+                                           coalesce(accrued.amounts, '{}')),
+              lots.expires, lots.kinds) AS x(transaction_id, left_over, expires_at, kinds);
+-- What a project can still spend on the kinds in kind_bits (instance 1, volume 2, api 4) for
+-- usage that begins at as_of: what its lots that may pay for it have left after the accrued usage.
+CREATE FUNCTION credits._spendable(project_id bigint, kind_bits integer, as_of timestamptz)
+    RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(x.left_over), '0'::credits.credits)
+      FROM credits._lot_standing x
+     WHERE x.project_id = _spendable.project_id
+       AND (x.kinds & _spendable.kind_bits) <> 0 AND (x.expires_at IS NULL OR x.expires_at > _spendable.as_of);
+END;
+-- What a project can spend on anything now, lot by lot (credits._spendable).  SECURITY DEFINER:
+-- balance_overview calls it for projects whose lots are not all alike, for readers who may not
+-- read the tables (and, never inlined, its plan stays out of the view's).
+CREATE FUNCTION credits._lots_available(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    RETURN credits._spendable(project_id, 7, credits.now());
+-- What the project can still spend: its lots (those not expired) less the usage accrued and not
+-- yet deducted and less pending refunds, never below zero.  Without grants or refunds that is
+-- the balance less the accrued usage (credits._available).  An unknown project raises P0002 (and a null one 22004)
+-- rather than answering null.
+CREATE OR REPLACE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    SELECT credits._lots_available(a.project_id)
+      FROM credits.accounts a
+     WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
+$$;
+-- Applies the zero-balance rule kind by kind to a project whose lots are not all alike (some
+-- expire, pay only for some kinds, or are held by a refund), or that is cut off, at time at: its instances are cut
+-- off when no lot that may pay for the current hour of an instance has anything left after the
+-- accrued usage, its volumes likewise; with neither left the whole project is depleted (as at
+-- zero balance); a volume lot with something left makes locked volumes available again.  Other
+-- projects are left to the rule of the balance (credits._due_projects, src/zero_balance.c).
+-- Returns whether it acted.
+CREATE FUNCTION credits._enforce_lots(project_id bigint, at timestamptz) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+DECLARE
+    hour timestamptz := credits.hour_of(at);
+    is_depleted boolean;
+    for_instances credits.credits;
+    for_volumes credits.credits;
+    acted boolean := false;
+BEGIN
+    SELECT a.depleted INTO is_depleted FROM credits.accounts a
+     WHERE a.project_id = _enforce_lots.project_id FOR NO KEY UPDATE;
+    IF NOT is_depleted
+       AND NOT EXISTS (SELECT FROM credits.credit_lots l
+                        WHERE l.project_id = _enforce_lots.project_id AND l.active
+                          AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL OR l.held > '0'::credits.credits)) THEN
+        RETURN false;
+    END IF;
+    for_instances := credits._spendable(project_id, 1, hour);
+    for_volumes := credits._spendable(project_id, 2, hour);
+    IF NOT is_depleted AND for_instances <= '0'::credits.credits AND for_volumes <= '0'::credits.credits THEN
+        UPDATE credits.accounts a SET depleted = true WHERE a.project_id = _enforce_lots.project_id;
+        RETURN true;
+    ELSIF is_depleted AND (for_instances > '0'::credits.credits OR for_volumes > '0'::credits.credits) THEN
+        UPDATE credits.accounts a SET depleted = false WHERE a.project_id = _enforce_lots.project_id;
+        acted := true;
+    ELSIF is_depleted THEN
+        RETURN false;
+    END IF;
+    IF for_instances <= '0'::credits.credits
+       AND EXISTS (SELECT FROM credits.resources r WHERE r.project_id = _enforce_lots.project_id
+                                                      AND r.state = 'running') THEN
+        PERFORM credits._cut_off_resources(project_id, ARRAY['instance'], at);
+        acted := true;
+    END IF;
+    IF for_volumes <= '0'::credits.credits
+       AND EXISTS (SELECT FROM credits.resources r WHERE r.project_id = _enforce_lots.project_id
+                                                      AND r.state = 'available') THEN
+        PERFORM credits._cut_off_resources(project_id, ARRAY['volume'], at);
+        acted := true;
+    ELSIF for_volumes > '0'::credits.credits
+          AND EXISTS (SELECT FROM credits.resources r WHERE r.project_id = _enforce_lots.project_id
+                                                         AND r.state = 'inaccessible') THEN
+        PERFORM credits._restore_volumes(project_id, at);
+        acted := true;
+    END IF;
+    RETURN acted;
+END $$;
+DROP FUNCTION credits._require_available_balance(bigint);
+-- Raises unless the project may start a resource of kind: not cut off, and something left for
+-- that kind in its lots (credits._spendable: after the accrued usage, not expired).  Takes a
+-- share lock on the account so that a concurrent cut-off waits for this transaction and then
+-- sees (and terminates) what it started.
+CREATE FUNCTION credits._require_available_balance(project_id bigint, kind text) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    is_depleted boolean;
+BEGIN
+    SELECT a.depleted INTO is_depleted FROM credits.accounts a
+     WHERE a.project_id = _require_available_balance.project_id FOR SHARE;
+    IF is_depleted OR credits._spendable(project_id, CASE kind WHEN 'instance' THEN 1 ELSE 2 END,
+                                         credits.now()) <= '0'::credits.credits THEN
+        IF NOT is_depleted AND credits._spendable(project_id, 7, credits.now()) > '0'::credits.credits THEN
+            RAISE EXCEPTION 'project % has no available balance', project_id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('None of its credits may pay for %ss.', kind),
+                      HINT = 'Add credits with credits.add_credits() first.';
+        END IF;
+        RAISE EXCEPTION 'project % has no available balance', project_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Add credits with credits.add_credits() first.';
+    END IF;
+END $$;
+-- Starts billing a resource (start_instance, attach_volume): creates it, restarts a stopped
+-- instance, or changes the rate of one already billing (the time so far is booked at the old
+-- rate).  Calling it again with the same rate does nothing.
+CREATE OR REPLACE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
+                                  rate_per_hour credits.credits) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
+    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
+    -- The account first, then the resource: the order every path locks them in (the periodic
+    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
+    PERFORM credits._require_available_balance(project_id, kind);
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
+    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
+                                                  AND r.rate_per_hour <> rate_per_hour) THEN
+        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
+                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+    END IF;
+
+    IF r.project_id IS NULL THEN
+        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
+                                       accrued_until, created_at)
+        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
+                credits._billing_start(project_id, at), at)
+        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            -- A concurrent call created it first (and has committed): act on its row.
+            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
+        END IF;
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
+            USING ERRCODE = 'wrong_object_type';
+    ELSIF r.state = active_state THEN
+        IF r.rate_per_hour <> rate_per_hour THEN
+            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
+                                           accrued_until = credits._billing_start(_activate.project_id, at)
+             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+        END IF;
+    ELSIF r.state = 'stopped' THEN
+        UPDATE credits.resources x
+           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
+               accrued_until = credits._billing_start(_activate.project_id, at)
+         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+    ELSE
+        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
+                           'inaccessible volumes come back when the balance is positive again.';
+    END IF;
+END $$;
+-- The end of the last hour a lot expiring at expires_at pays for: every hour before it begins
+-- before expires_at.
+CREATE FUNCTION credits._paying_until(expires_at timestamptz) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN credits.hour_of(expires_at - interval '1 microsecond') + interval '1 hour';
+-- Writes the expiry of every lot whose last hour has ended (before cur, the current hour) and
+-- whose project has deducted every hour before that end: nothing booked, rolled up or billing
+-- from before it remains.  Returns the number of lots expired.  The caller holds the
+-- periodic-run lock.
+CREATE FUNCTION credits._expire_lots(cur timestamptz, at timestamptz) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    due record;
+    lot credits.credit_lots;
+    expired bigint := 0;
+BEGIN
+    FOR due IN
+        SELECT l.project_id, l.transaction_id, credits._paying_until(l.expires_at) AS paying_until
+          FROM credits.credit_lots l
+          JOIN credits.accounts a ON a.project_id = l.project_id
+         WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
+           AND credits._paying_until(l.expires_at) <= cur
+           AND NOT EXISTS (SELECT FROM credits.transactions t
+                            WHERE t.project_id = l.project_id AND t.status = 'accumulating'
+                              AND t.usage_hour < credits._paying_until(l.expires_at))
+           AND NOT EXISTS (SELECT FROM credits.usage_rollup u
+                            WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
+           AND NOT EXISTS (SELECT FROM credits.resources r
+                            WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
+                              AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at))
+         ORDER BY l.project_id, l.expires_at, l.transaction_id
+    LOOP
+        -- The account first, then the lot (the order of every path).
+        PERFORM FROM credits.accounts a WHERE a.project_id = due.project_id FOR NO KEY UPDATE;
+        SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = due.transaction_id AND l.active FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, lot_id,
+                                          completed_at)
+        SELECT lot.project_id, 'expiry', 'completed', -lot.remaining, lot.expires_at,
+               'Expired: ' || g.description, lot.transaction_id, at
+          FROM credits.transactions g WHERE g.transaction_id = lot.transaction_id AND g.type <> 'usage';
+        UPDATE credits.credit_lots l SET remaining = '0', active = false, ended = 'expired'
+         WHERE l.transaction_id = lot.transaction_id;
+        UPDATE credits.accounts a SET balance = a.balance - lot.remaining WHERE a.project_id = lot.project_id;
+        PERFORM credits._enforce_lots(lot.project_id, at);
+        expired := expired + 1;
+    END LOOP;
+    RETURN expired;
+END $$;
+-- The projects whose lots are not all alike: some active lot expires, pays only for some
+-- kinds, or is partly held by a pending refund.
+CREATE FUNCTION credits._special_projects() RETURNS SETOF bigint
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT DISTINCT l.project_id FROM credits.credit_lots l
+     WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL OR l.held > '0'::credits.credits);
+END;
+-- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
+-- and starts the auto-recharges that the new balances call for.  Returns the number of usage
+-- transactions completed.
+-- (jit = off in both periodic runs: the row estimates of the hour segments are far too high,
+-- and compiling the plans cost more than running them, about 1 s per run at 100,000 projects.)
+CREATE OR REPLACE FUNCTION credits.run_hourly_deductions() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    cur timestamptz;
+    completed bigint;
+    due record;
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    cur := credits.hour_of(at);
+    PERFORM credits._fold_usage_events(at);
+    completed := credits._deduct_ended_hours(cur, at);
+    PERFORM credits._expire_lots(cur, at);
+    -- (the accrued usage of every project is worth computing only when one may recharge)
+    IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN
+        SELECT * INTO due FROM credits._due_projects();
+        PERFORM credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
+    END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
+    RETURN completed;
+END $$;
+DROP FUNCTION credits._due_projects();
+-- The projects a periodic run may have to act on, found in one pass over the accounts with
+-- their usage accrued and not yet deducted (the costly part, computed once per run): those
+-- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
+-- finds the available balance below its threshold.  Each list comes with the accrued usage of
+-- its projects, in project order.  (BEGIN ATOMIC: bound at install time, whatever the
+-- caller's search_path.  The planner expects 1000 hour segments per resource and 200
+-- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
+-- hash table for millions of groups; sorting in memory and no nested loops take a third of
+-- the time at 100,000 projects.)
+CREATE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
+                                      OUT special_ids bigint[])
+    LANGUAGE sql STABLE
+    SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
+BEGIN ATOMIC
+    WITH positions AS (
+        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
+               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
+          FROM credits.accounts a
+          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+          LEFT JOIN (SELECT l.project_id,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 1) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_instances,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 2) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_volumes
+                       FROM credits.credit_lots l
+                      WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
+                      GROUP BY l.project_id) AS s ON s.project_id = a.project_id
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    -- (a project whose lots are not all alike: what it can spend is what its lots have left,
+    -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
+    -- judges its cut-off)
+    standing AS (
+        SELECT p.*,
+               CASE WHEN p.special AND p.recharging
+                    THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
+                    ELSE p.accrued END AS effective_accrued
+          FROM positions p),
+    flagged AS (
+        SELECT p.project_id, p.effective_accrued AS accrued,
+               NOT p.special AND NOT p.depleted AND p.balance <= p.accumulating AS used_up,
+               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
+               -- (its lots for a kind cannot all be left over when the accrued usage, whatever
+               -- its kind, is at least what they hold)
+               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
+          FROM standing p)
+    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
+      FROM flagged f;
+END;
+-- Cuts off every project whose accrued usage has used up its available balance (the balance
+-- itself is still positive: deductions cut off the ones that reach zero), then starts the
+-- auto-recharges that are due.  Returns the number of projects acted on (cut off, or
+-- recharge requested, or both).
+CREATE OR REPLACE FUNCTION credits.run_balance_checks() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    due record;
+    cut_off bigint[];
+    recharged bigint[];
+    controlled bigint[];
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._expire_lots(credits.hour_of(at), at);
+    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- usage transactions, which leaves each project's total as it was).
+    SELECT * INTO due FROM credits._due_projects();
+    -- Projects whose lots are not all alike are judged kind by kind, lot by lot.
+    SELECT coalesce(array_agg(l.project_id), '{}') INTO cut_off
+      FROM unnest(due.special_ids) AS l(project_id)
+     WHERE credits._enforce_lots(l.project_id, at);
+
+    WITH used_up AS (
+        SELECT u.project_id, u.accumulating
+          FROM unnest(due.used_up_ids, due.used_up_accrued) AS u(project_id, accumulating)),
+    flagged AS (
+        -- The balance is tested again here: when a deposit committed after this statement's
+        -- snapshot, the UPDATE re-evaluates its WHERE on the new row and must see the deposit.
+        UPDATE credits.accounts a SET depleted = true
+          FROM used_up WHERE a.project_id = used_up.project_id AND NOT a.depleted
+                         AND a.balance <= used_up.accumulating
+        RETURNING a.project_id)
+    SELECT cut_off || coalesce(array_agg(f.project_id), '{}') INTO cut_off FROM flagged f;
+
+    recharged := credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
+    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
+    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    RETURN (SELECT count(*) FROM (SELECT unnest(cut_off) UNION SELECT unnest(recharged)
+                                  UNION SELECT unnest(controlled)) AS acted);
+END $$;
+-- One row per project: balance, usage accumulating, what is available, burn rate and runway.
+-- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient, to the second.
+-- The accrued usage and the burn rate are joined per project from views grouped by project:
+-- read with a project_id filter, the filter reaches inside them (one project's rows through
+-- its indexes); read for every project, each is one set-based pass (hash joins), not a plan
+-- run once per project.  (The view reads the tables with its owner's rights, so readers need
+-- no SECURITY DEFINER.)
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+  LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+-- One row per credit lot: every completed deposit and auto-recharge (paid) and every grant
+-- (promotional), with what remains of it and its state: active while something remains, else
+-- used (by usage), expired or refunded (what took its last credits).
+CREATE VIEW credits.lots AS
+SELECT l.project_id, l.transaction_id, l.kind, l.amount, l.remaining, l.expires_at, l.priority, l.applies_to,
+       coalesce(l.ended, 'active') AS state
+  FROM credits.credit_lots l;
+COMMENT ON VIEW credits.lots IS 'one row per credit lot (completed deposit, auto-recharge or grant): kind paid or promotional, amount, remaining, expiry, priority, kinds it pays for, state';
+-- The checks of credits.verify() for the project scope_id, or for all when it is null.  An
+-- unknown project is an error (P0002), not a clean result.  For one project its transactions
+-- are read through the indexes (deposits by the history index, usage hour by hour); for all,
+-- the whole table.  Planned for each call with scope_id's value (a custom plan): the branches
+-- of the other scope are gone before the planner sees the query, and a generic plan, which
+-- statistics skewed by other projects could turn into a scan of every project's rows, is never
+-- used.  (jit = off: compiling the plan over every project cost more than running it.)
+CREATE OR REPLACE FUNCTION credits._verify(scope_id bigint)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH scope AS (
+        SELECT a.* FROM credits.accounts a WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT a.* FROM credits.accounts a
+         WHERE _verify.scope_id IS NOT NULL
+           AND a.project_id = (SELECT credits._require_account(_verify.scope_id))),
+    -- the transactions of the one project asked about, read once (completed usage hour by
+    -- hour, over its deducted hours)
+    project_rows AS MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE t.type <> 'usage' AND t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits._completed_usage t
+         WHERE t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits.transactions t
+         WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the lots of the accounts in scope
+    lot_rows AS (
+        SELECT l.* FROM credits.credit_lots l WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT l.* FROM credits.credit_lots l WHERE l.project_id = _verify.scope_id),
+    -- the transactions of the accounts in scope (all of them: read by each check)
+    scoped AS NOT MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE _verify.scope_id IS NULL
+           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+        UNION ALL
+        SELECT * FROM project_rows),
+    -- (summed per project before the join: a join first sorted every transaction)
+    -- (and the first and last completed usage hour, which must lie in its deducted hours)
+    ledger AS (
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total, x.first_hour, x.last_hour
+          FROM scope s
+          LEFT JOIN (SELECT t.project_id, sum(t.amount) AS total,
+                            min(t.usage_hour) AS first_hour, max(t.usage_hour) AS last_hour
+                       FROM scoped t WHERE t.status = 'completed'
+                      GROUP BY t.project_id) AS x USING (project_id))
+    SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id,
+           format('completed usage hours span [%s, %s), ', l.first_hour, l.last_hour + interval '1 hour')
+           || CASE WHEN s.deducted_from IS NULL THEN 'but the project has no deducted hours'
+                   ELSE format('not within its deducted hours [%s, %s)', s.deducted_from, s.deducted_until) END
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE l.first_hour IS NOT NULL
+       AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
+    UNION ALL
+    -- (rolled-up API usage of an hour already completed would be charged again)
+    SELECT u.project_id, format('API usage of %s in the hour %s is rolled up, but that hour is completed',
+                                u.resource_id, u.usage_hour)
+      FROM scope s JOIN credits.usage_rollup u USING (project_id)
+     WHERE EXISTS (SELECT FROM credits.transactions t
+                    WHERE t.usage_hour = u.usage_hour AND t.project_id = u.project_id
+                      AND t.resource_id = u.resource_id AND t.type = 'usage' AND t.status = 'completed')
+    UNION ALL
+    SELECT s.project_id, format('balance %s is negative', s.balance)
+      FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL
+       AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+    UNION ALL
+    SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
+                                t.transaction_id, t.method_id)
+      FROM scoped t
+     WHERE t.method_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                        WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
+    UNION ALL
+    -- (for all projects, grouped in the order of the usage index, as it streams: orphans,
+    -- reported above, are counted too)
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL AND t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM project_rows t
+     WHERE t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
+      FROM scoped t
+     WHERE (t.type = 'usage' AND t.status NOT IN ('accumulating', 'completed'))
+        OR (t.type <> 'usage' AND t.status = 'accumulating')
+        OR (t.status = 'completed') <> (t.completed_at IS NOT NULL)
+        OR (t.status = 'failed') <> (t.failed_at IS NOT NULL)
+        -- (a usage hour's charge is -amount + uncollected; only a completed one has uncollected)
+        OR (t.type = 'usage'
+            AND t.uncollected::numeric - t.amount::numeric <> credits._accrued_amount(t.accrued_units)::numeric)
+        OR (t.type = 'usage' AND t.status = 'completed' AND t.usage_hour + interval '1 hour' > t.completed_at)
+        OR t.uncollected < '0'::credits.credits
+        OR (NOT (t.type = 'usage' AND t.status = 'completed') AND t.uncollected <> '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('project is at zero balance but %s %s is %s', r.kind, r.resource_id, r.state)
+      FROM scope s JOIN credits.resources r USING (project_id)
+     WHERE (s.depleted OR s.balance = '0'::credits.credits) AND r.state IN ('running', 'available')
+    UNION ALL
+    SELECT t.project_id, format('%s auto-recharges are pending', count(*))
+      FROM scoped t
+     WHERE t.type = 'auto_recharge' AND t.status = 'pending'
+     GROUP BY t.project_id HAVING count(*) > 1
+    UNION ALL
+    -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
+    -- added in 0.2.0 are compared as text)
+    SELECT l.project_id,
+           format('the lot of transaction %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+                  l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
+                  l.held, coalesce(x.pending, '0'::credits.credits))
+      FROM lot_rows l
+      LEFT JOIN (SELECT t.lot_id, -sum(t.amount) FILTER (WHERE t.status = 'completed') AS taken,
+                        -sum(t.amount) FILTER (WHERE t.status = 'pending') AS pending
+                   FROM scoped t WHERE t.lot_id IS NOT NULL GROUP BY t.lot_id) AS x ON x.lot_id = l.transaction_id
+     WHERE l.remaining < '0'::credits.credits OR l.remaining > l.amount
+        OR l.remaining + l.used + coalesce(x.taken, '0'::credits.credits) <> l.amount
+        OR l.held <> coalesce(x.pending, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('its lots hold %s, not the balance %s', coalesce(x.total, '0'::credits.credits), s.balance)
+      FROM scope s
+      LEFT JOIN (SELECT l.project_id, sum(l.remaining) AS total FROM lot_rows l GROUP BY l.project_id) AS x
+        USING (project_id)
+     WHERE coalesce(x.total, '0'::credits.credits) <> s.balance
+    UNION ALL
+    SELECT t.project_id, format('completed %s %s of %s is not a lot of that amount', t.type, t.transaction_id, t.amount)
+      FROM scoped t
+      LEFT JOIN lot_rows l ON l.transaction_id = t.transaction_id
+     WHERE t.status = 'completed' AND t.type::text IN ('deposit', 'auto_recharge', 'grant')
+       AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
+            OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
+    UNION ALL
+    SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
+      FROM lot_rows l
+     WHERE NOT EXISTS (SELECT FROM scoped t
+                        WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'
+                          AND t.type::text IN ('deposit', 'auto_recharge', 'grant'));
+END $$;
+-- Raises 22023 unless [from_time, to_time) is a non-empty period (22004 when a bound is null).
+CREATE FUNCTION credits._require_period(from_time timestamptz, to_time timestamptz) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM credits._require('from_time', from_time IS NULL);
+    PERFORM credits._require('to_time', to_time IS NULL);
+    IF NOT from_time < to_time OR NOT isfinite(from_time) OR NOT isfinite(to_time) THEN
+        RAISE EXCEPTION 'the period [%, %) is empty or unbounded', from_time, to_time
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+-- The project's completed usage transactions dated from from_time on (its hours in
+-- [from_time, deducted_until)), found hour by hour.  (BEGIN ATOMIC, inlined where it is read.)
+CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz)
+    RETURNS SETOF credits.transactions
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT t.*
+      FROM credits.accounts a,
+           generate_series(greatest(a.deducted_from,
+                                    credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
+                           a.deducted_until - interval '1 hour', interval '1 hour') AS h(usage_hour)
+      JOIN credits.transactions t ON t.usage_hour = h.usage_hour
+     WHERE a.project_id = _usage_since.project_id AND t.project_id = a.project_id
+       AND t.type = 'usage' AND t.status = 'completed';
+END;
+-- A project's statement for [from_time, to_time): the lines opening_balance, deposits
+-- (deposits and auto-recharges), grants, one usage line per resource (what the balance paid,
+-- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
+-- not pay; information only).
+CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
+    RETURNS TABLE (line text, resource_id text, amount credits.credits)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_period(from_time, to_time);
+    RETURN QUERY
+    WITH since AS MATERIALIZED (
+        -- every completed transaction dated from from_time on, as the line it counts in
+        SELECT CASE t.type::text WHEN 'deposit' THEN 'deposits' WHEN 'auto_recharge' THEN 'deposits'
+                                 WHEN 'grant' THEN 'grants' WHEN 'expiry' THEN 'expired' ELSE 'refunded' END AS line,
+               NULL::text AS resource_id, t.amount, '0'::credits.credits AS uncollected,
+               t.created_at < to_time AS in_period
+          FROM credits.transactions t
+         WHERE t.project_id = statement.project_id AND t.type <> 'usage' AND t.status = 'completed'
+           AND t.created_at >= from_time
+        UNION ALL
+        SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < to_time
+          FROM credits._usage_since(statement.project_id, from_time) AS u),
+    ends AS (
+        -- the balance less everything dated from from_time on is the opening balance
+        SELECT a.balance - coalesce((SELECT sum(x.amount) FROM since x), '0'::credits.credits) AS opening,
+               a.balance - coalesce((SELECT sum(x.amount) FROM since x WHERE NOT x.in_period),
+                                    '0'::credits.credits) AS closing
+          FROM credits.accounts a WHERE a.project_id = statement.project_id),
+    lines AS (
+        SELECT 1 AS ord, 'opening_balance' AS line, NULL::text AS resource_id, e.opening AS amount FROM ends e
+        UNION ALL
+        SELECT l.ord, l.line, NULL, coalesce((SELECT sum(x.amount) FROM since x WHERE x.in_period AND x.line = l.line),
+                                             '0'::credits.credits)
+          FROM (VALUES (2, 'deposits'), (3, 'grants'), (5, 'expired'), (6, 'refunded')) AS l(ord, line)
+        UNION ALL
+        SELECT 4, 'usage', x.resource_id, sum(x.amount) FROM since x
+         WHERE x.in_period AND x.line = 'usage' GROUP BY x.resource_id
+        UNION ALL
+        SELECT 7, 'closing_balance', NULL, e.closing FROM ends e
+        UNION ALL
+        SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
+                                                '0'::credits.credits))
+    SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id;
+END $$;
+-- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given
+-- length from from_time on): the kind, the hours charged, what they charged and what the
+-- balance paid of it (both positive).  Completed usage hours only, dated by their start.
+CREATE FUNCTION credits.usage_by_resource(project_id bigint, from_time timestamptz, to_time timestamptz,
+                                          bucket interval DEFAULT '1 day')
+    RETURNS TABLE (bucket_start timestamptz, resource_id text, kind text, hours integer,
+                   charged credits.credits, collected credits.credits)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_period(from_time, to_time);
+    PERFORM credits._require('bucket', bucket IS NULL);
+    IF bucket <= interval '0' OR date_part('month', bucket) <> 0 OR date_part('year', bucket) <> 0 THEN
+        RAISE EXCEPTION 'bucket must be a positive interval without months, got %', bucket
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT date_bin(bucket, u.usage_hour, from_time), u.resource_id, coalesce(r.kind, 'api'), count(*)::integer,
+           sum(u.uncollected - u.amount), -sum(u.amount)
+      FROM credits._usage_since(usage_by_resource.project_id, from_time) AS u
+      LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+     WHERE u.usage_hour < to_time
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2;
+END $$;
+COMMENT ON FUNCTION credits.statement(bigint, timestamptz, timestamptz) IS 'a project''s statement of the completed transactions dated in [from_time, to_time): opening_balance, deposits, grants, usage per resource, expired, refunded, closing_balance, uncollected';
+COMMENT ON FUNCTION credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) IS 'a project''s completed usage in [from_time, to_time) by bucket and resource: kind, hours, charged and collected';
+
+-- Internal functions and everything that writes are not for PUBLIC.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'credits'::regnamespace
+                -- (record_usage writes in C without SECURITY DEFINER: see 43_record_usage.sql)
+                AND (p.proname LIKE '\_%' OR p.prosecdef
+                     OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
+                AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
+                                      '_accrued_amount', '_hour_segments', '_describe',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount', '_available',
+                                      '_kind_mask', '_lots_left',
+                                      -- (spending_overview computes with these)
+                                      '_below_balance', '_below_runway', '_budget_hit',
+                                      -- minimum_deposit() reads it: a setting anyone may SHOW
+                                      '_minimum_deposit_text')
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;
+GRANT SELECT ON credits.lots TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
+                          credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits.refund_deposit(bigint, bigint, credits.credits, text, text) TO credits_app;
+GRANT EXECUTE ON FUNCTION
+    credits.grant_credits(bigint, credits.credits, timestamptz, integer, text[], text, text),
+    credits.complete_refund(bigint, bigint),
+    credits.fail_refund(bigint, bigint, text)
+  TO credits_worker;
+SELECT pg_catalog.pg_extension_config_dump('credits.credit_lots', '');
+COMMENT ON FUNCTION credits.available_balance(bigint) IS 'what a project can still spend: what its lots not expired have left once the usage accrued and not yet deducted has drawn on them, less pending refunds (without grants or refunds: the balance less the accrued usage), never below zero';
+COMMENT ON TYPE credits.transaction_type IS 'what a transaction is: deposit, usage, auto_recharge, grant, expiry, refund';
+COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, completed, failed (deposits, refunds); accumulating, completed (usage)';
+COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, refund requests, resources, usage and settings';
+COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits and refunds, grants, the events outbox and the periodic runs';

@@ -54,6 +54,7 @@ SELECT credits.add_credits(7000, '100.00', NULL, 'hostile-dep-1') AS dep_done,
        credits.add_credits(7000, '20.00') AS dep_failed,
        credits.add_credits(7001, '50.00') AS dep_other \gset
 SELECT credits.complete_deposit(7000, :dep_done, 'https://invoices.example/hostile-1');
+SELECT credits.refund_deposit(7000, :dep_done, '2.00', 'hostile scene') AS refund_pending \gset
 SELECT credits.fail_deposit(7000, :dep_failed, 'card_declined');
 SELECT credits.complete_deposit(7001, :dep_other);
 SELECT credits.start_instance(7000, 'i-run', '1.00'), credits.start_instance(7000, 'i-stop', '2.00'),
@@ -104,6 +105,16 @@ INSERT INTO api VALUES
          ARRAY['7000', '''5.00''', '''1 hour''', '''10.00''', '''100.00''', '''alert''']),
     ('credits.configure_alerts(bigint,credits.credits,interval)', ARRAY['7000', '''1.00''', '''1 hour''']),
     ('credits.verify(bigint)',                              ARRAY['7000']),
+    ('credits.grant_credits(bigint,credits.credits,timestamp with time zone,integer,text[],text,text)',
+         ARRAY['7000', '''1.00''', '''2026-04-01 00:00+00''', '50', '''{api}''', '''Hostile grant''', '''hostile-grant-new''']),
+    ('credits.refund_deposit(bigint,bigint,credits.credits,text,text)',
+         ARRAY['7000', :'dep_done', '''1.00''', '''customer''', '''hostile-refund-new''']),
+    ('credits.complete_refund(bigint,bigint)',              ARRAY['7000', :'refund_pending']),
+    ('credits.fail_refund(bigint,bigint,text)',             ARRAY['7000', :'refund_pending', '''declined''']),
+    ('credits.statement(bigint,timestamp with time zone,timestamp with time zone)',
+         ARRAY['7000', '''2026-03-01 00:00+00''', '''2026-03-02 00:00+00''']),
+    ('credits.usage_by_resource(bigint,timestamp with time zone,timestamp with time zone,interval)',
+         ARRAY['7000', '''2026-03-01 00:00+00''', '''2026-03-02 00:00+00''', '''1 hour''']),
     ('credits.schedule_jobs()',                             ARRAY[]::text[]),
     ('credits.unschedule_jobs()',                           ARRAY[]::text[]);
 
@@ -136,7 +147,8 @@ SELECT a, s, v
                ('1e3', '''1e3'''), ('empty', '''''')) AS x(s, v)
 UNION ALL
 SELECT a, s, v
-  FROM unnest(ARRAY['provider_ref', 'label', 'resource_id', 'idempotency_key', 'invoice_url', 'reason']) AS a,
+  FROM unnest(ARRAY['provider_ref', 'label', 'resource_id', 'idempotency_key', 'invoice_url', 'reason',
+                    'description']) AS a,
        (VALUES ('null', 'NULL::text'), ('empty', ''''''), ('201 chars', 'repeat(''x'', 201)'),
                ('2049 chars', 'repeat(''x'', 2049)'), ('1 MB', 'repeat(''x'', 1048576)')) AS x(s, v)
 UNION ALL
@@ -150,6 +162,21 @@ SELECT 'on_budget', s, v
                ('1 MB', 'repeat(''x'', 1048576)')) AS x(s, v)
 UNION ALL
 SELECT a, 'null', 'NULL::boolean' FROM unnest(ARRAY['enabled', 'make_default']) AS a
+UNION ALL
+SELECT a, s, v
+  FROM unnest(ARRAY['expires_at', 'from_time', 'to_time']) AS a,
+       (VALUES ('null', 'NULL::timestamptz'), ('infinity', '''infinity'''), ('-infinity', '''-infinity'''),
+               ('2000-01-01', '''2000-01-01 00:00+00''')) AS x(s, v)
+UNION ALL
+SELECT 'priority', s, v
+  FROM (VALUES ('null', 'NULL::integer'), ('-1', '-1'), ('101', '101'), ('max', '2147483647')) AS x(s, v)
+UNION ALL
+SELECT 'applies_to', s, v
+  FROM (VALUES ('empty array', '''{}''::text[]'), ('{NULL}', '''{NULL}''::text[]'), ('{gpu}', '''{gpu}''::text[]'),
+               ('2-D', '''{{api}}''::text[]')) AS x(s, v)
+UNION ALL
+SELECT 'bucket', s, v
+  FROM (VALUES ('null', 'NULL::interval'), ('0', '''0'''), ('-1 hour', '''-1 hour'''), ('1 month', '''1 month''')) AS x(s, v)
 UNION ALL
 SELECT 'max_events', s, v
   FROM (VALUES ('null', 'NULL::integer'), ('-1', '-1'), ('10001', '10001'), ('max', '2147483647')) AS x(s, v)

@@ -127,6 +127,24 @@ SELECT credits.remove_payment_method(4001, :visa);
 SELECT pg_temp.n('method', method_id) AS method, is_default, removed_at IS NOT NULL AS removed
   FROM credits.payment_methods WHERE project_id = 4001 ORDER BY method_id;
 
+-- The billing page chooses among a project's methods through payment_method_overview, which
+-- a reader may read: every method ever added, the default, and the removed ones marked.
+SET ROLE credits_reader;
+CREATE TEMP TABLE methods_seen AS SELECT * FROM credits.payment_method_overview WHERE project_id = 4001;
+SELECT count(*) AS rows_of_4002 FROM credits.payment_method_overview WHERE project_id = 4002;
+RESET ROLE;
+SELECT pg_temp.n('method', method_id) AS method, provider_ref, label, is_default, removed
+  FROM methods_seen ORDER BY method_id;
+
+-- Project ids are positive: zero and negative ids are refused (22023) and open nothing.
+SELECT pg_temp.ledger_state() AS before \gset
+SELECT pg_temp.refused('SELECT credits.open_account(0)');
+SELECT pg_temp.refused('SELECT credits.open_account(-42)');
+SELECT pg_temp.refused('SELECT credits.open_account(-9223372036854775808)');
+SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
+SELECT credits.open_account(9223372036854775807);   -- the largest bigint is a project id
+SELECT count(*) AS opened FROM credits.accounts WHERE project_id = 9223372036854775807;
+
 -- At most one default per project, in every project.
 SELECT project_id, count(*) FROM credits.payment_methods WHERE is_default GROUP BY 1 HAVING count(*) > 1;
 

@@ -84,6 +84,8 @@ UPDATE credits.transactions SET status = 'completed', completed_at = '2026-03-04
  WHERE transaction_id = :u;
 UPDATE credits.accounts SET balance = balance - '0.06', deducted_from = '2026-03-04 08:00+00',
                             deducted_until = '2026-03-04 09:00+00' WHERE project_id = 4301;
+UPDATE credits.credit_lots SET remaining = remaining - '0.06', used = used + '0.06'
+ WHERE transaction_id = (SELECT min(l.transaction_id) FROM credits.credit_lots l WHERE l.project_id = 4301);
 SELECT pg_temp.refused_brief(format('UPDATE credits.transactions SET amount = ''-0.01'', accrued_units = 0 WHERE transaction_id = %s', :u));
 SELECT pg_temp.refused_brief(format('UPDATE credits.transactions SET uncollected = ''0.06'' WHERE transaction_id = %s', :u));
 SELECT pg_temp.refused_brief(format('UPDATE credits.transactions SET status = ''accumulating'', completed_at = NULL WHERE transaction_id = %s', :u));
@@ -128,7 +130,7 @@ SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_i
 SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description) VALUES (4399, ''deposit'', ''pending'', ''5'', now(), ''x'')');
 SELECT pg_temp.refused_brief(format('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''pending'', ''5'', now(), ''x'', %s), (4302, ''deposit'', ''pending'', ''5'', now(), ''x'', %s)', :visa, :visa));
 SELECT pg_temp.refused_brief('INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, method_id) VALUES (4301, ''deposit'', ''pending'', ''5'', now(), ''x'', 987654321)');
-SELECT pg_temp.refused_brief('INSERT INTO credits.events (project_id, kind, payload, created_at) VALUES (4301, ''refund_requested'', ''{}'', now())');
+SELECT pg_temp.refused_brief('INSERT INTO credits.events (project_id, kind, payload, created_at) VALUES (4301, ''refund_sent'', ''{}'', now())');
 SELECT pg_temp.ledger_state() = :'before' AS nothing_written;
 SELECT credits.fail_deposit(4302, transaction_id) FROM credits.transactions WHERE project_id = 4302;
 

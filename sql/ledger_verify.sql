@@ -63,7 +63,7 @@ ROLLBACK;
 -- move pass (it is a legal one), verify() sees the balance it should have caused.
 BEGIN;
 UPDATE credits.transactions SET status = 'completed', completed_at = credits.now() WHERE transaction_id = :p;
-SELECT * FROM credits.verify();
+SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 ROLLBACK;
 
 --
@@ -120,12 +120,16 @@ UPDATE credits.transactions SET amount = '-0.49' WHERE transaction_id = :u;
 SELECT pg_temp.masked(problem) AS problem, project_id FROM credits.verify();
 ROLLBACK;
 -- Completes project 4401's usage transaction tx (0.50) by hand at completed_at, debiting the
--- balance and setting the project's deducted hours to [from_hour, until_hour).
+-- balance and its lot and setting the project's deducted hours to [from_hour, until_hour).
 CREATE FUNCTION pg_temp.complete_by_hand(tx bigint, completed_at timestamptz, from_hour timestamptz,
                                          until_hour timestamptz) RETURNS void LANGUAGE sql AS $$
     UPDATE credits.transactions SET status = 'completed', completed_at = $2 WHERE transaction_id = tx;
     UPDATE credits.accounts SET balance = balance - '0.50', deducted_from = from_hour, deducted_until = until_hour
      WHERE project_id = 4401;
+    -- (and its oldest lot, as the deduction draws)
+    UPDATE credits.credit_lots SET remaining = remaining - '0.50', used = used + '0.50'
+     WHERE transaction_id = (SELECT min(l.transaction_id) FROM credits.credit_lots l
+                              WHERE l.project_id = 4401 AND l.remaining >= '0.50');
 $$;
 BEGIN;
 SELECT FROM pg_temp.complete_by_hand(:u, '2026-03-05 10:30+00', '2026-03-05 10:00+00', '2026-03-05 11:00+00');

@@ -32,7 +32,7 @@ SELECT p.oid::regprocedure AS public_may_run FROM pg_proc p
  WHERE p.pronamespace = 'credits'::regnamespace AND (p.prosecdef OR p.proname LIKE '\_%')
    AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) x
                                      WHERE x.grantee = 0 AND x.privilege_type = 'EXECUTE'))
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 -- no role may write any table or sequence, and they read only the views
 SELECT c.relname, c.relkind, r.rolname,
        array_remove(ARRAY[CASE WHEN has_table_privilege(r.oid, c.oid, 'SELECT') THEN 'SELECT' END,

@@ -47,6 +47,7 @@
 
 #include "bulk_insert.h"
 #include "credits.h"
+#include "lots.h"
 #include "usage_math.h"
 
 PG_FUNCTION_INFO_V1(credits_deduct_ended_hours);
@@ -62,6 +63,7 @@ typedef struct UsageHour
 	bool		is_new;			/* no stored row yet */
 	int128		booked_units;	/* units stored in its row (booked hours) */
 	int128		units;			/* all its units */
+	int			kind;			/* LOT_KIND_* of its resource (API when none) */
 	Credits		charge;			/* its units, rounded */
 	Credits		collected;		/* what it took from the balance */
 } UsageHour;
@@ -81,6 +83,7 @@ typedef struct DeductionRun
 	TimestampTz cur;			/* the hour boundary: hours before it are deducted */
 	TimestampTz at;				/* completed_at of the hours */
 	bool		whole_charges;	/* amounts as 0.1.0 wrote them: minus the whole charge */
+	bool		with_lots;		/* draw on credits.credit_lots (0.1.0: on the balance) */
 	MemoryContext call_cxt;		/* lives for the whole call */
 	MemoryContext project_cxt;	/* one project's hours; reset after each */
 
@@ -96,6 +99,8 @@ typedef struct DeductionRun
 	uint64		booked_next;
 	SPITupleTable *rolled_up;
 	uint64		rolled_up_next;
+	SPITupleTable *lots;		/* the due projects' active lots, in draw-down order */
+	uint64		lots_next;
 	Portal		resources;
 	SPITupleTable *fetched;
 	uint64		fetched_next;
@@ -107,6 +112,8 @@ typedef struct DeductionRun
 			   *booked_units_before, *booked_units, *booked_amounts, *booked_uncollected;
 	int64		booked_completions;
 	ArrayBuildState *debited_ids, *paid, *oldest_hours;
+	ArrayBuildState *drawn_lot_ids, *drawn;	/* what each lot gave */
+	int64		drawn_lots;
 	int64		completed;
 } DeductionRun;
 
@@ -280,6 +287,7 @@ TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
 		h->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		h->booked_units = UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull)));
 		h->units = h->booked_units;
+		h->kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
 	}
 }
 
@@ -303,7 +311,7 @@ FindHour(HourList *list, TimestampTz hour, const char *resource_id)
  */
 static void
 AddUnits(HourList *booked, HourList *fresh, TimestampTz hour, const char *resource_id,
-		 const char *description, int128 units)
+		 const char *description, int kind, int128 units)
 {
 	UsageHour  *h = FindHour(booked, hour, resource_id);
 
@@ -318,6 +326,7 @@ AddUnits(HourList *booked, HourList *fresh, TimestampTz hour, const char *resour
 	h->hour = hour;
 	h->resource_id = pstrdup(resource_id);
 	h->description = pstrdup(description);
+	h->kind = kind;
 	h->is_new = true;
 	h->units = units;
 }
@@ -338,6 +347,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		char	   *description;
 		int64		rate;
 		TimestampTz from;
+		int			kind;
 
 		if (project > project_id)
 			break;
@@ -348,6 +358,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		description = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
 		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull)), deducted_until);
+		kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
 		if (TIMESTAMP_NOT_FINITE(from))
 			elog(ERROR, "credits: resource %s of project " INT64_FORMAT " bills from an infinite time",
 				 resource_id, project_id);
@@ -358,7 +369,7 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);
 
 			if (end > start)
-				AddUnits(booked, fresh, hour, resource_id, description,
+				AddUnits(booked, fresh, hour, resource_id, description, kind,
 						 (int128) rate * (int128) (end - start));
 		}
 	}
@@ -377,6 +388,7 @@ TakeRolledUpHours(DeductionRun *run, int64 project_id, HourList *booked, HourLis
 				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
+				 LotKindOf(SPI_getvalue(tuple, desc, 6)),
 				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))));
 }
 
@@ -524,9 +536,97 @@ DebitAccounts(DeductionRun *run)
 }
 
 /*
- * Deducts one project's ended hours from balance; returns what it collected, or -1 when it
- * has none, and sets *oldest_hour to the oldest of them.  The hours are written before the
- * accounts are debited (the caller's last step).
+ * Reads the active lots of the due projects (after their accounts are locked: a refund or
+ * grant takes the account first), in project and draw-down order: lowest priority, soonest
+ * expiry (none last), promotional before paid, oldest.
+ */
+static void
+ReadLots(DeductionRun *run, ArrayBuildState *due_ids)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+
+	if (!run->with_lots || due_ids == NULL)
+		return;
+	args[0] = makeArrayResult(due_ids, run->call_cxt);
+	RunQuery("SELECT l.project_id, l.transaction_id, l.remaining OPERATOR(credits.-) l.held, l.expires_at,"
+			 "       credits._kind_mask(l.applies_to)"
+			 "  FROM credits.credit_lots l JOIN unnest($1) AS d(project_id) ON d.project_id = l.project_id"
+			 " WHERE l.active"
+			 " ORDER BY l.project_id, l.priority, l.expires_at NULLS LAST, l.kind DESC, l.created_at,"
+			 "          l.transaction_id",
+			 1, types, args, SPI_OK_SELECT);
+	run->lots = SPI_tuptable;
+}
+
+/*
+ * The lots project_id draws on, in draw-down order, into *lots (*n of them): its active lots,
+ * or (0.1.0) its balance as one lot that pays for everything.
+ */
+static Lot *
+LotsOfProject(DeductionRun *run, int64 project_id, Credits balance, int *n)
+{
+	HeapTuple	tuple;
+	bool		isnull;
+	int			size = 4;
+	Lot		   *lots = palloc0(size * sizeof(Lot));
+
+	*n = 0;
+	if (!run->with_lots)
+	{
+		lots[0].left = balance;
+		lots[0].expires_at = DT_NOEND;
+		lots[0].kinds = LOT_KIND_ALL;
+		*n = 1;
+		return lots;
+	}
+	while (run->lots && (tuple = NextRowOfProject(run->lots, &run->lots_next, project_id)) != NULL)
+	{
+		TupleDesc	desc = run->lots->tupdesc;
+		Datum		expires;
+
+		if (*n == size)
+			lots = repalloc(lots, (size *= 2) * sizeof(Lot));
+		lots[*n].transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+		lots[*n].left = DatumGetCredits(SPI_getbinval(tuple, desc, 3, &isnull));
+		expires = SPI_getbinval(tuple, desc, 4, &isnull);
+		lots[*n].expires_at = isnull ? DT_NOEND : DatumGetTimestampTz(expires);
+		lots[*n].kinds = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
+		lots[*n].drawn = 0;
+		(*n)++;
+	}
+	return lots;
+}
+
+/* Takes what each lot gave from it, in one UPDATE; a lot left with nothing is used up. */
+static void
+UpdateLots(DeductionRun *run)
+{
+	Oid			types[2] = {INT8ARRAYOID, get_array_type(run->credits_type)};
+	Datum		args[2];
+
+	if (run->drawn_lots == 0)
+		return;
+	args[0] = makeArrayResult(run->drawn_lot_ids, run->call_cxt);
+	args[1] = makeArrayResult(run->drawn, run->call_cxt);
+	RunQuery("UPDATE credits.credit_lots l"
+			 "   SET remaining = l.remaining OPERATOR(credits.-) d.drawn, used = l.used OPERATOR(credits.+) d.drawn,"
+			 "       active = l.remaining OPERATOR(credits.>) d.drawn,"
+			 "       ended = CASE WHEN l.remaining OPERATOR(credits.=) d.drawn THEN 'used' END"
+			 "  FROM unnest($1, $2) AS d(transaction_id, drawn)"
+			 " WHERE l.transaction_id = d.transaction_id AND l.active",
+			 2, types, args, SPI_OK_UPDATE);
+	if (SPI_processed != (uint64) run->drawn_lots)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " credit lots changed during the deduction run",
+						run->drawn_lots - (int64) SPI_processed, run->drawn_lots)));
+}
+
+/*
+ * Deducts one project's ended hours from its lots (0.1.0: from balance); returns what it
+ * collected, or -1 when it has none, and sets *oldest_hour to the oldest of them.  The hours
+ * are written before the lots and accounts are updated (the caller's last steps).
  */
 static Credits
 DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz deducted_until,
@@ -535,12 +635,15 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	HourList	booked = {0};
 	HourList	fresh = {0};
 	HourList	all = {0};
-	Credits		left = balance;
+	Credits		collected = 0;
+	int			nlots;
+	Lot		   *lots;
 	int64		n;
 
 	TakeBookedHours(run, project_id, &booked);
 	TakeResourceHours(run, project_id, deducted_until, &booked, &fresh);
 	TakeRolledUpHours(run, project_id, &booked, &fresh);
+	lots = LotsOfProject(run, project_id, balance, &nlots);
 	if (booked.n + fresh.n == 0)
 		return -1;
 
@@ -560,21 +663,29 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 		UsageHour  *h = &all.items[i];
 
 		h->charge = UsageAmount(h->units);
-		h->collected = Min(h->charge, left);
-		left -= h->collected;
+		h->collected = LotsDraw(lots, nlots, h->hour, h->kind, h->charge);
+		collected += h->collected;
 		if (h->is_new)
 			InsertHour(run, project_id, h);
 		else
 			QueueBookedHour(run, project_id, h);
 	}
+	for (int i = 0; run->with_lots && i < nlots; i++)
+		if (lots[i].drawn > 0)
+		{
+			Collect(run, &run->drawn_lot_ids, Int64GetDatum(lots[i].transaction_id), INT8OID);
+			Collect(run, &run->drawn, CreditsGetDatum(lots[i].drawn), run->credits_type);
+			run->drawn_lots++;
+		}
 	n = all.n;
 	run->completed += n;
-	return balance - left;
+	return collected;
 }
 
 /*
  * The deduction run of credits._deduct_ended_hours(cur, at); whole_charges writes 0.1.0's
- * usage amounts (minus the whole charge) instead of minus what was taken.
+ * usage amounts (minus the whole charge) and draws on the balance, as 0.1.0 did, instead of on
+ * the credit lots.
  */
 static Datum
 DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
@@ -590,6 +701,7 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	uint64		naccounts;
 
 	run.whole_charges = whole_charges;
+	run.with_lots = !whole_charges;
 	run.cur = PG_GETARG_TIMESTAMPTZ(0);
 	run.at = PG_GETARG_TIMESTAMPTZ(1);
 	cur_arg[0] = TimestampTzGetDatum(run.cur);
@@ -617,17 +729,26 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	credits_type = SPI_gettypeid(accounts_desc, 2);
 	run.credits_type = credits_type;
 	run.call_cxt = call_cxt;
+	{
+		ArrayBuildState *due_ids = NULL;
+		bool		isnull;
+
+		for (uint64 i = 0; i < naccounts; i++)
+			Collect(&run, &due_ids, SPI_getbinval(accounts->vals[i], accounts_desc, 1, &isnull), INT8OID);
+		ReadLots(&run, due_ids);
+	}
 
 	/* 2. what they have booked, their rolled-up API usage and their billing resources, read
 	 * after the locks */
-	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units"
+	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units, r.kind"
 			 "  FROM credits.transactions t"
+			 "  LEFT JOIN credits.resources r ON r.project_id = t.project_id AND r.resource_id = t.resource_id"
 			 " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
 			 " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
 			 1, ts_arg, cur_arg, SPI_OK_SELECT);
 	run.booked = SPI_tuptable;
 	RunQuery("SELECT u.project_id, u.usage_hour, u.resource_id,"
-			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units"
+			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units, r.kind"
 			 "  FROM credits.usage_rollup u"
 			 "  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id"
 			 " WHERE u.usage_hour < $1"
@@ -637,12 +758,12 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	run.resources = SPI_cursor_open_with_args(
 		NULL,
 		"SELECT r.project_id, r.resource_id, credits._describe(r.kind, r.resource_id),"
-		"       r.rate_per_hour, r.accrued_until"
+		"       r.rate_per_hour, r.accrued_until, r.kind"
 		"  FROM credits.resources r"
 		" WHERE r.accrued_until < $1"
 		" ORDER BY r.project_id",
 		1, ts_arg, cur_arg, NULL, false, 0);
-	/* 3. project by project: the hours, oldest first, against the balance */
+	/* 3. project by project: the hours, oldest first, against the lots */
 	run.bulk = BulkInsertOpen(relid);
 	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
 											ALLOCSET_DEFAULT_SIZES);
@@ -668,6 +789,7 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	SPI_cursor_close(run.resources);
 	CompleteBookedHours(&run);
 	DeleteRolledUpHours(&run);
+	UpdateLots(&run);
 	CommandCounterIncrement();
 
 	/* 4. the accounts debited, their clocks moved */

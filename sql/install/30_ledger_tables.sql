@@ -11,10 +11,11 @@
 --   * status moves only pending → completed | failed and accumulating → completed, and a
 --     completed or failed transaction never changes      (trigger transactions_guard)
 -- The balance equals the sum of the amounts of its completed transactions (a usage hour's
--- amount is what it took from the balance); verify() checks it.
+-- amount is what it took from the balance), and the sum of what remains of its lots
+-- (sql/install/35_lots.sql); verify() checks both.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE TYPE credits.transaction_type AS ENUM ('deposit', 'usage', 'auto_recharge');
+CREATE TYPE credits.transaction_type AS ENUM ('deposit', 'usage', 'auto_recharge', 'grant', 'expiry', 'refund');
 CREATE TYPE credits.transaction_status AS ENUM ('pending', 'completed', 'failed', 'accumulating');
 
 CREATE TABLE credits.accounts (
@@ -62,10 +63,11 @@ CREATE TABLE credits.transactions (
     project_id      bigint NOT NULL,
     type            credits.transaction_type NOT NULL,
     status          credits.transaction_status NOT NULL,
-    -- Signed: deposits and auto-recharges positive, usage negative or zero.  A completed usage
-    -- hour's amount is minus what it took from the balance; an accumulating one's is minus its
-    -- charge so far (what it takes is decided when it is deducted).  A usage hour's charge is
-    -- round_half_even(accrued_units / 3.6e9) = -amount + uncollected.
+    -- Signed: deposits, auto-recharges and grants positive; expiries and refunds negative;
+    -- usage negative or zero.  A completed usage hour's amount is minus what it took from the
+    -- balance; an accumulating one's is minus its charge so far (what it takes is decided when
+    -- it is deducted).  A usage hour's charge is round_half_even(accrued_units / 3.6e9) =
+    -- -amount + uncollected.
     amount          credits.credits NOT NULL,
     -- Completed usage only: the part of the charge the balance could not cover.
     uncollected     credits.credits NOT NULL DEFAULT '0',
@@ -83,6 +85,8 @@ CREATE TABLE credits.transactions (
     failure_reason  text CHECK (length(failure_reason) <= 2000),
     completed_at    timestamptz,
     failed_at       timestamptz,
+    -- Expiries and refunds: the lot (credits.credit_lots) they take from.
+    lot_id          bigint,
     CONSTRAINT usage_shape CHECK (
         CASE WHEN type = 'usage'
              THEN resource_id IS NOT NULL AND usage_hour IS NOT NULL AND accrued_units IS NOT NULL
@@ -93,9 +97,12 @@ CREATE TABLE credits.transactions (
                   AND (status = 'completed' OR uncollected = '0'::credits.credits)
                   AND method_id IS NULL AND idempotency_key IS NULL
              ELSE resource_id IS NULL AND usage_hour IS NULL AND accrued_units IS NULL
-                  AND status IN ('pending', 'completed', 'failed') AND amount > '0'::credits.credits
+                  AND status IN ('pending', 'completed', 'failed') AND amount <> '0'::credits.credits
+                  -- (the labels added in 0.2.0 as text: an upgrade cannot use them as values)
+                  AND (amount > '0'::credits.credits) = (type::text NOT IN ('expiry', 'refund'))
                   AND uncollected = '0'::credits.credits
         END),
+    CONSTRAINT lot_shape CHECK ((lot_id IS NOT NULL) = (type::text IN ('expiry', 'refund'))),
     CONSTRAINT status_times CHECK (
         (completed_at IS NOT NULL) = (status = 'completed')
         AND (failed_at IS NOT NULL) = (status = 'failed'))
@@ -128,7 +135,9 @@ CREATE TABLE credits.events (
                        'instance_terminated', 'volume_inaccessible', 'volume_available', 'balance_depleted',
                        -- spending controls and volume retention (sql/install/6x_*.sql)
                        'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
-                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted')),
+                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted',
+                       -- refunds (sql/install/36_refunds.sql)
+                       'refund_requested')),
     resource_id    text,
     transaction_id bigint,
     payload        jsonb NOT NULL,

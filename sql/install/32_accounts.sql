@@ -3,11 +3,17 @@
 -- Stripe PaymentMethod id); card numbers never reach the database.
 -- ---------------------------------------------------------------------------------------------
 
--- Opens the project's account at balance zero; does nothing when it is already open.
+-- Opens the project's account at balance zero; does nothing when it is already open.  Project
+-- ids are positive (22023 otherwise): zero and negative ids are what application code passes
+-- by mistake (an unset id, a sign error), and routing by hashint8 needs no other.
 CREATE FUNCTION credits.open_account(project_id bigint) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
 BEGIN
     PERFORM credits._require('project_id', project_id IS NULL);
+    IF project_id < 1 THEN
+        RAISE EXCEPTION 'project_id must be positive, got %', project_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO credits.accounts (project_id, opened_at) VALUES (project_id, credits.now())
     ON CONFLICT DO NOTHING;
 END $$;

@@ -4,6 +4,22 @@
 -- worker claims the event, charges the provider and calls complete_deposit or fail_deposit.
 -- ---------------------------------------------------------------------------------------------
 
+-- The description of a deposit or auto-recharge in the history: its type and the label of
+-- the payment method charged.
+CREATE FUNCTION credits._charge_description(type credits.transaction_type, label text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE type WHEN 'deposit' THEN 'Deposit' ELSE 'Auto-recharge' END || coalesce(' (' || label || ')', '');
+
+-- What a charge_requested event tells the payment worker: the transaction to settle, its
+-- amount, and the provider's payment method to charge.
+CREATE FUNCTION credits._charge_payload(transaction_id bigint, type credits.transaction_type,
+                                        amount credits.credits, method_id bigint, provider_ref text,
+                                        idempotency_key text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN jsonb_build_object('transaction_id', transaction_id, 'type', type, 'amount', amount::text,
+                              'method_id', method_id, 'provider_ref', provider_ref,
+                              'idempotency_key', idempotency_key);
+
 -- Writes a pending deposit (or auto-recharge) of amount on method_id and queues its
 -- charge_requested event.  Returns the transaction id, or null when the idempotency key is
 -- already taken (the caller then looks the key up).
@@ -19,16 +35,13 @@ BEGIN
     INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
                                            method_id, idempotency_key)
     VALUES (project_id, type, 'pending', amount, credits.now(),
-            CASE type WHEN 'deposit' THEN 'Deposit' ELSE 'Auto-recharge' END
-                || coalesce(' (' || method.label || ')', ''),
+            credits._charge_description(type, method.label),
             method_id, idempotency_key)
     ON CONFLICT DO NOTHING
     RETURNING t.transaction_id INTO new_id;
     IF new_id IS NOT NULL THEN
         PERFORM credits._enqueue_event(project_id, 'charge_requested', NULL, new_id,
-            jsonb_build_object('transaction_id', new_id, 'type', type, 'amount', amount::text,
-                               'method_id', method_id, 'provider_ref', method.provider_ref,
-                               'idempotency_key', idempotency_key));
+            credits._charge_payload(new_id, type, amount, method_id, method.provider_ref, idempotency_key));
     END IF;
     RETURN new_id;
 END $$;
@@ -111,7 +124,7 @@ DECLARE
     t credits.transactions;
 BEGIN
     SELECT * INTO t FROM credits.transactions x
-     WHERE x.transaction_id = _raise_not_pending.transaction_id AND x.type <> 'usage';
+     WHERE x.transaction_id = _raise_not_pending.transaction_id AND x.type IN ('deposit', 'auto_recharge');
     IF NOT FOUND OR t.project_id <> project_id THEN
         RAISE EXCEPTION 'project % has no deposit %', project_id, transaction_id
             USING ERRCODE = 'no_data_found';
@@ -121,8 +134,8 @@ BEGIN
               DETAIL = 'Only pending deposits can be completed or failed.';
 END $$;
 
--- pending → completed: raises the balance by the deposit in the same transaction and returns
--- the new balance.  A completed deposit re-arms auto-recharge.
+-- pending → completed: raises the balance by the deposit in the same transaction (the deposit
+-- becomes a paid lot) and returns the new balance.  A completed deposit re-arms auto-recharge.
 CREATE FUNCTION credits.complete_deposit(project_id bigint, transaction_id bigint,
                                          invoice_url text DEFAULT NULL) RETURNS credits.credits
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
@@ -137,17 +150,17 @@ BEGIN
     UPDATE credits.transactions t
        SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
      WHERE t.transaction_id = complete_deposit.transaction_id AND t.project_id = complete_deposit.project_id
-       AND t.type <> 'usage' AND t.status = 'pending'
+       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
     RETURNING t.amount INTO deposited;
     IF NOT FOUND THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'complete');
     END IF;
 
-    UPDATE credits.accounts a SET balance = a.balance + deposited
-     WHERE a.project_id = complete_deposit.project_id
-    RETURNING a.balance INTO new_balance;
+    -- (a paid lot: it raises the balance)
+    new_balance := credits._add_lot(project_id, transaction_id, 'paid', deposited);
     UPDATE credits.auto_recharge r SET armed = true
      WHERE r.project_id = complete_deposit.project_id AND NOT r.armed;
+    PERFORM credits._enforce_lots(project_id, credits.now());
     PERFORM credits._check_spending(project_id);    -- alerts (64_spending_checks.sql)
     RETURN new_balance;
 END $$;
@@ -167,7 +180,7 @@ BEGIN
     UPDATE credits.transactions t
        SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
      WHERE t.transaction_id = fail_deposit.transaction_id AND t.project_id = fail_deposit.project_id
-       AND t.type <> 'usage' AND t.status = 'pending'
+       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
     RETURNING t.type INTO failed_type;
     IF NOT FOUND THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'fail');

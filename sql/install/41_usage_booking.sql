@@ -124,11 +124,8 @@ BEGIN ATOMIC
      WHERE u.project_id = _accumulating.project_id;
 END;
 
--- balance − accumulating, never below zero: what the project can still spend.  An unknown
--- project raises P0002 (and a null one 22004) rather than answering null.
-CREATE FUNCTION credits.available_balance(project_id bigint) RETURNS credits.credits
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
-    SELECT greatest(a.balance - credits._accumulating(a.project_id), '0')
-      FROM credits.accounts a
-     WHERE a.project_id = (SELECT credits._require_account(available_balance.project_id));
-$$;
+-- What a project with this balance can still spend once its accrued usage is deducted: the
+-- one definition of the available balance, which every check and view calls.
+CREATE FUNCTION credits._available(balance credits.credits, accrued credits.credits) RETURNS credits.credits
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN greatest(balance - coalesce(accrued, '0'::credits.credits), '0'::credits.credits);

@@ -4,17 +4,25 @@
 -- accessible, at rate_per_hour, split at UTC hour boundaries.
 -- ---------------------------------------------------------------------------------------------
 
--- Raises unless the project may start something: not cut off and a positive available balance.
--- Takes a share lock on the account so that a concurrent cut-off waits for this transaction
--- and then sees (and terminates) what it started.
-CREATE FUNCTION credits._require_available_balance(project_id bigint) RETURNS void
+-- Raises unless the project may start a resource of kind: not cut off, and something left for
+-- that kind in its lots (credits._spendable: after the accrued usage, not expired).  Takes a
+-- share lock on the account so that a concurrent cut-off waits for this transaction and then
+-- sees (and terminates) what it started.
+CREATE FUNCTION credits._require_available_balance(project_id bigint, kind text) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
     is_depleted boolean;
 BEGIN
     SELECT a.depleted INTO is_depleted FROM credits.accounts a
      WHERE a.project_id = _require_available_balance.project_id FOR SHARE;
-    IF is_depleted OR credits.available_balance(project_id) <= '0'::credits.credits THEN
+    IF is_depleted OR credits._spendable(project_id, CASE kind WHEN 'instance' THEN 1 ELSE 2 END,
+                                         credits.now()) <= '0'::credits.credits THEN
+        IF NOT is_depleted AND credits._spendable(project_id, 7, credits.now()) > '0'::credits.credits THEN
+            RAISE EXCEPTION 'project % has no available balance', project_id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('None of its credits may pay for %ss.', kind),
+                      HINT = 'Add credits with credits.add_credits() first.';
+        END IF;
         RAISE EXCEPTION 'project % has no available balance', project_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Add credits with credits.add_credits() first.';
@@ -37,7 +45,7 @@ BEGIN
     PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
     -- The account first, then the resource: the order every path locks them in (the periodic
     -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
-    PERFORM credits._require_available_balance(project_id);
+    PERFORM credits._require_available_balance(project_id, kind);
     SELECT * INTO r FROM credits.resources x
      WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
     -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.

@@ -7,29 +7,39 @@
 -- volumes available again (volume_available queued); terminated instances stay terminated.
 -- ---------------------------------------------------------------------------------------------
 
--- Cuts a project off at time at: books every billing resource's time up to at, terminates
--- instances, locks volumes, queues the events.
-CREATE FUNCTION credits._cut_off(project_id bigint, at timestamptz) RETURNS void
+-- Cuts a project's resources of the kinds given off at time at: books every billing one's time up
+-- to at, terminates instances, locks volumes, queues the events.
+CREATE FUNCTION credits._cut_off_resources(project_id bigint, kinds text[], at timestamptz) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
     r credits.resources;
-    balance credits.credits;
 BEGIN
     FOR r IN SELECT * FROM credits.resources x
-              WHERE x.project_id = _cut_off.project_id AND x.state IN ('running', 'available')
+              WHERE x.project_id = _cut_off_resources.project_id AND x.state IN ('running', 'available')
+                AND x.kind = ANY (kinds)
               ORDER BY x.resource_id FOR UPDATE
     LOOP
         PERFORM credits._book_usage(project_id, r.kind, r.resource_id, r.rate_per_hour, r.accrued_until, at);
         UPDATE credits.resources x
            SET state = CASE r.kind WHEN 'instance' THEN 'terminated' ELSE 'inaccessible' END,
                state_since = at, accrued_until = NULL
-         WHERE x.project_id = _cut_off.project_id AND x.resource_id = r.resource_id;
+         WHERE x.project_id = _cut_off_resources.project_id AND x.resource_id = r.resource_id;
         PERFORM credits._enqueue_event(project_id,
             CASE r.kind WHEN 'instance' THEN 'instance_terminated' ELSE 'volume_inaccessible' END,
             r.resource_id, NULL,
             jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at)
                 || credits._retention_payload(r.kind, at));
     END LOOP;
+END $$;
+
+-- Cuts a project off at time at: every instance and volume (credits._cut_off_resources), and
+-- balance_depleted queued.
+CREATE FUNCTION credits._cut_off(project_id bigint, at timestamptz) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    balance credits.credits;
+BEGIN
+    PERFORM credits._cut_off_resources(project_id, ARRAY['instance', 'volume'], at);
     SELECT a.balance INTO balance FROM credits.accounts a WHERE a.project_id = _cut_off.project_id;
     PERFORM credits._enqueue_event(project_id, 'balance_depleted', NULL, NULL,
         jsonb_build_object('balance', balance::text, 'at', at));

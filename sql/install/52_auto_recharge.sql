@@ -64,23 +64,22 @@ BEGIN
                          WHERE m.project_id = r.project_id AND m.removed_at IS NULL
                            AND (m.method_id = r.method_id OR (r.method_id IS NULL AND m.is_default))) AS m ON true
          WHERE r.enabled AND r.armed
-           AND greatest(a.balance - c.accrued, '0'::credits.credits) < r.threshold
+           AND credits._available(a.balance, c.accrued) < r.threshold
            AND NOT EXISTS (SELECT FROM credits.transactions t
                             WHERE t.project_id = r.project_id AND t.type = 'auto_recharge'
                               AND t.status = 'pending')),
     requested AS (
         INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description, method_id)
         SELECT d.project_id, 'auto_recharge', 'pending', d.amount, credits.now(),
-               'Auto-recharge' || coalesce(' (' || d.label || ')', ''), d.method_id
+               credits._charge_description('auto_recharge', d.label), d.method_id
           FROM due d ORDER BY d.project_id
         ON CONFLICT DO NOTHING
         RETURNING t.transaction_id, t.project_id, t.amount, t.method_id),
     queued AS (
         INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
         SELECT q.project_id, 'charge_requested', NULL, q.transaction_id,
-               jsonb_build_object('transaction_id', q.transaction_id, 'type', 'auto_recharge',
-                                  'amount', q.amount::text, 'method_id', q.method_id,
-                                  'provider_ref', d.provider_ref, 'idempotency_key', NULL),
+               credits._charge_payload(q.transaction_id, 'auto_recharge', q.amount, q.method_id,
+                                       d.provider_ref, NULL),
                credits.now()
           FROM requested q JOIN due d ON d.project_id = q.project_id
          ORDER BY q.transaction_id)

@@ -4,21 +4,25 @@
 
 -- Every completed usage transaction, found hour by hour: each project's in its deducted
 -- hours, [accounts.deducted_from, accounts.deducted_until), where the deduction that completes
--- them puts them.  Read with a project_id filter, that is one probe of the unique index
--- (usage_hour, project_id, resource_id) per hour of the project's own billing history, about
--- 1 microsecond each, plus its rows; the index is ordered by hour so that the hourly run only
--- appends to it (sql/install/30_ledger_tables.sql).  Read without one (or for a time range),
--- the planner joins the hours in use to the index and hashes the accounts.  (usage_hour is a
--- whole UTC hour: usage_shape.  verify() checks that no completed hour lies outside its
--- project's deducted hours.)
+-- them puts them.  Each (hour, project) is one probe of the unique index (usage_hour,
+-- project_id, resource_id), about 1 microsecond, plus its rows; the index is ordered by hour
+-- so that the hourly run only appends to it (sql/install/30_ledger_tables.sql).  The probe is
+-- fenced (OFFSET 0) so that no statistics can turn it into a scan of other projects' rows;
+-- the outer equalities hand a filter on project_id to the accounts and one on usage_hour to
+-- the hours.  So one project's read probes its own hours only, and every project's usage of a
+-- time range probes those hours only.  (usage_hour is a whole UTC hour: usage_shape.
+-- verify() checks that no completed hour lies outside its project's deducted hours.)
 CREATE VIEW credits._completed_usage AS
 SELECT t.*
   FROM generate_series((SELECT min(f.usage_hour) FROM credits.transactions f WHERE f.type = 'usage'),
                        (SELECT max(l.usage_hour) FROM credits.transactions l WHERE l.type = 'usage'),
                        interval '1 hour') AS h(usage_hour)
   JOIN credits.accounts a ON h.usage_hour >= a.deducted_from AND h.usage_hour < a.deducted_until
-  JOIN credits.transactions t ON t.usage_hour = h.usage_hour AND t.project_id = a.project_id
- WHERE t.type = 'usage' AND t.status = 'completed';
+  CROSS JOIN LATERAL (SELECT u.* FROM credits.transactions u
+                       WHERE u.usage_hour = h.usage_hour AND u.project_id = a.project_id
+                         AND u.type = 'usage' AND u.status = 'completed'
+                      OFFSET 0) AS t
+ WHERE t.project_id = a.project_id AND t.usage_hour = h.usage_hour;
 
 -- burn_rate(amount, per): credits per hour of inputs "amount every per" (src/burn_rate.c).
 CREATE FUNCTION credits._burn_rate_accum(credits.credits, credits.credits, interval) RETURNS credits.credits
@@ -90,8 +94,15 @@ SELECT a.project_id,
   LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
   CROSS JOIN LATERAL (
       SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
-             greatest(a.balance - coalesce(u.accumulating, '0'::credits.credits), '0'::credits.credits)
-                 AS available_balance,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
              coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
 
 -- One row per transaction, newest first; usage hours not yet deducted show as accumulating
@@ -128,40 +139,65 @@ SELECT h.* FROM (
                               ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C")) AS u) AS h
  ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 
+-- One row per credit lot: every completed deposit and auto-recharge (paid) and every grant
+-- (promotional), with what remains of it and its state: active while something remains, else
+-- used (by usage), expired or refunded (what took its last credits).
+CREATE VIEW credits.lots AS
+SELECT l.project_id, l.transaction_id, l.kind, l.amount, l.remaining, l.expires_at, l.priority, l.applies_to,
+       coalesce(l.ended, 'active') AS state
+  FROM credits.credit_lots l;
+COMMENT ON VIEW credits.lots IS 'one row per credit lot (completed deposit, auto-recharge or grant): kind paid or promotional, amount, remaining, expiry, priority, kinds it pays for, state';
+
+-- One row per payment method ever added, for choosing one on the billing page: removed ones
+-- stay (their deposits name them) and say so.
+CREATE VIEW credits.payment_method_overview AS
+SELECT m.project_id, m.method_id, m.provider_ref, m.label, m.is_default, m.removed_at IS NOT NULL AS removed
+  FROM credits.payment_methods m;
+
 -- One row per instance or volume ever started or attached.
 CREATE VIEW credits.resource_overview AS
 SELECT r.project_id, r.resource_id, r.kind, r.state, r.rate_per_hour, r.state_since
   FROM credits.resources r;
 
--- Every broken invariant, one row each (no rows: all is well).  An unknown project is an
--- error (P0002), not a clean result.  For one project its transactions are read through the
--- indexes (deposits by the history index, usage hour by hour); for all, the whole table.
--- (jit = off: the plan costs the whole-table branches too, and compiling it took about 1 s
--- at 100,000 projects, 500 times the time of checking one project.)
-CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
+-- The checks of credits.verify() for the project scope_id, or for all when it is null.  An
+-- unknown project is an error (P0002), not a clean result.  For one project its transactions
+-- are read through the indexes (deposits by the history index, usage hour by hour); for all,
+-- the whole table.  Planned for each call with scope_id's value (a custom plan): the branches
+-- of the other scope are gone before the planner sees the query, and a generic plan, which
+-- statistics skewed by other projects could turn into a scan of every project's rows, is never
+-- used.  (jit = off: compiling the plan over every project cost more than running it.)
+CREATE FUNCTION credits._verify(scope_id bigint)
     RETURNS TABLE (project_id bigint, problem text)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH scope AS (
-        SELECT a.* FROM credits.accounts a WHERE verify.project_id IS NULL
+        SELECT a.* FROM credits.accounts a WHERE _verify.scope_id IS NULL
         UNION ALL
         SELECT a.* FROM credits.accounts a
-         WHERE verify.project_id IS NOT NULL
-           AND a.project_id = (SELECT credits._require_account(verify.project_id))),
+         WHERE _verify.scope_id IS NOT NULL
+           AND a.project_id = (SELECT credits._require_account(_verify.scope_id))),
     -- the transactions of the one project asked about, read once (completed usage hour by
     -- hour, over its deducted hours)
     project_rows AS MATERIALIZED (
         SELECT t.* FROM credits.transactions t
-         WHERE t.type <> 'usage' AND t.project_id = verify.project_id
+         WHERE t.type <> 'usage' AND t.project_id = _verify.scope_id
         UNION ALL
         SELECT t.* FROM credits._completed_usage t
-         WHERE t.project_id = verify.project_id
+         WHERE t.project_id = _verify.scope_id
         UNION ALL
         SELECT t.* FROM credits.transactions t
-         WHERE t.status = 'accumulating' AND t.project_id = verify.project_id),
+         WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the lots of the accounts in scope
+    lot_rows AS (
+        SELECT l.* FROM credits.credit_lots l WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT l.* FROM credits.credit_lots l WHERE l.project_id = _verify.scope_id),
     -- the transactions of the accounts in scope (all of them: read by each check)
     scoped AS NOT MATERIALIZED (
         SELECT t.* FROM credits.transactions t
-         WHERE verify.project_id IS NULL
+         WHERE _verify.scope_id IS NULL
            AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
         UNION ALL
         SELECT * FROM project_rows),
@@ -199,7 +235,7 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     UNION ALL
     SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
       FROM credits.transactions t
-     WHERE verify.project_id IS NULL
+     WHERE _verify.scope_id IS NULL
        AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
     UNION ALL
     SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
@@ -213,7 +249,7 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     -- reported above, are counted too)
     SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
       FROM credits.transactions t
-     WHERE verify.project_id IS NULL AND t.type = 'usage'
+     WHERE _verify.scope_id IS NULL AND t.type = 'usage'
      GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
     UNION ALL
     SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
@@ -241,5 +277,45 @@ CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
     SELECT t.project_id, format('%s auto-recharges are pending', count(*))
       FROM scoped t
      WHERE t.type = 'auto_recharge' AND t.status = 'pending'
-     GROUP BY t.project_id HAVING count(*) > 1;
+     GROUP BY t.project_id HAVING count(*) > 1
+    UNION ALL
+    -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
+    -- added in 0.2.0 are compared as text)
+    SELECT l.project_id,
+           format('the lot of transaction %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+                  l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
+                  l.held, coalesce(x.pending, '0'::credits.credits))
+      FROM lot_rows l
+      LEFT JOIN (SELECT t.lot_id, -sum(t.amount) FILTER (WHERE t.status = 'completed') AS taken,
+                        -sum(t.amount) FILTER (WHERE t.status = 'pending') AS pending
+                   FROM scoped t WHERE t.lot_id IS NOT NULL GROUP BY t.lot_id) AS x ON x.lot_id = l.transaction_id
+     WHERE l.remaining < '0'::credits.credits OR l.remaining > l.amount
+        OR l.remaining + l.used + coalesce(x.taken, '0'::credits.credits) <> l.amount
+        OR l.held <> coalesce(x.pending, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('its lots hold %s, not the balance %s', coalesce(x.total, '0'::credits.credits), s.balance)
+      FROM scope s
+      LEFT JOIN (SELECT l.project_id, sum(l.remaining) AS total FROM lot_rows l GROUP BY l.project_id) AS x
+        USING (project_id)
+     WHERE coalesce(x.total, '0'::credits.credits) <> s.balance
+    UNION ALL
+    SELECT t.project_id, format('completed %s %s of %s is not a lot of that amount', t.type, t.transaction_id, t.amount)
+      FROM scoped t
+      LEFT JOIN lot_rows l ON l.transaction_id = t.transaction_id
+     WHERE t.status = 'completed' AND t.type::text IN ('deposit', 'auto_recharge', 'grant')
+       AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
+            OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
+    UNION ALL
+    SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
+      FROM lot_rows l
+     WHERE NOT EXISTS (SELECT FROM scoped t
+                        WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'
+                          AND t.type::text IN ('deposit', 'auto_recharge', 'grant'));
+END $$;
+
+-- Every broken invariant, one row each (no rows: all is well), for one project or for all.
+CREATE FUNCTION credits.verify(project_id bigint DEFAULT NULL)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    SELECT * FROM credits._verify(verify.project_id);
 $$;

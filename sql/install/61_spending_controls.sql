@@ -52,8 +52,7 @@ CREATE TABLE credits.spending_totals (
 CREATE VIEW credits._spending_positions AS
 SELECT c.project_id, a.balance,
        coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
-       greatest(a.balance - coalesce(ip.accumulating, '0'::credits.credits), '0'::credits.credits)
-           AS available_balance,
+       credits._available(a.balance, ip.accumulating) AS available_balance,
        coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,

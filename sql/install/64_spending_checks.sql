@@ -64,7 +64,7 @@ BEGIN
                credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
                credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
           FROM locked l JOIN pos p USING (project_id)
-          CROSS JOIN LATERAL (SELECT greatest(l.balance - p.accumulating, '0'::credits.credits) AS available) AS v),
+          CROSS JOIN LATERAL (SELECT credits._available(l.balance, p.accumulating) AS available) AS v),
     changed AS (
         UPDATE credits.spending_controls c
            SET balance_low = j.balance_low, runway_low = j.runway_low,

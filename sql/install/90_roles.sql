@@ -3,8 +3,9 @@
 -- the SECURITY DEFINER functions (search_path pinned).  The roles are cluster-wide and are
 -- created only when missing; DROP EXTENSION leaves them.
 --   credits_reader  the views
---   credits_app     resources, usage, deposits, payment methods, auto-recharge settings
---   credits_worker  complete/fail deposits, events, the periodic runs
+--   credits_app     resources, usage, deposits, refund requests, payment methods, auto-recharge
+--                   settings
+--   credits_worker  complete/fail deposits and refunds, grants, events, the periodic runs
 -- ---------------------------------------------------------------------------------------------
 
 DO $$
@@ -30,7 +31,8 @@ BEGIN
                      OR p.proname IN ('schedule_jobs', 'unschedule_jobs', 'record_usage'))
                 AND p.proname NOT IN ('_burn_rate_accum', '_burn_rate_combine', '_accrual',
                                       '_accrued_amount', '_hour_segments', '_describe',
-                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount',
+                                      '_usage_total', '_units_sum', '_max_id_chars', '_max_amount', '_available',
+                                      '_kind_mask', '_lots_left',
                                       -- (spending_overview computes with these)
                                       '_below_balance', '_below_runway', '_budget_hit',
                                       -- minimum_deposit() reads it: a setting anyone may SHOW
@@ -44,11 +46,15 @@ GRANT USAGE ON SCHEMA credits TO credits_reader, credits_app, credits_worker;
 GRANT credits_reader TO credits_app, credits_worker;
 
 GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.resource_overview,
+                credits.payment_method_overview,
                 credits.usage_in_progress, credits.accumulating_by_project,
-                credits.spending_overview TO credits_reader;
+                credits.spending_overview, credits.lots TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
                           credits._accumulating(bigint), credits._burn_rate_of(bigint),
                           credits._unfolded_usage(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
+                          credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 
 GRANT EXECUTE ON FUNCTION
     credits.open_account(bigint),
@@ -64,12 +70,16 @@ GRANT EXECUTE ON FUNCTION
     credits.record_usage_batch(bigint[], text[], credits.credits[], text[]),
     credits.configure_auto_recharge(bigint, boolean, credits.credits, credits.credits, bigint),
     credits.configure_limits(bigint, credits.credits, interval, credits.credits, credits.credits, text),
-    credits.configure_alerts(bigint, credits.credits, interval)
+    credits.configure_alerts(bigint, credits.credits, interval),
+    credits.refund_deposit(bigint, bigint, credits.credits, text, text)
   TO credits_app;
 
 GRANT EXECUTE ON FUNCTION
     credits.complete_deposit(bigint, bigint, text),
     credits.fail_deposit(bigint, bigint, text),
+    credits.grant_credits(bigint, credits.credits, timestamptz, integer, text[], text, text),
+    credits.complete_refund(bigint, bigint),
+    credits.fail_refund(bigint, bigint, text),
     credits.claim_events(integer),
     credits.ack_event(bigint),
     credits.run_hourly_deductions(),
@@ -89,6 +99,7 @@ SELECT pg_catalog.pg_extension_config_dump('credits.usage_events', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_rollup', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.auto_recharge', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.credit_lots', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.spending_controls', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.spending_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.volume_deletion_warnings', '');

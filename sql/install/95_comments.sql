@@ -92,7 +92,7 @@ COMMENT ON FUNCTION credits.attach_volume(bigint, text, credits.credits) IS 'att
 COMMENT ON FUNCTION credits.delete_volume(bigint, text) IS 'deletes a volume and books its time; its id cannot be used again (credits_app)';
 COMMENT ON FUNCTION credits.record_usage(bigint, text, credits.credits, text) IS 'records one API call''s charge against a product id in the current UTC hour; a repeated key is counted once (credits_app)';
 COMMENT ON FUNCTION credits.record_usage_batch(bigint[], text[], credits.credits[], text[]) IS 'records many API calls at once, all or nothing; returns the elements taken (credits_app)';
-COMMENT ON FUNCTION credits.available_balance(bigint) IS 'what a project can still spend: its balance less the usage accrued and not yet deducted, never below zero';
+COMMENT ON FUNCTION credits.available_balance(bigint) IS 'what a project can still spend: what its lots not expired have left once the usage accrued and not yet deducted has drawn on them, less pending refunds (without grants or refunds: the balance less the accrued usage), never below zero';
 COMMENT ON FUNCTION credits.configure_auto_recharge(bigint, boolean, credits.credits, credits.credits, bigint) IS 'saves auto-recharge: below threshold, charge amount to the given or default method; re-arms it (credits_app)';
 
 -- periodic work
@@ -106,13 +106,14 @@ COMMENT ON FUNCTION credits.verify(bigint) IS 'checks the ledger''s invariants f
 COMMENT ON AGGREGATE credits.burn_rate(credits.credits, interval) IS 'credits per hour of amounts charged over periods (running rates and last hour''s API usage)';
 COMMENT ON VIEW credits.balance_overview IS 'one row per project: balance, accumulating usage, available balance, burn rate per hour, hours remaining, auto-recharge';
 COMMENT ON VIEW credits.transaction_history IS 'one row per transaction, newest first: date, type, description, invoice, signed amount, status, uncollected';
+COMMENT ON VIEW credits.payment_method_overview IS 'one row per payment method ever added: provider id, label, whether it is the default, whether it was removed';
 COMMENT ON VIEW credits.resource_overview IS 'one row per instance or volume ever started or attached, with its state and rate';
 COMMENT ON VIEW credits.usage_in_progress IS 'usage not yet deducted, per project, resource and UTC hour';
 COMMENT ON VIEW credits.accumulating_by_project IS 'usage not yet deducted, in total per project';
-COMMENT ON TYPE credits.transaction_type IS 'what a transaction is: deposit, usage, auto_recharge';
-COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, completed, failed (deposits); accumulating, completed (usage)';
+COMMENT ON TYPE credits.transaction_type IS 'what a transaction is: deposit, usage, auto_recharge, grant, expiry, refund';
+COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, completed, failed (deposits, refunds); accumulating, completed (usage)';
 
 -- roles
 COMMENT ON ROLE credits_reader IS 'credits: reads the views, verify() and available_balance()';
-COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, resources, usage and settings';
-COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits, the events outbox and the periodic runs';
+COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, refund requests, resources, usage and settings';
+COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits and refunds, grants, the events outbox and the periodic runs';

@@ -54,10 +54,10 @@ tmp_server_copy() {
   if [ "$(id -u)" = 0 ]; then chown -R postgres: "$TMP_SERVER_DIR"; fi
 }
 
-# A free TCP port on loopback.
+# A free TCP port on loopback, from FROM (default 55432) on.
 tmp_server_free_port() {
   local port
-  for port in $(seq 55432 55532); do
+  for port in $(seq "${1:-55432}" 55532); do
     if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "$port"; return; fi
   done
   echo "no free port" >&2; return 1
@@ -69,11 +69,9 @@ tmp_server_start() {
   trap tmp_server_stop EXIT
   trap 'exit 130' INT TERM HUP
   if [ "$(id -u)" = 0 ]; then chown postgres: "$TMP_SERVER_DIR"; fi
-  PGPORT=$(tmp_server_free_port)
   as_pg "$PGBIN/initdb" -D "$TMP_SERVER_DIR/data" -A trust -U postgres --no-sync \
     -E UTF8 "${TMP_SERVER_LOCALE[@]}" >/dev/null
   as_pg tee -a "$TMP_SERVER_DIR/data/postgresql.conf" >/dev/null <<CONF
-port = $PGPORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$TMP_SERVER_DIR'
 shared_preload_libraries = 'pg_cron'
@@ -84,11 +82,29 @@ max_connections = 100
 shared_buffers = 512MB
 ${TMP_SERVER_CONF:-}
 CONF
-  as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -l "$TMP_SERVER_DIR/server.log" -w start >/dev/null
+  tmp_server_listen
   export PGHOST=$TMP_SERVER_DIR PGPORT PGUSER=postgres PGDATABASE=$name
   as_pg "$PGBIN/psql" -X -q -d postgres -c "CREATE DATABASE \"$name\"" >/dev/null
   as_pg "$PGBIN/psql" -X -q -c "CREATE EXTENSION credits" -c "CREATE EXTENSION pg_cron" \
     -c "ALTER DATABASE \"$name\" SET search_path = \"\$user\", public, credits" >/dev/null
+}
+
+# Starts the server on a free port.  Other scripts start servers too: when one of them took
+# the port between the look and the start, the next free port is tried.
+tmp_server_listen() {
+  local try port=55432
+  for try in 1 2 3 4 5; do
+    PGPORT=$(tmp_server_free_port "$port") || return 1
+    port=$((PGPORT + 1))
+    echo "port = $PGPORT" | as_pg tee -a "$TMP_SERVER_DIR/data/postgresql.conf" >/dev/null
+    as_pg tee "$TMP_SERVER_DIR/server.log" </dev/null
+    as_pg "$PGBIN/pg_ctl" -D "$TMP_SERVER_DIR/data" -l "$TMP_SERVER_DIR/server.log" -w start \
+      >/dev/null 2>&1 && return 0
+    grep -q 'could not bind' "$TMP_SERVER_DIR/server.log" || break
+  done
+  echo "tmp_server: the server did not start; its log ends:" >&2
+  tail -n 15 "$TMP_SERVER_DIR/server.log" >&2
+  return 1
 }
 
 tmp_server_stop() {

@@ -1,0 +1,111 @@
+-- ---------------------------------------------------------------------------------------------
+-- Statements: a project's completed transactions dated in [from_time, to_time) (their history
+-- date: a usage hour's start, a deposit's request, a grant, an expiry's expires_at, a refund's
+-- request), summed so that opening + deposits + grants + usage + expired + refunded = closing,
+-- and the closing of one period is the opening of the next.  Usage is read hour by hour over
+-- the project's own deducted hours (as credits._completed_usage reads it), the rest through
+-- the history index, so a statement costs what the project's own history in the period costs.
+-- ---------------------------------------------------------------------------------------------
+
+-- Raises 22023 unless [from_time, to_time) is a non-empty period (22004 when a bound is null).
+CREATE FUNCTION credits._require_period(from_time timestamptz, to_time timestamptz) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM credits._require('from_time', from_time IS NULL);
+    PERFORM credits._require('to_time', to_time IS NULL);
+    IF NOT from_time < to_time OR NOT isfinite(from_time) OR NOT isfinite(to_time) THEN
+        RAISE EXCEPTION 'the period [%, %) is empty or unbounded', from_time, to_time
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
+-- The project's completed usage transactions dated from from_time on (its hours in
+-- [from_time, deducted_until)), found hour by hour.  (BEGIN ATOMIC, inlined where it is read.)
+CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz)
+    RETURNS SETOF credits.transactions
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT t.*
+      FROM credits.accounts a,
+           generate_series(greatest(a.deducted_from,
+                                    credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
+                           a.deducted_until - interval '1 hour', interval '1 hour') AS h(usage_hour)
+      JOIN credits.transactions t ON t.usage_hour = h.usage_hour
+     WHERE a.project_id = _usage_since.project_id AND t.project_id = a.project_id
+       AND t.type = 'usage' AND t.status = 'completed';
+END;
+
+-- A project's statement for [from_time, to_time): the lines opening_balance, deposits
+-- (deposits and auto-recharges), grants, one usage line per resource (what the balance paid,
+-- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
+-- not pay; information only).
+CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
+    RETURNS TABLE (line text, resource_id text, amount credits.credits)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_period(from_time, to_time);
+    RETURN QUERY
+    WITH since AS MATERIALIZED (
+        -- every completed transaction dated from from_time on, as the line it counts in
+        SELECT CASE t.type::text WHEN 'deposit' THEN 'deposits' WHEN 'auto_recharge' THEN 'deposits'
+                                 WHEN 'grant' THEN 'grants' WHEN 'expiry' THEN 'expired' ELSE 'refunded' END AS line,
+               NULL::text AS resource_id, t.amount, '0'::credits.credits AS uncollected,
+               t.created_at < to_time AS in_period
+          FROM credits.transactions t
+         WHERE t.project_id = statement.project_id AND t.type <> 'usage' AND t.status = 'completed'
+           AND t.created_at >= from_time
+        UNION ALL
+        SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < to_time
+          FROM credits._usage_since(statement.project_id, from_time) AS u),
+    ends AS (
+        -- the balance less everything dated from from_time on is the opening balance
+        SELECT a.balance - coalesce((SELECT sum(x.amount) FROM since x), '0'::credits.credits) AS opening,
+               a.balance - coalesce((SELECT sum(x.amount) FROM since x WHERE NOT x.in_period),
+                                    '0'::credits.credits) AS closing
+          FROM credits.accounts a WHERE a.project_id = statement.project_id),
+    lines AS (
+        SELECT 1 AS ord, 'opening_balance' AS line, NULL::text AS resource_id, e.opening AS amount FROM ends e
+        UNION ALL
+        SELECT l.ord, l.line, NULL, coalesce((SELECT sum(x.amount) FROM since x WHERE x.in_period AND x.line = l.line),
+                                             '0'::credits.credits)
+          FROM (VALUES (2, 'deposits'), (3, 'grants'), (5, 'expired'), (6, 'refunded')) AS l(ord, line)
+        UNION ALL
+        SELECT 4, 'usage', x.resource_id, sum(x.amount) FROM since x
+         WHERE x.in_period AND x.line = 'usage' GROUP BY x.resource_id
+        UNION ALL
+        SELECT 7, 'closing_balance', NULL, e.closing FROM ends e
+        UNION ALL
+        SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
+                                                '0'::credits.credits))
+    SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id;
+END $$;
+
+-- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given
+-- length from from_time on): the kind, the hours charged, what they charged and what the
+-- balance paid of it (both positive).  Completed usage hours only, dated by their start.
+CREATE FUNCTION credits.usage_by_resource(project_id bigint, from_time timestamptz, to_time timestamptz,
+                                          bucket interval DEFAULT '1 day')
+    RETURNS TABLE (bucket_start timestamptz, resource_id text, kind text, hours integer,
+                   charged credits.credits, collected credits.credits)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_period(from_time, to_time);
+    PERFORM credits._require('bucket', bucket IS NULL);
+    IF bucket <= interval '0' OR date_part('month', bucket) <> 0 OR date_part('year', bucket) <> 0 THEN
+        RAISE EXCEPTION 'bucket must be a positive interval without months, got %', bucket
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT date_bin(bucket, u.usage_hour, from_time), u.resource_id, coalesce(r.kind, 'api'), count(*)::integer,
+           sum(u.uncollected - u.amount), -sum(u.amount)
+      FROM credits._usage_since(usage_by_resource.project_id, from_time) AS u
+      LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+     WHERE u.usage_hour < to_time
+     GROUP BY 1, 2, 3
+     ORDER BY 1, 2;
+END $$;
+
+COMMENT ON FUNCTION credits.statement(bigint, timestamptz, timestamptz) IS 'a project''s statement of the completed transactions dated in [from_time, to_time): opening_balance, deposits, grants, usage per resource, expired, refunded, closing_balance, uncollected';
+COMMENT ON FUNCTION credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) IS 'a project''s completed usage in [from_time, to_time) by bucket and resource: kind, hours, charged and collected';
