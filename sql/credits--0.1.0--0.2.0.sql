@@ -3281,3 +3281,69 @@ COMMENT ON TYPE credits.transaction_type IS 'what a transaction is: deposit, usa
 COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, completed, failed (deposits, refunds); accumulating, completed (usage)';
 COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, refund requests, resources, usage and settings';
 COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits and refunds, grants, the events outbox and the periodic runs';
+
+-- ---------------------------------------------------------------------------------------------
+-- Time is split at UTC hours in one place (src/usage_math.c, which the deduction walks too);
+-- the hour that API usage counts in is decided in one place (credits._api_usage_hour), for the
+-- fold and for the reads of unfolded usage.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION credits._hour_segments(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
+    RETURNS TABLE (usage_hour timestamptz, units numeric)
+    AS 'MODULE_PATHNAME', 'credits_hour_segments' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE ROWS 2;
+
+CREATE FUNCTION credits._api_usage_hour(project_id bigint, resource_id text, usage_hour timestamptz,
+                                        at timestamptz) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'credits_api_usage_hour' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+CREATE OR REPLACE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
+    LANGUAGE sql AS $$
+    WITH moved AS (
+        DELETE FROM credits.usage_events RETURNING project_id, resource_id, usage_hour, amount),
+    by_hour AS (
+        SELECT m.project_id, m.resource_id, m.usage_hour, credits._units_sum(m.amount) AS units, count(*) AS n
+          FROM moved m GROUP BY m.project_id, m.resource_id, m.usage_hour),
+    targeted AS (
+        SELECT b.project_id, b.resource_id, b.units, b.n,
+               credits._api_usage_hour(b.project_id, b.resource_id, b.usage_hour, at) AS usage_hour
+          FROM by_hour b),
+    -- (a late group and the current hour's group of the same product become one row)
+    grouped AS (
+        SELECT project_id, resource_id, usage_hour, sum(units) AS units, sum(n) AS n
+          FROM targeted GROUP BY project_id, resource_id, usage_hour),
+    rolled_up AS (
+        INSERT INTO credits.usage_rollup AS u (project_id, resource_id, usage_hour, units)
+        SELECT g.project_id, g.resource_id, g.usage_hour, g.units FROM grouped g
+        ON CONFLICT (project_id, usage_hour, resource_id) DO UPDATE SET units = u.units + excluded.units)
+    -- (a data-modifying WITH runs to completion whether or not it is read)
+    SELECT coalesce(sum(n), 0)::bigint FROM grouped;
+$$;
+
+CREATE OR REPLACE FUNCTION credits._unfolded_usage(project_id bigint)
+    RETURNS TABLE (resource_id text, usage_hour timestamptz, units numeric)
+    AS 'MODULE_PATHNAME', 'credits_unfolded_usage' LANGUAGE C STABLE STRICT PARALLEL SAFE ROWS 1;
+
+CREATE OR REPLACE VIEW credits.usage_in_progress AS
+SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.usage_hour,
+       max(x.description) AS description, -credits._accrued_amount(sum(x.units)) AS amount
+  FROM (SELECT t.project_id, t.transaction_id, t.resource_id, t.usage_hour, t.description,
+               t.accrued_units AS units
+          FROM credits.transactions t
+         WHERE t.status = 'accumulating'
+        UNION ALL
+        SELECT r.project_id, NULL, r.resource_id, s.usage_hour, credits._describe(r.kind, r.resource_id), s.units
+          FROM credits.resources r
+          JOIN credits.accounts a ON a.project_id = r.project_id,
+               LATERAL credits._hour_segments(r.rate_per_hour, greatest(r.accrued_until, a.deducted_until),
+                                              credits.now()) AS s
+         WHERE r.accrued_until < credits.now()
+        UNION ALL
+        SELECT u.project_id, NULL, u.resource_id, u.usage_hour, credits._describe('api', u.resource_id), u.units
+          FROM credits.usage_rollup u
+        UNION ALL
+        -- (each project's events read through their index, whatever the statistics say, in
+        -- the hour they count in now: where the fold will put them)
+        SELECT a.project_id, NULL, e.resource_id, e.usage_hour, credits._describe('api', e.resource_id), e.units
+          FROM credits.accounts a, LATERAL credits._unfolded_usage(a.project_id) AS e) AS x
+ GROUP BY x.project_id, x.resource_id, x.usage_hour;
+
+REVOKE ALL ON FUNCTION credits._api_usage_hour(bigint, text, timestamptz, timestamptz) FROM PUBLIC;

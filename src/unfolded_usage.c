@@ -8,6 +8,10 @@
  * project's events only through the index usage_events_project, whatever the statistics say,
  * so a project's read costs what that project holds.
  *
+ * An event whose hour was already deducted (its call committed after the deduction) belongs
+ * to the hour current when it is read or folded: credits._api_usage_hour, written here once
+ * and called by the fold too, says which hour an event counts in.
+ *
  * A query over many projects (the overview of every project, the balance checks) calls it once
  * per project.  After a few calls in the same query it reads the whole table once instead,
  * grouped by project, and answers the remaining calls from memory: the same rows (the same
@@ -19,11 +23,13 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -56,6 +62,65 @@ typedef struct UnfoldedState
 	int			calls;
 	HTAB	   *by_project;		/* every project's groups, once read in one pass */
 } UnfoldedState;
+
+/*
+ * The hour that API usage recorded for (project_id, resource_id, usage_hour) counts in, read
+ * at time at: its own hour, unless that hour of that product is already deducted (a completed
+ * usage transaction), then the hour of at.  One probe of the unique usage index.
+ */
+static TimestampTz
+ApiUsageHour(int64 project_id, text *resource_id, TimestampTz usage_hour, TimestampTz at)
+{
+	static Oid	status_type = InvalidOid;
+	static Oid	completed = InvalidOid;
+	Relation	transactions = table_open(CreditsRelid("transactions"), AccessShareLock);
+	Relation	index = index_open(CreditsRelid("transactions_one_usage_per_hour"), AccessShareLock);
+	AttrNumber	status_attnum = get_attnum(RelationGetRelid(transactions), "status");
+	TupleTableSlot *slot = table_slot_create(transactions, NULL);
+	IndexScanDesc scan;
+	ScanKeyData keys[3];
+	bool		deducted = false;
+
+	/* (the label's OID, looked up again when the type is another: the extension was recreated) */
+	if (TupleDescAttr(RelationGetDescr(transactions), status_attnum - 1)->atttypid != status_type)
+	{
+		status_type = TupleDescAttr(RelationGetDescr(transactions), status_attnum - 1)->atttypid;
+		completed = DatumGetObjectId(DirectFunctionCall2(enum_in, CStringGetDatum("completed"),
+														 ObjectIdGetDatum(status_type)));
+	}
+	/* (the index is (usage_hour, project_id, resource_id), on usage rows only) */
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(usage_hour));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(project_id));
+	ScanKeyInit(&keys[2], 3, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(resource_id));
+	keys[2].sk_collation = DEFAULT_COLLATION_OID;
+	scan = index_beginscan(transactions, index, GetActiveSnapshot(), 3, 0);
+	index_rescan(scan, keys, 3, NULL, 0);
+	while (!deducted && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		deducted = DatumGetObjectId(slot_getattr(slot, status_attnum, &isnull)) == completed;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(transactions, AccessShareLock);
+	return deducted ? HourOf(at) : usage_hour;
+}
+
+PG_FUNCTION_INFO_V1(credits_api_usage_hour);
+
+/*
+ * credits._api_usage_hour(project_id bigint, resource_id text, usage_hour timestamptz, at
+ * timestamptz) → timestamptz: the hour that API usage recorded in usage_hour counts in at
+ * time at (ApiUsageHour).
+ */
+Datum
+credits_api_usage_hour(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(ApiUsageHour(PG_GETARG_INT64(0), PG_GETARG_TEXT_PP(1),
+									   PG_GETARG_TIMESTAMPTZ(2), PG_GETARG_TIMESTAMPTZ(3)));
+}
 
 /* Adds one event to the groups of its project (a new group for a new product or hour). */
 static UnfoldedGroup *
@@ -144,7 +209,8 @@ PG_FUNCTION_INFO_V1(credits_unfolded_usage);
 /*
  * credits._unfolded_usage(project_id bigint) → table (resource_id text, usage_hour
  * timestamptz, units numeric): the project's recorded API usage not yet folded, per product
- * and hour, in rate-microseconds.
+ * and the hour it counts in now (ApiUsageHour), in rate-microseconds.  (A late group and the
+ * current hour's group of one product are two rows of the same hour.)
  */
 Datum
 credits_unfolded_usage(PG_FUNCTION_ARGS)
@@ -176,7 +242,8 @@ credits_unfolded_usage(PG_FUNCTION_ARGS)
 		bool		nulls[3] = {false, false, false};
 
 		values[0] = CStringGetTextDatum(groups->resource_id);
-		values[1] = TimestampTzGetDatum(groups->usage_hour);
+		values[1] = TimestampTzGetDatum(ApiUsageHour(project_id, DatumGetTextPP(values[0]),
+													 groups->usage_hour, CreditsNow()));
 		values[2] = UsageUnitsGetNumeric(groups->amount * USECS_PER_HOUR);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

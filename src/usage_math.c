@@ -13,6 +13,8 @@
  */
 #include "postgres.h"
 
+#include "funcapi.h"
+
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
@@ -153,6 +155,63 @@ HourOf(TimestampTz ts)
 	/* (timestamps count microseconds from 2000-01-01 00:00 UTC, the start of an hour) */
 	into_hour = ts % USECS_PER_HOUR;
 	return ts - (into_hour < 0 ? into_hour + USECS_PER_HOUR : into_hour);
+}
+
+/* Starts walking [from, upto) hour by hour (finite times; an empty interval gives nothing). */
+void
+HourSegmentsBegin(HourSegments *s, TimestampTz from, TimestampTz upto)
+{
+	if (TIMESTAMP_NOT_FINITE(from) || TIMESTAMP_NOT_FINITE(upto))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("usage can only accrue between finite timestamps")));
+	s->from = from;
+	s->upto = upto;
+	s->hour = HourOf(from);
+}
+
+/* The next hour of the walk and the microseconds of the interval inside it; false at the end. */
+bool
+HourSegmentsNext(HourSegments *s, TimestampTz *hour, int64 *usecs)
+{
+	if (s->hour >= s->upto)
+		return false;
+	*hour = s->hour;
+	*usecs = Min(s->upto, s->hour + USECS_PER_HOUR) - Max(s->from, s->hour);
+	s->hour += USECS_PER_HOUR;
+	return true;
+}
+
+PG_FUNCTION_INFO_V1(credits_hour_segments);
+
+/*
+ * credits._hour_segments(rate_per_hour credits, from timestamptz, upto timestamptz) → table
+ * (usage_hour timestamptz, units numeric): the UTC hours that [from, upto) touches, with the
+ * rate-microseconds accrued in each.
+ */
+Datum
+credits_hour_segments(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		rate = PG_GETARG_INT64(0);
+	HourSegments s;
+	TimestampTz hour;
+	int64		usecs;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_GETARG_TIMESTAMPTZ(2) <= PG_GETARG_TIMESTAMPTZ(1))
+		return (Datum) 0;
+	HourSegmentsBegin(&s, PG_GETARG_TIMESTAMPTZ(1), PG_GETARG_TIMESTAMPTZ(2));
+	while (HourSegmentsNext(&s, &hour, &usecs))
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = TimestampTzGetDatum(hour);
+		values[1] = UsageUnitsGetNumeric((int128) rate * (int128) usecs);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 PG_FUNCTION_INFO_V1(credits_hour_of);

@@ -24,4 +24,22 @@ extern Credits UsageAmount(int128 units);
 /* The start of the UTC hour that ts falls in; infinities stay as they are. */
 extern TimestampTz HourOf(TimestampTz ts);
 
+/*
+ * [from, upto) split at UTC hours, the one way billable time is split (the deduction and
+ * credits._hour_segments both walk it):
+ *     HourSegments s;
+ *     HourSegmentsBegin(&s, from, upto);
+ *     while (HourSegmentsNext(&s, &hour, &usecs)) ...
+ * gives each hour that the interval touches and the microseconds of it inside the interval.
+ */
+typedef struct HourSegments
+{
+	TimestampTz from;
+	TimestampTz upto;
+	TimestampTz hour;			/* the next hour to give */
+} HourSegments;
+
+extern void HourSegmentsBegin(HourSegments *s, TimestampTz from, TimestampTz upto);
+extern bool HourSegmentsNext(HourSegments *s, TimestampTz *hour, int64 *usecs);
+
 #endif

@@ -61,15 +61,11 @@ CREATE AGGREGATE credits._units_sum(credits.credits) (
     SERIALFUNC = credits.credits_agg_serialize, DESERIALFUNC = credits.credits_agg_deserialize,
     PARALLEL = SAFE);
 
--- The UTC hours that [from, upto) touches, with the rate-microseconds accrued in each.
--- Not STRICT (a null argument gives no rows all the same): the planner inlines only
--- non-strict SQL set-returning functions, and the periodic runs call this for every billing
--- resource (inlined it costs a few microseconds per call instead of about 25).
+-- The UTC hours that [from, upto) touches, with the rate-microseconds accrued in each: the
+-- same walk the deduction takes (src/usage_math.c, HourSegmentsNext), so what the accumulating
+-- figures show is what the deduction charges.  ROWS 2: an interval not yet booked spans one
+-- hour or two, nearly always (a planner that expected a thousand costed every read of the
+-- usage in progress far too high, and compiled it with JIT).
 CREATE FUNCTION credits._hour_segments(rate_per_hour credits.credits, from_ts timestamptz, upto timestamptz)
     RETURNS TABLE (usage_hour timestamptz, units numeric)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT h, credits._accrual(rate_per_hour, greatest(from_ts, h), least(upto, h + interval '1 hour'))
-      FROM generate_series(credits.hour_of(from_ts), upto - interval '1 microsecond', interval '1 hour') AS h
-     WHERE upto > from_ts AND rate_per_hour IS NOT NULL;
-END;
+    AS 'MODULE_PATHNAME', 'credits_hour_segments' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE ROWS 2;

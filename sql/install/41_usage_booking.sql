@@ -39,6 +39,12 @@ CREATE FUNCTION credits._billing_start(project_id bigint, at timestamptz) RETURN
     LANGUAGE sql STABLE
     RETURN greatest(at, credits._deducted_until(project_id));
 
+-- The hour that API usage recorded in usage_hour counts in at time at: its own, unless that
+-- hour of that product is already deducted, then the hour of at (src/unfolded_usage.c).
+CREATE FUNCTION credits._api_usage_hour(project_id bigint, resource_id text, usage_hour timestamptz,
+                                        at timestamptz) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'credits_api_usage_hour' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
 -- Moves every recorded API usage event into its hour's roll-up row.  An event whose hour was
 -- already deducted (its call committed after the deduction) goes to the current hour instead:
 -- nothing is lost and no completed hour changes.  The events are summed per (project,
@@ -54,11 +60,7 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
           FROM moved m GROUP BY m.project_id, m.resource_id, m.usage_hour),
     targeted AS (
         SELECT b.project_id, b.resource_id, b.units, b.n,
-               CASE WHEN EXISTS (SELECT FROM credits.transactions t
-                                  WHERE t.project_id = b.project_id AND t.resource_id = b.resource_id
-                                    AND t.usage_hour = b.usage_hour AND t.type = 'usage'
-                                    AND t.status = 'completed')
-                    THEN credits.hour_of(at) ELSE b.usage_hour END AS usage_hour
+               credits._api_usage_hour(b.project_id, b.resource_id, b.usage_hour, at) AS usage_hour
           FROM by_hour b),
     -- (a late group and the current hour's group of the same product become one row)
     grouped AS (
@@ -72,12 +74,12 @@ CREATE FUNCTION credits._fold_usage_events(at timestamptz) RETURNS bigint
     SELECT coalesce(sum(n), 0)::bigint FROM grouped;
 $$;
 
--- One project's recorded API usage not yet folded, per product and hour, in rate-microseconds,
--- read only through the index of usage_events (src/unfolded_usage.c): one busy project's
--- million calls a minute never make another project's read scan them.
+-- One project's recorded API usage not yet folded, per product and the hour it counts in now,
+-- in rate-microseconds, read only through the index of usage_events (src/unfolded_usage.c):
+-- one busy project's million calls a minute never make another project's read scan them.
 CREATE FUNCTION credits._unfolded_usage(project_id bigint)
     RETURNS TABLE (resource_id text, usage_hour timestamptz, units numeric)
-    AS 'MODULE_PATHNAME', 'credits_unfolded_usage' LANGUAGE C STABLE STRICT PARALLEL SAFE ROWS 2;
+    AS 'MODULE_PATHNAME', 'credits_unfolded_usage' LANGUAGE C STABLE STRICT PARALLEL SAFE ROWS 1;
 
 -- Usage not yet deducted, one row per (project, resource, hour), as of credits.now(): stored
 -- accumulating transactions plus what accrued since (live resource time, API usage rolled up
@@ -102,15 +104,9 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
         SELECT u.project_id, NULL, u.resource_id, u.usage_hour, credits._describe('api', u.resource_id), u.units
           FROM credits.usage_rollup u
         UNION ALL
-        -- (events of an hour already deducted show in the current hour, where the fold puts them;
-        -- each project's events are read through their index, whatever the statistics say)
-        SELECT a.project_id, NULL, e.resource_id,
-               CASE WHEN EXISTS (SELECT FROM credits.transactions t
-                                  WHERE t.project_id = a.project_id AND t.resource_id = e.resource_id
-                                    AND t.usage_hour = e.usage_hour AND t.type = 'usage'
-                                    AND t.status = 'completed')
-                    THEN credits.hour_of(credits.now()) ELSE e.usage_hour END,
-               credits._describe('api', e.resource_id), e.units
+        -- (each project's events read through their index, whatever the statistics say, in
+        -- the hour they count in now: where the fold will put them)
+        SELECT a.project_id, NULL, e.resource_id, e.usage_hour, credits._describe('api', e.resource_id), e.units
           FROM credits.accounts a, LATERAL credits._unfolded_usage(a.project_id) AS e) AS x
  GROUP BY x.project_id, x.resource_id, x.usage_hour;
 
