@@ -2767,46 +2767,53 @@ CREATE FUNCTION credits._paying_until(expires_at timestamptz) RETURNS timestampt
     RETURN credits.hour_of(expires_at - interval '1 microsecond') + interval '1 hour';
 -- Writes the expiry of every lot whose last hour has ended (before cur, the current hour) and
 -- whose project has deducted every hour before that end: nothing booked, rolled up or billing
--- from before it remains.  Returns the number of lots expired.  The caller holds the
--- periodic-run lock.
+-- from before it remains.  Set-based: the accounts are locked in project order, then one
+-- statement writes the expiries, ends the lots and debits the accounts (the zero-balance
+-- trigger cuts off a project whose balance reaches zero; the balance check judges the kinds).
+-- Returns the number of lots expired.  The caller holds the periodic-run lock.
 CREATE FUNCTION credits._expire_lots(cur timestamptz, at timestamptz) RETURNS bigint
     LANGUAGE plpgsql AS $$
 DECLARE
-    due record;
-    lot credits.credit_lots;
-    expired bigint := 0;
+    lot_ids bigint[];
+    project_ids bigint[];
+    expired bigint;
 BEGIN
-    FOR due IN
-        SELECT l.project_id, l.transaction_id, credits._paying_until(l.expires_at) AS paying_until
-          FROM credits.credit_lots l
-          JOIN credits.accounts a ON a.project_id = l.project_id
-         WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
-           AND credits._paying_until(l.expires_at) <= cur
-           AND NOT EXISTS (SELECT FROM credits.transactions t
-                            WHERE t.project_id = l.project_id AND t.status = 'accumulating'
-                              AND t.usage_hour < credits._paying_until(l.expires_at))
-           AND NOT EXISTS (SELECT FROM credits.usage_rollup u
-                            WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
-           AND NOT EXISTS (SELECT FROM credits.resources r
-                            WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
-                              AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at))
-         ORDER BY l.project_id, l.expires_at, l.transaction_id
-    LOOP
-        -- The account first, then the lot (the order of every path).
-        PERFORM FROM credits.accounts a WHERE a.project_id = due.project_id FOR NO KEY UPDATE;
-        SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = due.transaction_id AND l.active FOR UPDATE;
-        CONTINUE WHEN NOT FOUND;
+    SELECT array_agg(l.transaction_id), array_agg(DISTINCT l.project_id) INTO lot_ids, project_ids
+      FROM credits.credit_lots l
+      JOIN credits.accounts a ON a.project_id = l.project_id
+     WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
+       AND credits._paying_until(l.expires_at) <= cur
+       AND NOT EXISTS (SELECT FROM credits.transactions t
+                        WHERE t.project_id = l.project_id AND t.status = 'accumulating'
+                          AND t.usage_hour < credits._paying_until(l.expires_at))
+       AND NOT EXISTS (SELECT FROM credits.usage_rollup u
+                        WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
+       AND NOT EXISTS (SELECT FROM credits.resources r
+                        WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
+                          AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at));
+    IF lot_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- The accounts first, in project order, then the lots (the order of every path).
+    PERFORM FROM credits.accounts a WHERE a.project_id = ANY (project_ids) ORDER BY a.project_id FOR NO KEY UPDATE;
+    WITH due AS (
+        SELECT l.transaction_id, l.project_id, l.remaining, l.expires_at FROM credits.credit_lots l
+         WHERE l.transaction_id = ANY (lot_ids) AND l.active FOR UPDATE),
+    written AS (
         INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, lot_id,
                                           completed_at)
-        SELECT lot.project_id, 'expiry', 'completed', -lot.remaining, lot.expires_at,
-               'Expired: ' || g.description, lot.transaction_id, at
-          FROM credits.transactions g WHERE g.transaction_id = lot.transaction_id AND g.type <> 'usage';
+        SELECT d.project_id, 'expiry', 'completed', -d.remaining, d.expires_at, 'Expired: ' || g.description,
+               d.transaction_id, at
+          FROM due d JOIN credits.transactions g ON g.transaction_id = d.transaction_id AND g.type <> 'usage'
+         ORDER BY d.project_id, d.transaction_id),
+    ended AS (
         UPDATE credits.credit_lots l SET remaining = '0', active = false, ended = 'expired'
-         WHERE l.transaction_id = lot.transaction_id;
-        UPDATE credits.accounts a SET balance = a.balance - lot.remaining WHERE a.project_id = lot.project_id;
-        PERFORM credits._enforce_lots(lot.project_id, at);
-        expired := expired + 1;
-    END LOOP;
+          FROM due d WHERE l.transaction_id = d.transaction_id),
+    debited AS (
+        UPDATE credits.accounts a SET balance = a.balance - x.total
+          FROM (SELECT d.project_id, sum(d.remaining) AS total FROM due d GROUP BY d.project_id) AS x
+         WHERE a.project_id = x.project_id)
+    SELECT count(*) INTO expired FROM due;
     RETURN expired;
 END $$;
 -- The projects whose lots are not all alike: some active lot expires, pays only for some
@@ -3282,6 +3289,8 @@ COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, 
 COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, refund requests, resources, usage and settings';
 COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits and refunds, grants, the events outbox and the periodic runs';
 
+
+
 -- ---------------------------------------------------------------------------------------------
 -- Time is split at UTC hours in one place (src/usage_math.c, which the deduction walks too);
 -- the hour that API usage counts in is decided in one place (credits._api_usage_hour), for the
@@ -3347,3 +3356,1071 @@ SELECT x.project_id, max(x.transaction_id) AS transaction_id, x.resource_id, x.u
  GROUP BY x.project_id, x.resource_id, x.usage_hour;
 
 REVOKE ALL ON FUNCTION credits._api_usage_hour(bigint, text, timestamptz, timestamptz) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- Spending controls read per set of projects (install sources 61_spending_controls.sql to
+-- 66_spending_overview.sql, and the hook in 50_periodic.sql): the view _spending_positions
+-- becomes the function _spending_positions(ids), spending_overview reads each project through
+-- _spending_position_of, budget stops are set-based, and late API usage has its project's
+-- totals counted again.
+-- ---------------------------------------------------------------------------------------------
+DROP VIEW credits.spending_overview;
+DROP FUNCTION credits._act_on_spending(credits._spending_positions[]);
+DROP VIEW credits._spending_positions;
+
+-- 61_spending_controls.sql
+-- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
+-- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
+-- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
+-- current UTC day and month: the completed ones (completed_*: spending_totals plus the hours
+-- deducted since it was counted, probed hour by hour in the usage index) and the accumulating
+-- ones.  ids reaches every part as project_id = ANY (ids), so one project (ARRAY[p]) is read
+-- through its indexes, and the periodic runs read the watched projects only, each part once
+-- for all of them.  (A set-returning SQL function, not strict: the planner inlines it.)
+CREATE OR REPLACE FUNCTION credits._spending_positions(ids bigint[])
+    RETURNS TABLE (project_id bigint, balance credits.credits, accumulating credits.credits,
+                   available_balance credits.credits, burn_rate credits.credits,
+                   spent_today credits.credits, spent_this_month credits.credits,
+                   day_start timestamptz, month_start timestamptz, deducted_until timestamptz,
+                   completed_today credits.credits, completed_this_month credits.credits,
+                   lots_alike boolean)
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+SELECT c.project_id, a.balance,
+       coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
+       -- (as balance_overview: the lots' rule when they are not all alike)
+       CASE WHEN lk.alike THEN credits._available(a.balance, ip.accumulating)
+            ELSE credits._lots_available(c.project_id) END AS available_balance,
+       coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
+       cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
+       cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
+       cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month,
+       lk.alike AS lots_alike
+  FROM credits.spending_controls c
+  JOIN credits.accounts a ON a.project_id = c.project_id
+  CROSS JOIN LATERAL (
+      SELECT NOT EXISTS (SELECT FROM credits.credit_lots l
+                          WHERE l.project_id = c.project_id AND l.active
+                            AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                 OR l.held > '0'::credits.credits)) AS alike) AS lk
+  JOIN (SELECT s.project_id, p.day_start, p.month_start,
+               CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
+                   + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
+               CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
+                   + coalesce(h.month_charges, '0'::credits.credits) AS completed_this_month
+          FROM credits.spending_totals s
+          JOIN credits.accounts sa ON sa.project_id = s.project_id
+          CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
+                             date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
+          -- (the hours not in spending_totals yet: those of the month, among which the day's)
+          CROSS JOIN LATERAL (
+              SELECT credits._usage_total(credits._accrued_amount(t.accrued_units))
+                         FILTER (WHERE t.usage_hour >= p.day_start
+                                   AND (t.usage_hour >= s.counted_until
+                                        OR s.day_start IS DISTINCT FROM p.day_start)) AS day_charges,
+                     credits._usage_total(credits._accrued_amount(t.accrued_units)) AS month_charges
+                FROM generate_series(CASE WHEN s.month_start = p.month_start
+                                          THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
+                                     sa.deducted_until - interval '1 hour', interval '1 hour') AS g(usage_hour)
+                -- (OFFSET 0: probed hour by hour, never joined to all the project's rows)
+                CROSS JOIN LATERAL (SELECT t.usage_hour, t.accrued_units FROM credits.transactions t
+                                     WHERE t.usage_hour = g.usage_hour AND t.project_id = s.project_id
+                                       AND t.type = 'usage' AND t.status = 'completed' OFFSET 0) AS t) AS h
+         WHERE s.project_id = ANY (ids)) AS cc ON cc.project_id = c.project_id
+  LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month
+               FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
+              GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+               FROM credits._burn_rate_inputs b WHERE b.project_id = ANY (ids)
+              GROUP BY b.project_id) AS br ON br.project_id = c.project_id
+ WHERE c.project_id = ANY (ids);
+END;
+
+-- The watched projects' ids, in order: what the periodic runs pass to _spending_positions.
+CREATE OR REPLACE FUNCTION credits._watched_projects() RETURNS bigint[]
+    LANGUAGE sql STABLE
+    RETURN ARRAY(SELECT c.project_id FROM credits.spending_controls c ORDER BY c.project_id);
+
+-- Has every project whose usage_rollup holds API usage for an hour its spending_totals already
+-- counted counted again from the start of the month.  (A call that committed after its hour
+-- was deducted, for a product with no usage in that hour, is charged in that hour: the next
+-- deduction completes an hour the totals had passed.  Rare; a recount reads the project's
+-- month once.)  Called after the fold and before the deduction, and by _count_spending.
+CREATE OR REPLACE FUNCTION credits._recount_late_usage() RETURNS void
+    LANGUAGE sql AS $$
+    UPDATE credits.spending_totals s SET counted_until = '-infinity', day_start = NULL, month_start = NULL
+     WHERE s.project_id IN (SELECT u.project_id FROM credits.usage_rollup u
+                              JOIN credits.spending_totals t ON t.project_id = u.project_id
+                             WHERE u.usage_hour < t.counted_until);
+$$;
+
+-- Brings spending_totals up to each watched project's deducted hours and to the current UTC
+-- day and month: only projects deducted since they were counted, or whose period changed,
+-- are rewritten.  Called by the periodic runs, which hold the periodic-run lock; rows locked
+-- by another transaction are left for the next run.
+CREATE OR REPLACE FUNCTION credits._count_spending() RETURNS void
+    LANGUAGE sql AS $$
+    SELECT credits._recount_late_usage();
+    WITH due AS (
+        SELECT p.project_id, p.deducted_until, p.day_start, p.month_start,
+               p.completed_today, p.completed_this_month
+          FROM credits._spending_positions(credits._watched_projects()) p
+          JOIN credits.spending_totals s ON s.project_id = p.project_id
+         WHERE p.deducted_until > s.counted_until
+            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
+    locked AS (
+        SELECT s.project_id FROM credits.spending_totals s
+         WHERE s.project_id IN (SELECT d.project_id FROM due d)
+         ORDER BY s.project_id FOR UPDATE SKIP LOCKED)
+    UPDATE credits.spending_totals s
+       SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
+           month_start = d.month_start, month_spent = d.completed_this_month
+      FROM due d
+     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l);
+$$;
+
+
+-- 62_limits.sql
+-- Raises 22023 unless value is null (off) or a positive interval.
+CREATE OR REPLACE FUNCTION credits._require_positive_interval(arg_name text, value interval) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF value IS NOT NULL AND extract(epoch FROM value) <= 0 THEN
+        RAISE EXCEPTION '% must be a positive interval, got %', arg_name, value
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END $$;
+
+-- Raises 22023 unless amount is null (off) or positive (at most one billion credits).
+CREATE OR REPLACE FUNCTION credits._require_positive_or_null(arg_name text, amount credits.credits) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF amount IS NOT NULL THEN
+        PERFORM credits._require_positive(arg_name, amount);
+    END IF;
+END $$;
+
+-- Saves the project's spending controls row (creating it and its totals row), or removes
+-- both when neither limits nor alerts are left.  The caller holds the account's lock.
+CREATE OR REPLACE FUNCTION credits._save_spending_controls(project_id bigint, c credits.spending_controls) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF num_nonnulls(c.max_burn_rate, c.min_runway, c.daily_budget, c.monthly_budget,
+                    c.below_balance, c.below_runway) = 0 THEN
+        DELETE FROM credits.spending_controls x WHERE x.project_id = _save_spending_controls.project_id;
+        DELETE FROM credits.spending_totals x WHERE x.project_id = _save_spending_controls.project_id;
+        RETURN;
+    END IF;
+    INSERT INTO credits.spending_controls AS x
+    SELECT (c).*
+    ON CONFLICT ON CONSTRAINT spending_controls_pkey DO UPDATE
+       SET max_burn_rate = excluded.max_burn_rate, min_runway = excluded.min_runway,
+           daily_budget = excluded.daily_budget, monthly_budget = excluded.monthly_budget,
+           on_budget = excluded.on_budget, below_balance = excluded.below_balance,
+           below_runway = excluded.below_runway, daily_reached = excluded.daily_reached,
+           monthly_reached = excluded.monthly_reached, balance_low = excluded.balance_low,
+           runway_low = excluded.runway_low, updated_at = excluded.updated_at;
+    INSERT INTO credits.spending_totals (project_id) VALUES (project_id) ON CONFLICT DO NOTHING;
+END $$;
+
+-- Sets the project's spending limits; each call states the whole configuration (null: that
+-- limit is off).  A budget whose amount changes may announce itself again in the same period.
+CREATE OR REPLACE FUNCTION credits.configure_limits(project_id bigint, max_burn_rate credits.credits DEFAULT NULL,
+                                         min_runway interval DEFAULT NULL,
+                                         daily_budget credits.credits DEFAULT NULL,
+                                         monthly_budget credits.credits DEFAULT NULL,
+                                         on_budget text DEFAULT 'alert') RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    c credits.spending_controls;
+BEGIN
+    PERFORM credits._lock_account(project_id);
+    PERFORM credits._require_positive_or_null('max_burn_rate', max_burn_rate);
+    PERFORM credits._require_positive_interval('min_runway', min_runway);
+    PERFORM credits._require_positive_or_null('daily_budget', daily_budget);
+    PERFORM credits._require_positive_or_null('monthly_budget', monthly_budget);
+    PERFORM credits._require('on_budget', on_budget IS NULL);
+    IF on_budget NOT IN ('alert', 'stop') THEN
+        RAISE EXCEPTION 'on_budget must be ''alert'' or ''stop'', got "%"', left(on_budget, 20)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT * INTO c FROM credits.spending_controls x WHERE x.project_id = configure_limits.project_id FOR UPDATE;
+    c.project_id := project_id;
+    c.daily_reached := CASE WHEN c.daily_budget = daily_budget THEN c.daily_reached END;
+    c.monthly_reached := CASE WHEN c.monthly_budget = monthly_budget THEN c.monthly_reached END;
+    c.max_burn_rate := max_burn_rate;
+    c.min_runway := min_runway;
+    c.daily_budget := daily_budget;
+    c.monthly_budget := monthly_budget;
+    c.on_budget := on_budget;
+    c.balance_low := coalesce(c.balance_low, false);
+    c.runway_low := coalesce(c.runway_low, false);
+    c.updated_at := credits.now();
+    PERFORM credits._save_spending_controls(project_id, c);
+    -- (a budget already reached is announced, and acted on, now)
+    PERFORM credits._check_spending(project_id);
+END $$;
+
+-- Refuses (55000) a start, attach or rate change of project_id's resource to rate_per_hour
+-- (old_rate: its rate while it is billing, else null) that breaks a spending limit: the rates
+-- of running instances and accessible volumes above max_burn_rate; an available balance that
+-- does not cover the new burn rate for min_runway; an instance start while a budget with
+-- on_budget 'stop' is reached.  A change that lowers the rate is never refused.  Called by
+-- credits._activate after it locked the account, before it writes anything; it locks the
+-- project's controls row, so that concurrent starts of one project check one after the other,
+-- each seeing what the one before started.  Under on_budget 'alert' a start that finds a
+-- budget reached queues its budget_reached event.
+CREATE OR REPLACE FUNCTION credits._check_start_limits(project_id bigint, resource_id text, kind text,
+                                            rate_per_hour credits.credits, old_rate credits.credits)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c credits.spending_controls;
+    pos record;
+    rates credits.credits;
+    new_burn credits.credits;
+    raises boolean := rate_per_hour > coalesce(old_rate, '0'::credits.credits);
+BEGIN
+    SELECT * INTO c FROM credits.spending_controls x
+     WHERE x.project_id = _check_start_limits.project_id FOR UPDATE;
+    IF NOT FOUND OR num_nonnulls(c.max_burn_rate, c.min_runway, c.daily_budget, c.monthly_budget) = 0 THEN
+        RETURN;
+    END IF;
+
+    IF c.max_burn_rate IS NOT NULL AND raises THEN
+        SELECT coalesce(sum(r.rate_per_hour), '0'::credits.credits) INTO rates FROM credits.resources r
+         WHERE r.project_id = _check_start_limits.project_id AND r.state IN ('running', 'available')
+           AND r.resource_id <> _check_start_limits.resource_id;
+        IF rates + rate_per_hour > c.max_burn_rate THEN
+            RAISE EXCEPTION 'project % would burn % per hour, above its max_burn_rate of %',
+                project_id, rates + rate_per_hour, c.max_burn_rate
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('Running instances and accessible volumes burn %s per hour; %s %s adds %s.',
+                                      rates, kind, resource_id, rate_per_hour),
+                      HINT = 'Stop something first, or raise the limit with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF c.min_runway IS NULL AND c.daily_budget IS NULL AND c.monthly_budget IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO pos FROM credits._spending_positions(ARRAY[project_id]);
+
+    IF c.min_runway IS NOT NULL AND raises THEN
+        new_burn := pos.burn_rate - coalesce(old_rate, '0'::credits.credits) + rate_per_hour;
+        IF credits._below_runway(pos.available_balance, new_burn, c.min_runway) THEN
+            RAISE EXCEPTION 'project % would have less than its min_runway of % left', project_id, c.min_runway
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The available balance of %s lasts %s h at the new burn rate of %s per hour.',
+                                      pos.available_balance, round(pos.available_balance / new_burn, 2), new_burn),
+                      HINT = 'Add credits first, or lower min_runway with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF kind = 'instance' AND c.on_budget = 'stop' AND raises
+       AND (credits._budget_hit(pos.spent_today, c.daily_budget)
+           OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)) THEN
+        RAISE EXCEPTION 'project % has reached its % budget', project_id,
+            CASE WHEN credits._budget_hit(pos.spent_today, c.daily_budget) THEN 'daily' ELSE 'monthly' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Spent today %s of a daily budget of %s; this month %s of a monthly budget of %s.',
+                                  pos.spent_today, coalesce(c.daily_budget::text, 'none'),
+                                  pos.spent_this_month, coalesce(c.monthly_budget::text, 'none')),
+                  HINT = 'Instances may start again when the UTC period ends or the budget is raised.';
+    END IF;
+    IF credits._budget_hit(pos.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM pos.day_start
+       OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)
+          AND c.monthly_reached IS DISTINCT FROM pos.month_start THEN
+        PERFORM credits._act_on_spending(ARRAY[project_id]);
+    END IF;
+END $$;
+
+COMMENT ON FUNCTION credits.configure_limits(bigint, credits.credits, interval, credits.credits, credits.credits, text) IS
+    'Sets a project''s spending limits, the whole configuration at once (null: off): max_burn_rate and '
+    'min_runway refuse starts (55000); daily_budget and monthly_budget queue budget_reached once per UTC '
+    'period, and with on_budget ''stop'' also stop running instances and refuse starts until the period '
+    'ends or the budget is raised.';
+
+-- 63_alerts.sql
+-- Sets the project's alert lines; each call states the whole configuration (null: off).
+-- Saving them keeps what was announced: a line still crossed is not announced again.
+CREATE OR REPLACE FUNCTION credits.configure_alerts(project_id bigint, below_balance credits.credits DEFAULT NULL,
+                                         below_runway interval DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+DECLARE
+    c credits.spending_controls;
+BEGIN
+    PERFORM credits._lock_account(project_id);
+    PERFORM credits._require_positive_or_null('below_balance', below_balance);
+    PERFORM credits._require_positive_interval('below_runway', below_runway);
+
+    SELECT * INTO c FROM credits.spending_controls x WHERE x.project_id = configure_alerts.project_id FOR UPDATE;
+    c.project_id := project_id;
+    c.on_budget := coalesce(c.on_budget, 'alert');
+    c.below_balance := below_balance;
+    c.below_runway := below_runway;
+    c.balance_low := coalesce(c.balance_low AND below_balance IS NOT NULL, false);
+    c.runway_low := coalesce(c.runway_low AND below_runway IS NOT NULL, false);
+    c.updated_at := credits.now();
+    PERFORM credits._save_spending_controls(project_id, c);
+    -- (a line already crossed is announced now, not at the next check)
+    PERFORM credits._check_spending(project_id);
+END $$;
+
+COMMENT ON FUNCTION credits.configure_alerts(bigint, credits.credits, interval) IS
+    'Sets a project''s alert lines (null: off): balance_low below below_balance, runway_low below '
+    'below_runway of hours remaining, each queued once per crossing, and balance_recovered once when both '
+    'are clear again.';
+
+-- 64_spending_checks.sql
+-- The alert and budget lines, each written once.
+CREATE OR REPLACE FUNCTION credits._below_balance(available credits.credits, below_balance credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN coalesce(available < below_balance, false);
+
+-- hours_remaining (available / burn_rate) below below_runway; never with a zero burn rate.
+CREATE OR REPLACE FUNCTION credits._below_runway(available credits.credits, burn_rate credits.credits,
+                                      below_runway interval) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN coalesce(burn_rate > '0'::credits.credits
+                    AND available::numeric * 3600 < burn_rate::numeric * extract(epoch FROM below_runway), false);
+
+CREATE OR REPLACE FUNCTION credits._budget_hit(spent credits.credits, budget credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN coalesce(spent >= budget, false);
+
+-- hours_remaining as balance_overview shows it (null when nothing burns).
+CREATE OR REPLACE FUNCTION credits._hours_remaining(available credits.credits, burn_rate credits.credits) RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN burn_rate > '0'::credits.credits THEN round(available / burn_rate, 2) END;
+
+-- Stops, at time at, the running instances of the projects given (each with the budget that
+-- stopped it), in three statements for all of them: their time is booked up to at as
+-- stop_instance books it (credits._book_usage, here for many resources at once), they become
+-- stopped, and instance_stopped is queued for each.  (Per instance, each booking's statement
+-- cost as much as reading every account.)  The caller holds the projects' accounts.
+CREATE OR REPLACE FUNCTION credits._stop_for_budget(project_ids bigint[], budgets text[], at timestamptz)
+    RETURNS void LANGUAGE sql AS $$
+    WITH stopping AS (
+        SELECT r.project_id, r.resource_id, r.rate_per_hour, r.accrued_until, x.budget
+          FROM unnest(project_ids, budgets) AS x(project_id, budget)
+          JOIN credits.resources r ON r.project_id = x.project_id
+         WHERE r.kind = 'instance' AND r.state = 'running'
+         ORDER BY r.project_id, r.resource_id
+         FOR UPDATE OF r),
+    booked AS (
+        INSERT INTO credits.transactions AS t (project_id, type, status, amount, created_at, description,
+                                               resource_id, usage_hour, accrued_units)
+        SELECT x.project_id, 'usage', 'accumulating', -credits._accrued_amount(s.units), s.usage_hour,
+               credits._describe('instance', x.resource_id), x.resource_id, s.usage_hour, s.units
+          FROM stopping x
+          JOIN credits.accounts a ON a.project_id = x.project_id
+          CROSS JOIN LATERAL credits._hour_segments(x.rate_per_hour, greatest(x.accrued_until, a.deducted_until), at) AS s
+        ON CONFLICT (project_id, usage_hour, resource_id) WHERE type = 'usage' DO UPDATE
+           SET accrued_units = t.accrued_units + excluded.accrued_units,
+               amount = -credits._accrued_amount(t.accrued_units + excluded.accrued_units)),
+    stopped AS (
+        UPDATE credits.resources r SET state = 'stopped', state_since = at, accrued_until = NULL
+          FROM stopping x
+         WHERE r.project_id = x.project_id AND r.resource_id = x.resource_id
+        RETURNING r.project_id, r.resource_id, x.budget)
+    INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+    SELECT x.project_id, 'instance_stopped', x.resource_id, NULL,
+           jsonb_build_object('resource_id', x.resource_id, 'kind', 'instance', 'reason', 'budget_reached',
+                              'budget', x.budget, 'at', at), at
+      FROM stopped x ORDER BY x.project_id, x.resource_id;
+$$;
+
+-- Acts on the watched projects among ids: queues the events their controls call for, records
+-- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
+-- balance is read again under the account's lock (when the project's lots are all alike).
+-- Returns the projects acted on.
+CREATE OR REPLACE FUNCTION credits._act_on_spending(ids bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := credits.now();
+    queued_ids bigint[];
+    stop_ids bigint[];
+    stop_budgets text[];
+BEGIN
+    WITH pos AS (
+        SELECT * FROM credits._spending_positions(ids)),
+    locked_accounts AS (
+        SELECT a.project_id, a.balance FROM credits.accounts a
+         WHERE a.project_id = ANY (ids)
+         ORDER BY a.project_id FOR SHARE OF a SKIP LOCKED),
+    locked AS (
+        SELECT c.*, la.balance FROM credits.spending_controls c JOIN locked_accounts la USING (project_id)
+         ORDER BY c.project_id FOR UPDATE OF c SKIP LOCKED),
+    judged AS (
+        SELECT l.project_id, l.balance_low AS was_balance_low, l.runway_low AS was_runway_low,
+               l.daily_reached, l.monthly_reached, l.daily_budget, l.monthly_budget, l.on_budget,
+               l.below_balance, l.below_runway, v.available, p.burn_rate, p.spent_today,
+               p.spent_this_month, p.day_start, p.month_start,
+               credits._below_balance(v.available, l.below_balance) AS balance_low,
+               credits._below_runway(v.available, p.burn_rate, l.below_runway) AS runway_low,
+               credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
+               credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
+          FROM locked l JOIN pos p USING (project_id)
+          -- (the balance as locked; lots that are not all alike as the positions read them)
+          CROSS JOIN LATERAL (SELECT CASE WHEN p.lots_alike THEN credits._available(l.balance, p.accumulating)
+                                          ELSE p.available_balance END AS available) AS v),
+    changed AS (
+        UPDATE credits.spending_controls c
+           SET balance_low = j.balance_low, runway_low = j.runway_low,
+               daily_reached = CASE WHEN j.daily_hit THEN j.day_start ELSE c.daily_reached END,
+               monthly_reached = CASE WHEN j.monthly_hit THEN j.month_start ELSE c.monthly_reached END
+          FROM judged j
+         WHERE c.project_id = j.project_id
+           AND (c.balance_low <> j.balance_low OR c.runway_low <> j.runway_low
+                OR (j.daily_hit AND c.daily_reached IS DISTINCT FROM j.day_start)
+                OR (j.monthly_hit AND c.monthly_reached IS DISTINCT FROM j.month_start))
+        RETURNING j.*),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT ch.project_id, e.kind, NULL, NULL, e.payload || jsonb_build_object('at', at), at
+          FROM changed ch
+          CROSS JOIN LATERAL (VALUES
+              (1, 'budget_reached', ch.daily_hit AND ch.daily_reached IS DISTINCT FROM ch.day_start,
+               jsonb_build_object('budget', 'daily', 'limit', ch.daily_budget::text,
+                                  'spent', ch.spent_today::text, 'period_start', ch.day_start,
+                                  'on_budget', ch.on_budget)),
+              (2, 'budget_reached', ch.monthly_hit AND ch.monthly_reached IS DISTINCT FROM ch.month_start,
+               jsonb_build_object('budget', 'monthly', 'limit', ch.monthly_budget::text,
+                                  'spent', ch.spent_this_month::text, 'period_start', ch.month_start,
+                                  'on_budget', ch.on_budget)),
+              (3, 'balance_low', ch.balance_low AND NOT ch.was_balance_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'below_balance', ch.below_balance::text)),
+              (4, 'runway_low', ch.runway_low AND NOT ch.was_runway_low,
+               jsonb_build_object('available_balance', ch.available::text, 'burn_rate', ch.burn_rate::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate),
+                                  'below_runway', ch.below_runway::text)),
+              (5, 'balance_recovered',
+               (ch.was_balance_low OR ch.was_runway_low) AND NOT ch.balance_low AND NOT ch.runway_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate))))
+              AS e(n, kind, due, payload)
+         WHERE e.due
+         ORDER BY ch.project_id, e.n
+        RETURNING project_id)
+    SELECT (SELECT coalesce(array_agg(DISTINCT q.project_id), '{}') FROM queued q),
+           coalesce(array_agg(j.project_id ORDER BY j.project_id), '{}'),
+           coalesce(array_agg(CASE WHEN j.daily_hit THEN 'daily' ELSE 'monthly' END ORDER BY j.project_id), '{}')
+      INTO queued_ids, stop_ids, stop_budgets
+      FROM judged j
+     WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit);
+    IF cardinality(queued_ids) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+
+    -- (a new statement, after the locks: an instance a start committed meanwhile is stopped too)
+    SELECT coalesce(array_agg(x.project_id ORDER BY x.project_id), '{}'), coalesce(array_agg(x.budget ORDER BY x.project_id), '{}')
+      INTO stop_ids, stop_budgets
+      FROM unnest(stop_ids, stop_budgets) AS x(project_id, budget)
+     WHERE EXISTS (SELECT FROM credits.resources r
+                    WHERE r.project_id = x.project_id AND r.kind = 'instance' AND r.state = 'running');
+    IF cardinality(stop_ids) > 0 THEN
+        PERFORM credits._stop_for_budget(stop_ids, stop_budgets, at);
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN ARRAY(SELECT unnest(queued_ids) UNION SELECT unnest(stop_ids) ORDER BY 1);
+END $$;
+
+-- Checks one project's spending controls now (a deposit completed, a configuration saved).
+CREATE OR REPLACE FUNCTION credits._check_spending(project_id bigint) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM credits.spending_controls c WHERE c.project_id = _check_spending.project_id) THEN
+        PERFORM credits._act_on_spending(ARRAY[project_id]);
+    END IF;
+END $$;
+
+-- Checks every watched project, set-based: counts the hours deducted since the last run,
+-- computes every position once, and acts on the projects where something is due (an alert
+-- line crossed either way, a budget reached and not yet announced this period, or running
+-- instances over a budget that stops).  Returns the projects acted on.  The caller holds the
+-- periodic-run lock.  (enable_nestloop = off: the planner expects a few hundred watched
+-- projects and loops over each part once per project, recomputing it: at 20,000 projects
+-- 10 s instead of 0.1 s.  The per-project probes are lateral and stay loops.)
+CREATE OR REPLACE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
+    LANGUAGE plpgsql SET enable_nestloop = off AS $$
+DECLARE
+    due bigint[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
+        RETURN '{}';
+    END IF;
+    PERFORM credits._count_spending();
+    SELECT array_agg(p.project_id ORDER BY p.project_id) INTO due
+      FROM credits._spending_positions(credits._watched_projects()) p
+      JOIN credits.spending_controls c ON c.project_id = p.project_id
+     WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
+        OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
+        OR (credits._budget_hit(p.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM p.day_start)
+        OR (credits._budget_hit(p.spent_this_month, c.monthly_budget)
+            AND c.monthly_reached IS DISTINCT FROM p.month_start)
+        OR (c.on_budget = 'stop'
+            AND (credits._budget_hit(p.spent_today, c.daily_budget)
+                 OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
+            AND EXISTS (SELECT FROM credits.resources r
+                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'));
+    IF due IS NULL THEN
+        RETURN '{}';
+    END IF;
+    RETURN credits._act_on_spending(due);
+END $$;
+
+
+-- 65_volume_retention.sql
+-- The superuser-only setting credits.volume_retention as an interval (null when empty).
+CREATE OR REPLACE FUNCTION credits.volume_retention() RETURNS interval
+    AS 'MODULE_PATHNAME', 'credits_volume_retention_interval' LANGUAGE C STABLE PARALLEL SAFE;
+
+-- What the cut-off adds to the event of a resource it makes inaccessible at time at: the
+-- volume's deletes_at when volumes are deleted (credits._cut_off).
+CREATE OR REPLACE FUNCTION credits._retention_payload(kind text, at timestamptz) RETURNS jsonb
+    LANGUAGE sql STABLE
+    RETURN CASE WHEN kind = 'volume' AND credits.volume_retention() IS NOT NULL
+                THEN jsonb_build_object('deletes_at', at + credits.volume_retention())
+                ELSE '{}'::jsonb END;
+
+-- Deletes the volumes inaccessible for credits.volume_retention whose warning an earlier run
+-- queued, then warns about those with less than 24 hours left, set-based, each with its
+-- event.  Volumes locked by another transaction (a deposit restoring them) are left for the
+-- next run.  Returns the projects acted on.  The caller holds the periodic-run lock.
+CREATE OR REPLACE FUNCTION credits._enforce_volume_retention(at timestamptz) RETURNS bigint[]
+    LANGUAGE plpgsql AS $$
+DECLARE
+    retention interval := credits.volume_retention();
+    deleted bigint[];
+    warned bigint[];
+BEGIN
+    IF retention IS NULL THEN
+        RETURN '{}';
+    END IF;
+
+    WITH due AS (
+        SELECT r.project_id, r.resource_id, r.state_since
+          FROM credits.resources r
+          JOIN credits.volume_deletion_warnings w
+            ON w.project_id = r.project_id AND w.resource_id = r.resource_id
+           AND w.inaccessible_since = r.state_since AND w.warned_at < at
+         WHERE r.state = 'inaccessible' AND r.state_since <= at - retention
+         ORDER BY r.project_id, r.resource_id
+         FOR UPDATE OF r SKIP LOCKED),
+    gone AS (
+        UPDATE credits.resources x SET state = 'deleted', state_since = at
+          FROM due d
+         WHERE x.project_id = d.project_id AND x.resource_id = d.resource_id
+        RETURNING x.project_id, x.resource_id, d.state_since),
+    forgotten AS (
+        DELETE FROM credits.volume_deletion_warnings w USING gone g
+         WHERE w.project_id = g.project_id AND w.resource_id = g.resource_id),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT g.project_id, 'volume_deleted', g.resource_id, NULL,
+               jsonb_build_object('resource_id', g.resource_id, 'kind', 'volume',
+                                  'inaccessible_since', g.state_since, 'at', at), at
+          FROM gone g ORDER BY g.project_id, g.resource_id)
+    SELECT coalesce(array_agg(DISTINCT g.project_id), '{}') INTO deleted FROM gone g;
+
+    WITH due AS (
+        SELECT r.project_id, r.resource_id, r.state_since
+          FROM credits.resources r
+         WHERE r.state = 'inaccessible' AND r.state_since <= at - retention + interval '24 hours'
+           AND NOT EXISTS (SELECT FROM credits.volume_deletion_warnings w
+                            WHERE w.project_id = r.project_id AND w.resource_id = r.resource_id
+                              AND w.inaccessible_since = r.state_since)
+         ORDER BY r.project_id, r.resource_id
+         FOR UPDATE OF r SKIP LOCKED),
+    marked AS (
+        INSERT INTO credits.volume_deletion_warnings AS w (project_id, resource_id, inaccessible_since, warned_at)
+        SELECT d.project_id, d.resource_id, d.state_since, at FROM due d
+        ON CONFLICT ON CONSTRAINT volume_deletion_warnings_pkey DO UPDATE
+           SET inaccessible_since = excluded.inaccessible_since, warned_at = excluded.warned_at
+        RETURNING w.project_id, w.resource_id, w.inaccessible_since),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT m.project_id, 'volume_deletion_warning', m.resource_id, NULL,
+               jsonb_build_object('resource_id', m.resource_id, 'kind', 'volume',
+                                  'deletes_at', greatest(m.inaccessible_since + retention, at), 'at', at), at
+          FROM marked m ORDER BY m.project_id, m.resource_id)
+    SELECT coalesce(array_agg(DISTINCT m.project_id), '{}') INTO warned FROM marked m;
+
+    IF cardinality(deleted) + cardinality(warned) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN ARRAY(SELECT unnest(deleted) UNION SELECT unnest(warned) ORDER BY 1);
+END $$;
+
+COMMENT ON FUNCTION credits.volume_retention() IS
+    'The setting credits.volume_retention: how long a volume stays inaccessible at zero balance before '
+    'run_balance_checks deletes it; null when empty (kept until the balance is positive again).';
+
+-- 66_spending_overview.sql
+-- One watched project's position, for the view below.  SECURITY DEFINER: readers may not read
+-- the tables (a view's own relations are read with its owner's rights, a function's with the
+-- caller's).
+CREATE OR REPLACE FUNCTION credits._spending_position_of(project_id bigint)
+    RETURNS TABLE (available_balance credits.credits, burn_rate credits.credits,
+                   spent_today credits.credits, spent_this_month credits.credits,
+                   day_start timestamptz, month_start timestamptz)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+BEGIN ATOMIC
+    SELECT p.available_balance, p.burn_rate, p.spent_today, p.spent_this_month, p.day_start, p.month_start
+      FROM credits._spending_positions(ARRAY[_spending_position_of.project_id]) AS p;
+END;
+
+-- The limits and alert lines of each watched project, what it spent in the current UTC day
+-- and month (charges of the usage hours beginning in them, collected or not, accumulating
+-- included), whether a budget is reached, and which alert line its position is below now
+-- ('balance_low' first, then 'runway_low', else 'ok').  Read with a project_id filter, it
+-- reads that project's rows only.
+CREATE VIEW credits.spending_overview AS
+SELECT c.project_id, c.max_burn_rate, c.min_runway, c.daily_budget, p.spent_today,
+       c.monthly_budget, p.spent_this_month, c.on_budget,
+       credits._budget_hit(p.spent_today, c.daily_budget)
+           OR credits._budget_hit(p.spent_this_month, c.monthly_budget) AS budget_reached,
+       CASE WHEN credits._below_balance(p.available_balance, c.below_balance) THEN 'balance_low'
+            WHEN credits._below_runway(p.available_balance, p.burn_rate, c.below_runway) THEN 'runway_low'
+            ELSE 'ok' END AS alert_state,
+       c.below_balance, c.below_runway
+  FROM credits.spending_controls c
+  CROSS JOIN LATERAL credits._spending_position_of(c.project_id) AS p;
+
+COMMENT ON VIEW credits.spending_overview IS
+    'One row per project with spending limits or alerts set: the limits, the charges of the current UTC '
+    'day and month, whether a budget is reached, and the alert state now (ok, balance_low, runway_low).';
+
+-- The hooks in the periodic runs.
+-- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
+-- and starts the auto-recharges that the new balances call for.  Returns the number of usage
+-- transactions completed.
+-- (jit = off in both periodic runs: the row estimates of the hour segments are far too high,
+-- and compiling the plans cost more than running them, about 1 s per run at 100,000 projects.)
+CREATE OR REPLACE FUNCTION credits.run_hourly_deductions() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    cur timestamptz;
+    completed bigint;
+    due record;
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    cur := credits.hour_of(at);
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
+    completed := credits._deduct_ended_hours(cur, at);
+    PERFORM credits._expire_lots(cur, at);
+    -- (the accrued usage of every project is worth computing only when one may recharge)
+    IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN
+        SELECT * INTO due FROM credits._due_projects();
+        PERFORM credits._start_auto_recharges(due.recharge_ids, due.recharge_accrued);
+    END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
+    RETURN completed;
+END $$;
+
+-- Privileges, as 90_roles.sql gives them.
+REVOKE ALL ON FUNCTION credits._spending_positions(bigint[]), credits._watched_projects(),
+    credits._recount_late_usage(), credits._stop_for_budget(bigint[], text[], timestamptz),
+    credits._act_on_spending(bigint[]), credits._spending_position_of(bigint) FROM PUBLIC;
+GRANT SELECT ON credits.spending_overview TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._spending_position_of(bigint) TO credits_reader;
+
+-- ---------------------------------------------------------------------------------------------
+-- deduct: the periodic runs never wait on one project.  The deduction and the balance check
+-- pass over an account locked by another transaction (a later run catches it up); a project
+-- whose work raises is skipped, listed in the view credits.billing_errors while it fails, with
+-- one billing_error event (a new kind), and retried at every later run.  The batch runs as
+-- before; only when it fails are the projects taken one by one, each in a subtransaction.
+-- "Usage has used up the balance" is one function, credits._used_up.  The deduction no
+-- longer searches a project's hours one by one (src/deduction.c).
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE credits.events DROP CONSTRAINT events_kind_check;
+ALTER TABLE credits.events ADD CONSTRAINT events_kind_check CHECK (kind IN ('charge_requested',
+                       'instance_terminated', 'volume_inaccessible', 'volume_available', 'balance_depleted',
+                       -- spending controls and volume retention (sql/install/6x_*.sql)
+                       'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
+                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted',
+                       -- refunds (sql/install/36_refunds.sql)
+                       'refund_requested',
+                       -- a project's periodic work failed (sql/install/50_periodic.sql)
+                       'billing_error'));
+
+DROP FUNCTION credits._deduct_ended_hours(timestamptz, timestamptz);
+
+-- Deducts every usage hour before cur, oldest first per project, each written once, and
+-- debits the accounts (src/deduction.c, which says how): of every due project, or of
+-- only_project.  An account locked by another transaction is passed over: a later run catches
+-- its hours up.  Returns the number of usage transactions completed.  The caller holds the
+-- periodic-run lock.
+CREATE FUNCTION credits._deduct_ended_hours(cur timestamptz, at timestamptz, only_project bigint DEFAULT NULL)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'credits_deduct_hours' LANGUAGE C;
+
+REVOKE ALL ON FUNCTION credits._deduct_ended_hours(timestamptz, timestamptz, bigint) FROM PUBLIC;
+
+-- The projects with usage to deduct before cur, in project order (src/deduction.c: the
+-- deduction's own list).
+CREATE FUNCTION credits._deduction_due(cur timestamptz) RETURNS bigint[]
+    AS 'MODULE_PATHNAME', 'credits_deduction_due' LANGUAGE C STRICT STABLE;
+
+REVOKE ALL ON FUNCTION credits._deduction_due(timestamptz) FROM PUBLIC;
+
+-- The projects whose periodic work failed, one row each while it fails: the run that failed
+-- last, when, and its error.  A run that bills the project again deletes the row.
+CREATE TABLE credits.billing_failures (
+    project_id bigint PRIMARY KEY,
+    at         timestamptz NOT NULL,
+    run        text NOT NULL CHECK (run IN ('run_hourly_deductions', 'run_balance_checks')),
+    sqlstate   text NOT NULL,
+    message    text NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('credits.billing_failures', '');
+
+CREATE VIEW credits.billing_errors AS
+SELECT f.project_id, f.at, f.run, f.sqlstate, f.message FROM credits.billing_failures f;
+COMMENT ON VIEW credits.billing_errors IS 'one row per project whose periodic work (run) failed, while it fails: when, and its SQLSTATE and message; the project is retried at every later run';
+
+
+GRANT SELECT ON credits.billing_errors TO credits_reader;
+
+-- Records that run failed for project with an error (sqlstate, message).  The first failure
+-- of a spell queues one billing_error event; later ones update the row.
+CREATE FUNCTION credits._record_billing_error(project_id bigint, run text, sqlstate text, message text)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    first_failure boolean;
+BEGIN
+    INSERT INTO credits.billing_failures AS f VALUES (project_id, credits.now(), run, sqlstate, message)
+    ON CONFLICT ON CONSTRAINT billing_failures_pkey DO UPDATE
+       SET at = excluded.at, run = excluded.run, sqlstate = excluded.sqlstate, message = excluded.message
+    RETURNING f.xmax = 0 INTO first_failure;
+    IF first_failure THEN
+        PERFORM credits._enqueue_event(project_id, 'billing_error', NULL, NULL,
+            jsonb_build_object('run', run, 'sqlstate', sqlstate, 'message', message, 'at', credits.now()));
+    END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION credits._record_billing_error(bigint, text, text, text) FROM PUBLIC;
+
+-- Deducts the hours before cur (credits._deduct_ended_hours): all due projects at once; when
+-- that fails (one project's work raised, and with it the batch), project by project, each in
+-- a subtransaction of its own, so that a project whose work raises is recorded in
+-- credits.billing_errors and skipped while the others are billed.  (A lock that cannot be
+-- had at once, 55P03, only passes the project over.)  Returns the number of usage
+-- transactions completed and the projects that failed.
+CREATE FUNCTION credits._deduct_isolated(cur timestamptz, at timestamptz, OUT completed bigint, OUT failed bigint[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    p bigint;
+    state text;
+    msg text;
+BEGIN
+    failed := '{}';
+    BEGIN
+        completed := credits._deduct_ended_hours(cur, at);
+        RETURN;
+    EXCEPTION
+        -- (the whole transaction's: no retry in it can succeed)
+        WHEN serialization_failure OR deadlock_detected THEN RAISE;
+        WHEN OTHERS THEN NULL;
+    END;
+    completed := 0;
+    FOREACH p IN ARRAY credits._deduction_due(cur) LOOP
+        BEGIN
+            completed := completed + credits._deduct_ended_hours(cur, at, p);
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected THEN RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                IF state <> '55P03' THEN
+                    PERFORM credits._record_billing_error(p, 'run_hourly_deductions', state, msg);
+                    failed := failed || p;
+                END IF;
+        END;
+    END LOOP;
+END $$;
+
+REVOKE ALL ON FUNCTION credits._deduct_isolated(timestamptz, timestamptz) FROM PUBLIC;
+
+-- Whether usage accrued and not yet deducted (accrued) has used up a balance: the one rule of
+-- every cut-off, by the balance check and by the zero-balance trigger.
+CREATE FUNCTION credits._used_up(balance credits.credits, accrued credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN balance <= accrued;
+REVOKE ALL ON FUNCTION credits._used_up(credits.credits, credits.credits) FROM PUBLIC;
+
+-- Cuts a project's resources of the kinds given off at time at: books every billing one's time up
+-- to at, terminates instances, locks volumes, queues the events.  A resource locked by another
+-- transaction raises 55P03 at once rather than wait: the periodic runs pass the project over
+-- and cut it off at a later run (the paths that change resources lock the account first, so
+-- this is rare).
+CREATE OR REPLACE FUNCTION credits._cut_off_resources(project_id bigint, kinds text[], at timestamptz) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    r credits.resources;
+BEGIN
+    FOR r IN SELECT * FROM credits.resources x
+              WHERE x.project_id = _cut_off_resources.project_id AND x.state IN ('running', 'available')
+                AND x.kind = ANY (kinds)
+              ORDER BY x.resource_id FOR UPDATE NOWAIT
+    LOOP
+        PERFORM credits._book_usage(project_id, r.kind, r.resource_id, r.rate_per_hour, r.accrued_until, at);
+        UPDATE credits.resources x
+           SET state = CASE r.kind WHEN 'instance' THEN 'terminated' ELSE 'inaccessible' END,
+               state_since = at, accrued_until = NULL
+         WHERE x.project_id = _cut_off_resources.project_id AND x.resource_id = r.resource_id;
+        PERFORM credits._enqueue_event(project_id,
+            CASE r.kind WHEN 'instance' THEN 'instance_terminated' ELSE 'volume_inaccessible' END,
+            r.resource_id, NULL,
+            jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at)
+                || credits._retention_payload(r.kind, at));
+    END LOOP;
+END $$;
+
+-- The projects a periodic run may have to act on, found in one pass over the accounts with
+-- their usage accrued and not yet deducted (the costly part, computed once per run): those
+-- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
+-- finds the available balance below its threshold.  Each list comes with the accrued usage of
+-- its projects, in project order.  (BEGIN ATOMIC: bound at install time, whatever the
+-- caller's search_path.  The planner expects 1000 hour segments per resource and 200
+-- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
+-- hash table for millions of groups; sorting in memory and no nested loops take a third of
+-- the time at 100,000 projects.)
+CREATE OR REPLACE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
+                                      OUT special_ids bigint[])
+    LANGUAGE sql STABLE
+    SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
+BEGIN ATOMIC
+    WITH positions AS (
+        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
+               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
+          FROM credits.accounts a
+          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+          LEFT JOIN (SELECT l.project_id,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 1) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_instances,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 2) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_volumes
+                       FROM credits.credit_lots l
+                      WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
+                      GROUP BY l.project_id) AS s ON s.project_id = a.project_id
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    -- (a project whose lots are not all alike: what it can spend is what its lots have left,
+    -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
+    -- judges its cut-off)
+    standing AS (
+        SELECT p.*,
+               CASE WHEN p.special AND p.recharging
+                    THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
+                    ELSE p.accrued END AS effective_accrued
+          FROM positions p),
+    flagged AS (
+        SELECT p.project_id, p.effective_accrued AS accrued,
+               NOT p.special AND NOT p.depleted AND credits._used_up(p.balance, p.accumulating) AS used_up,
+               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
+               -- (its lots for a kind cannot all be left over when the accrued usage, whatever
+               -- its kind, is at least what they hold)
+               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
+          FROM standing p)
+    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
+      FROM flagged f;
+END;
+
+-- The balance checks' work for the projects given, at time at: the projects of special_ids
+-- (their lots not all alike) judged kind by kind (credits._enforce_lots); those of
+-- used_up_ids (with their accrued usage, used_up_accrued) cut off one by one in project order
+-- if their accrued usage has used up the balance (tested again on the locked row: a deposit
+-- may have committed since); then the auto-recharges due among recharge_ids requested
+-- (credits._start_auto_recharges).  An account locked by another transaction is passed over
+-- (skipped) and left for a later run.  Returns the projects acted on and those skipped.
+CREATE FUNCTION credits._cut_off_and_recharge(at timestamptz, used_up_ids bigint[], used_up_accrued credits.credits[],
+                                              recharge_ids bigint[], recharge_accrued credits.credits[],
+                                              special_ids bigint[], OUT acted bigint[], OUT skipped bigint[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    p bigint;
+    locked bigint[] := '{}';
+    cut_off bigint[] := '{}';
+BEGIN
+    skipped := '{}';
+    FOREACH p IN ARRAY special_ids LOOP
+        PERFORM FROM credits.accounts a WHERE a.project_id = p FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            skipped := skipped || p;
+        ELSIF credits._enforce_lots(p, at) THEN
+            cut_off := cut_off || p;
+        END IF;
+    END LOOP;
+    FOR c IN SELECT u.project_id, u.accumulating
+               FROM unnest(used_up_ids, used_up_accrued) AS u(project_id, accumulating)
+               JOIN (SELECT a.project_id FROM credits.accounts a
+                      WHERE a.project_id = ANY (used_up_ids) AND NOT a.depleted
+                      ORDER BY a.project_id FOR NO KEY UPDATE SKIP LOCKED) AS l USING (project_id)
+              ORDER BY u.project_id
+    LOOP
+        locked := locked || c.project_id;
+        UPDATE credits.accounts a SET depleted = true
+         WHERE a.project_id = c.project_id AND NOT a.depleted AND credits._used_up(a.balance, c.accumulating);
+        IF FOUND THEN
+            cut_off := cut_off || c.project_id;
+        END IF;
+    END LOOP;
+    skipped := skipped || ARRAY(
+        SELECT u.project_id FROM unnest(used_up_ids) AS u(project_id)
+         WHERE NOT EXISTS (SELECT FROM unnest(locked) AS l(project_id) WHERE l.project_id = u.project_id)
+           AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = u.project_id AND a.depleted));
+    acted := ARRAY(SELECT unnest(cut_off) UNION SELECT unnest(credits._start_auto_recharges(recharge_ids, recharge_accrued)));
+END $$;
+
+REVOKE ALL ON FUNCTION credits._cut_off_and_recharge(timestamptz, bigint[], credits.credits[], bigint[], credits.credits[], bigint[]) FROM PUBLIC;
+
+-- credits._cut_off_and_recharge for all the projects given at once; when that fails (one
+-- project's work raised, and with it the batch), project by project, each in a subtransaction
+-- of its own: a project whose work raises is recorded in credits.billing_errors as a failure of
+-- run and skipped.  (A lock that cannot be had at once, 55P03, only passes it over.)  Returns
+-- the projects acted on, those that failed and those passed over.
+CREATE FUNCTION credits._act_on_balances(run text, at timestamptz, used_up_ids bigint[], used_up_accrued credits.credits[],
+                                         recharge_ids bigint[], recharge_accrued credits.credits[],
+                                         special_ids bigint[],
+                                         OUT acted bigint[], OUT failed bigint[], OUT skipped bigint[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    one record;
+    state text;
+    msg text;
+BEGIN
+    failed := '{}';
+    BEGIN
+        SELECT * INTO one
+          FROM credits._cut_off_and_recharge(at, used_up_ids, used_up_accrued, recharge_ids, recharge_accrued, special_ids);
+        acted := one.acted;
+        skipped := one.skipped;
+        RETURN;
+    EXCEPTION
+        -- (the whole transaction's: no retry in it can succeed)
+        WHEN serialization_failure OR deadlock_detected THEN RAISE;
+        WHEN OTHERS THEN NULL;
+    END;
+    acted := '{}';
+    skipped := '{}';
+    FOR c IN SELECT project_id, u.accrued AS used_up, r.accrued AS recharge, s.project_id IS NOT NULL AS special
+               FROM unnest(used_up_ids, used_up_accrued) AS u(project_id, accrued)
+               FULL JOIN unnest(recharge_ids, recharge_accrued) AS r(project_id, accrued) USING (project_id)
+               FULL JOIN unnest(special_ids) AS s(project_id) USING (project_id)
+              ORDER BY project_id
+    LOOP
+        BEGIN
+            SELECT * INTO one FROM credits._cut_off_and_recharge(at,
+                CASE WHEN c.used_up IS NULL THEN '{}' ELSE ARRAY[c.project_id] END,
+                CASE WHEN c.used_up IS NULL THEN '{}' ELSE ARRAY[c.used_up] END,
+                CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.project_id] END,
+                CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.recharge] END,
+                CASE WHEN c.special THEN ARRAY[c.project_id] ELSE '{}' END);
+            acted := acted || one.acted;
+            skipped := skipped || one.skipped;
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected THEN RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                IF state = '55P03' THEN
+                    skipped := skipped || c.project_id;
+                ELSE
+                    PERFORM credits._record_billing_error(c.project_id, run, state, msg);
+                    failed := failed || c.project_id;
+                END IF;
+        END;
+    END LOOP;
+END $$;
+
+REVOKE ALL ON FUNCTION credits._act_on_balances(text, timestamptz, bigint[], credits.credits[], bigint[], credits.credits[], bigint[]) FROM PUBLIC;
+
+-- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
+-- and starts the auto-recharges that the new balances call for.  Returns the number of usage
+-- transactions completed.  A project whose account is locked waits for a later run; one whose
+-- work fails is skipped and listed in credits.billing_errors until a run bills it again.
+-- (jit = off in both periodic runs: the row estimates of the hour segments are far too high,
+-- and compiling the plans cost more than running them, about 1 s per run at 100,000 projects.)
+CREATE OR REPLACE FUNCTION credits.run_hourly_deductions() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    cur timestamptz;
+    deducted record;
+    due record;
+    recharge_failed bigint[] := '{}';
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    cur := credits.hour_of(at);
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
+    SELECT * INTO deducted FROM credits._deduct_isolated(cur, at);
+    PERFORM credits._expire_lots(cur, at);
+    -- (the accrued usage of every project is worth computing only when one may recharge)
+    IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN
+        SELECT * INTO due FROM credits._due_projects();
+        SELECT a.failed INTO recharge_failed
+          FROM credits._act_on_balances('run_hourly_deductions', at, '{}', '{}', due.recharge_ids,
+                                        due.recharge_accrued, '{}') AS a;
+    END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
+    -- (billed again: deducted up to cur, and nothing failed for it in this run)
+    DELETE FROM credits.billing_failures f USING credits.accounts a
+     WHERE f.run = 'run_hourly_deductions' AND a.project_id = f.project_id AND a.deducted_until >= cur
+       AND f.project_id <> ALL (deducted.failed || recharge_failed);
+    RETURN deducted.completed;
+END $$;
+
+-- Cuts off every project whose accrued usage has used up its available balance (the balance
+-- itself is still positive: deductions cut off the ones that reach zero), then starts the
+-- auto-recharges that are due.  Returns the number of projects acted on (cut off, or
+-- recharge requested, or both).  A project whose account is locked waits for a later run;
+-- one whose work fails is skipped and listed in credits.billing_errors until a run bills it
+-- again.
+CREATE OR REPLACE FUNCTION credits.run_balance_checks() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    due record;
+    done record;
+    controlled bigint[];
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._expire_lots(credits.hour_of(at), at);
+    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- usage transactions, which leaves each project's total as it was).
+    SELECT * INTO due FROM credits._due_projects();
+    SELECT * INTO done
+      FROM credits._act_on_balances('run_balance_checks', at, due.used_up_ids, due.used_up_accrued,
+                                    due.recharge_ids, due.recharge_accrued, due.special_ids);
+    -- (billed again: checked in this run without failing)
+    DELETE FROM credits.billing_failures f
+     WHERE f.run = 'run_balance_checks' AND f.project_id <> ALL (done.failed || done.skipped);
+    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
+    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
+END $$;

@@ -214,3 +214,33 @@ SELECT kind, payload FROM pg_temp.events(8007);
 SELECT project_id, max_burn_rate, min_runway, daily_budget, spent_today, monthly_budget, spent_this_month,
        on_budget, budget_reached, alert_state
   FROM credits.spending_overview WHERE project_id BETWEEN 8000 AND 8099 ORDER BY 1;
+
+--
+-- API usage charged late to an hour already counted (its call began before the deduction of
+-- its hour and committed after it, for a product with no usage in that hour) counts in that
+-- hour's day: the totals are counted again.
+--
+SET credits.clock = '2026-09-03 10:00+00';
+SELECT pg_temp.funded(8008, '100.00');
+SELECT credits.configure_limits(8008, daily_budget => '50.00');
+SELECT credits.record_usage(8008, 'api:chat', '1.00');
+SET credits.clock = '2026-09-03 11:00+00';
+SELECT pg_temp.deduct(8008, 8008);
+SELECT credits.run_balance_checks() >= 0 AS checked;       -- totals counted up to 11:00
+SET credits.clock = '2026-09-03 10:59+00';
+SELECT credits.record_usage(8008, 'api:late', '2.00');      -- its transaction began at 10:59
+SET credits.clock = '2026-09-03 11:30+00';
+SELECT credits.run_balance_checks() >= 0 AS checked;       -- folded into hour 10
+SELECT spent_today FROM credits.spending_overview WHERE project_id = 8008;
+SET credits.clock = '2026-09-03 12:00+00';
+SELECT pg_temp.deduct(8008, 8008);                         -- completes hour 10's api:late
+SELECT usage_hour, resource_id, amount, status FROM credits.transactions
+ WHERE project_id = 8008 AND type = 'usage' ORDER BY 1, 2;
+SELECT spent_today FROM credits.spending_overview WHERE project_id = 8008;
+SELECT credits.run_balance_checks() >= 0 AS checked;
+SELECT spent_today FROM credits.spending_overview WHERE project_id = 8008;
+
+-- A reader sees the overview (through its SECURITY DEFINER function).
+SET ROLE credits_reader;
+SELECT project_id, spent_today, budget_reached FROM credits.spending_overview WHERE project_id = 8008;
+RESET ROLE;

@@ -41,52 +41,94 @@ CREATE TABLE credits.spending_totals (
     month_spent   credits.credits NOT NULL DEFAULT '0'
 ) WITH (fillfactor = 50);
 
--- Where each watched project stands now (credits.now()): its balance, usage accrued and not
--- yet deducted, available balance, burn rate (as balance_overview counts it), and the charges
--- (collected and uncollected: the exact accrual) of usage hours beginning in the current UTC
--- day and month: the completed ones (completed_*: spending_totals plus the hours deducted
--- since it was counted, read hour by hour through the usage index) and the accumulating ones.
--- A project_id filter reaches every part, so one project's row is read through its indexes;
--- unfiltered, the accrued usage and burn rates are computed once for all projects (a query
--- that reads neither leaves them out).
-CREATE VIEW credits._spending_positions AS
+-- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
+-- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
+-- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
+-- current UTC day and month: the completed ones (completed_*: spending_totals plus the hours
+-- deducted since it was counted, probed hour by hour in the usage index) and the accumulating
+-- ones.  ids reaches every part as project_id = ANY (ids), so one project (ARRAY[p]) is read
+-- through its indexes, and the periodic runs read the watched projects only, each part once
+-- for all of them.  (A set-returning SQL function, not strict: the planner inlines it.)
+CREATE FUNCTION credits._spending_positions(ids bigint[])
+    RETURNS TABLE (project_id bigint, balance credits.credits, accumulating credits.credits,
+                   available_balance credits.credits, burn_rate credits.credits,
+                   spent_today credits.credits, spent_this_month credits.credits,
+                   day_start timestamptz, month_start timestamptz, deducted_until timestamptz,
+                   completed_today credits.credits, completed_this_month credits.credits,
+                   lots_alike boolean)
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
 SELECT c.project_id, a.balance,
        coalesce(ip.accumulating, '0'::credits.credits) AS accumulating,
-       credits._available(a.balance, ip.accumulating) AS available_balance,
+       -- (as balance_overview: the lots' rule when they are not all alike)
+       CASE WHEN lk.alike THEN credits._available(a.balance, ip.accumulating)
+            ELSE credits._lots_available(c.project_id) END AS available_balance,
        coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
-       p.day_start, p.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month
+       cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month,
+       lk.alike AS lots_alike
   FROM credits.spending_controls c
   JOIN credits.accounts a ON a.project_id = c.project_id
-  JOIN credits.spending_totals s ON s.project_id = c.project_id
-  CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
-                     date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
   CROSS JOIN LATERAL (
-      -- (the hours scanned are those of the month not in spending_totals; those of the day
-      -- are among them)
-      SELECT CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
-                 + coalesce(credits._usage_total(credits._accrued_amount(t.accrued_units))
-                                FILTER (WHERE t.usage_hour >= p.day_start
-                                          AND (t.usage_hour >= s.counted_until
-                                               OR s.day_start IS DISTINCT FROM p.day_start)),
-                            '0'::credits.credits) AS completed_today,
-             CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
-                 + coalesce(credits._usage_total(credits._accrued_amount(t.accrued_units)),
-                            '0'::credits.credits) AS completed_this_month
-        FROM generate_series(CASE WHEN s.month_start = p.month_start
-                                  THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
-                             a.deducted_until - interval '1 hour', interval '1 hour') AS h(usage_hour)
-        JOIN credits.transactions t ON t.usage_hour = h.usage_hour AND t.project_id = c.project_id
-       WHERE t.type = 'usage' AND t.status = 'completed') AS cc
+      SELECT NOT EXISTS (SELECT FROM credits.credit_lots l
+                          WHERE l.project_id = c.project_id AND l.active
+                            AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                 OR l.held > '0'::credits.credits)) AS alike) AS lk
+  JOIN (SELECT s.project_id, p.day_start, p.month_start,
+               CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
+                   + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
+               CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
+                   + coalesce(h.month_charges, '0'::credits.credits) AS completed_this_month
+          FROM credits.spending_totals s
+          JOIN credits.accounts sa ON sa.project_id = s.project_id
+          CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
+                             date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
+          -- (the hours not in spending_totals yet: those of the month, among which the day's)
+          CROSS JOIN LATERAL (
+              SELECT credits._usage_total(credits._accrued_amount(t.accrued_units))
+                         FILTER (WHERE t.usage_hour >= p.day_start
+                                   AND (t.usage_hour >= s.counted_until
+                                        OR s.day_start IS DISTINCT FROM p.day_start)) AS day_charges,
+                     credits._usage_total(credits._accrued_amount(t.accrued_units)) AS month_charges
+                FROM generate_series(CASE WHEN s.month_start = p.month_start
+                                          THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
+                                     sa.deducted_until - interval '1 hour', interval '1 hour') AS g(usage_hour)
+                -- (OFFSET 0: probed hour by hour, never joined to all the project's rows)
+                CROSS JOIN LATERAL (SELECT t.usage_hour, t.accrued_units FROM credits.transactions t
+                                     WHERE t.usage_hour = g.usage_hour AND t.project_id = s.project_id
+                                       AND t.type = 'usage' AND t.status = 'completed' OFFSET 0) AS t) AS h
+         WHERE s.project_id = ANY (ids)) AS cc ON cc.project_id = c.project_id
   LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
                     -credits._usage_total(u.amount)
                         FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
                     -credits._usage_total(u.amount)
                         FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month
-               FROM credits.usage_in_progress u GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+               FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
+              GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
   LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
-               FROM credits._burn_rate_inputs b GROUP BY b.project_id) AS br ON br.project_id = c.project_id;
+               FROM credits._burn_rate_inputs b WHERE b.project_id = ANY (ids)
+              GROUP BY b.project_id) AS br ON br.project_id = c.project_id
+ WHERE c.project_id = ANY (ids);
+END;
+
+-- The watched projects' ids, in order: what the periodic runs pass to _spending_positions.
+CREATE FUNCTION credits._watched_projects() RETURNS bigint[]
+    LANGUAGE sql STABLE
+    RETURN ARRAY(SELECT c.project_id FROM credits.spending_controls c ORDER BY c.project_id);
+
+-- Has every project whose usage_rollup holds API usage for an hour its spending_totals already
+-- counted counted again from the start of the month.  (A call that committed after its hour
+-- was deducted, for a product with no usage in that hour, is charged in that hour: the next
+-- deduction completes an hour the totals had passed.  Rare; a recount reads the project's
+-- month once.)  Called after the fold and before the deduction, and by _count_spending.
+CREATE FUNCTION credits._recount_late_usage() RETURNS void
+    LANGUAGE sql AS $$
+    UPDATE credits.spending_totals s SET counted_until = '-infinity', day_start = NULL, month_start = NULL
+     WHERE s.project_id IN (SELECT u.project_id FROM credits.usage_rollup u
+                              JOIN credits.spending_totals t ON t.project_id = u.project_id
+                             WHERE u.usage_hour < t.counted_until);
+$$;
 
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
 -- day and month: only projects deducted since they were counted, or whose period changed,
@@ -94,10 +136,11 @@ SELECT c.project_id, a.balance,
 -- by another transaction are left for the next run.
 CREATE FUNCTION credits._count_spending() RETURNS void
     LANGUAGE sql AS $$
+    SELECT credits._recount_late_usage();
     WITH due AS (
         SELECT p.project_id, p.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
-          FROM credits._spending_positions p
+          FROM credits._spending_positions(credits._watched_projects()) p
           JOIN credits.spending_totals s ON s.project_id = p.project_id
          WHERE p.deducted_until > s.counted_until
             OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),

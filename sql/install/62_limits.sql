@@ -101,7 +101,7 @@ CREATE FUNCTION credits._check_start_limits(project_id bigint, resource_id text,
     RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     c credits.spending_controls;
-    pos credits._spending_positions;
+    pos record;
     rates credits.credits;
     new_burn credits.credits;
     raises boolean := rate_per_hour > coalesce(old_rate, '0'::credits.credits);
@@ -129,11 +129,11 @@ BEGIN
     IF c.min_runway IS NULL AND c.daily_budget IS NULL AND c.monthly_budget IS NULL THEN
         RETURN;
     END IF;
-    SELECT * INTO pos FROM credits._spending_positions x WHERE x.project_id = _check_start_limits.project_id;
+    SELECT * INTO pos FROM credits._spending_positions(ARRAY[project_id]);
 
     IF c.min_runway IS NOT NULL AND raises THEN
         new_burn := pos.burn_rate - coalesce(old_rate, '0'::credits.credits) + rate_per_hour;
-        IF pos.available_balance::numeric * 3600 < new_burn::numeric * extract(epoch FROM c.min_runway) THEN
+        IF credits._below_runway(pos.available_balance, new_burn, c.min_runway) THEN
             RAISE EXCEPTION 'project % would have less than its min_runway of % left', project_id, c.min_runway
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       DETAIL = format('The available balance of %s lasts %s h at the new burn rate of %s per hour.',
@@ -143,16 +143,21 @@ BEGIN
     END IF;
 
     IF kind = 'instance' AND c.on_budget = 'stop' AND raises
-       AND (pos.spent_today >= c.daily_budget OR pos.spent_this_month >= c.monthly_budget) THEN
+       AND (credits._budget_hit(pos.spent_today, c.daily_budget)
+           OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)) THEN
         RAISE EXCEPTION 'project % has reached its % budget', project_id,
-            CASE WHEN pos.spent_today >= c.daily_budget THEN 'daily' ELSE 'monthly' END
+            CASE WHEN credits._budget_hit(pos.spent_today, c.daily_budget) THEN 'daily' ELSE 'monthly' END
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Spent today %s of a daily budget of %s; this month %s of a monthly budget of %s.',
                                   pos.spent_today, coalesce(c.daily_budget::text, 'none'),
                                   pos.spent_this_month, coalesce(c.monthly_budget::text, 'none')),
                   HINT = 'Instances may start again when the UTC period ends or the budget is raised.';
     END IF;
-    PERFORM credits._act_on_spending(ARRAY[pos]);
+    IF credits._budget_hit(pos.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM pos.day_start
+       OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)
+          AND c.monthly_reached IS DISTINCT FROM pos.month_start THEN
+        PERFORM credits._act_on_spending(ARRAY[project_id]);
+    END IF;
 END $$;
 
 COMMENT ON FUNCTION credits.configure_limits(bigint, credits.credits, interval, credits.credits, credits.credits, text) IS

@@ -16,6 +16,8 @@ package CreditsModel;
 use strict;
 use warnings;
 
+use Time::Local ();
+
 our $HOUR  = 3_600_000_000;    # microseconds per hour, and rate-microseconds per micro-credit
 our $LEASE = 300_000_000;      # credits.event_lease default: 5 minutes
 our $MAX_AMOUNT = 1_000_000_000_000_000;    # amounts and rates: at most one billion credits
@@ -99,6 +101,7 @@ sub new
 		usage_tids  => {},    # tid -> usage row (once known)
 		pending_api => [],    # recorded API usage not folded yet: [pid, rid, hour, amount]
 		auto        => {},    # pid -> { enabled, threshold, amount, method, armed }
+		controls    => {},    # pid -> spending limits and alerts (see "spending controls" below)
 		events      => [],    # { id, pid, kind, rid, tid, detail, claimed_until, claims, acked }
 		events_by_id => {},
 		new_events  => [],    # events queued by the current operation (ids not known yet)
@@ -425,6 +428,243 @@ sub _auto_recharges
 }
 
 # ----------------------------------------------------------------------------------------------
+# spending controls (README: "Spending limits and alerts")
+#
+# controls: pid -> { max_burn, min_runway, daily, monthly, on_budget, below_balance,
+# below_runway (intervals in seconds), daily_reached, monthly_reached (period starts),
+# balance_low, runway_low }
+
+# Start of the UTC day and month of t.
+sub day_start { my $t = shift; my $d = 86_400_000_000; return $t - ($t % $d); }
+
+sub month_start
+{
+	my $t = shift;
+	my @g = gmtime(int($t / 1_000_000));
+	return Time::Local::timegm(0, 0, 0, 1, $g[4], $g[5] + 1900) * 1_000_000;
+}
+
+# Charges (collected and uncollected) of the project's usage hours that begin at or after
+# since: completed hours and those accumulating.
+sub spent_since
+{
+	my ($self, $pid, $since) = @_;
+	my $sum = 0;
+	for my $hours (values %{ $self->{rows}{$pid} // {} })
+	{
+		for my $r (values %$hours)
+		{
+			$sum += $r->{charge} if $r->{status} eq 'completed' && $r->{h} >= $since;
+		}
+	}
+	for my $x (values %{ $self->in_progress($pid) })
+	{
+		$sum += $x->{amount} if $x->{h} >= $since;
+	}
+	return $sum;
+}
+
+sub _below_balance { my ($avail, $line) = @_; return defined $line && $avail < $line ? 1 : 0; }
+
+# hours_remaining (available / burn) below a line of secs seconds; never with nothing burning.
+sub _below_runway
+{
+	my ($avail, $burn, $secs) = @_;
+	return defined $secs && $burn > 0 && $avail * 3600 < $burn * $secs ? 1 : 0;
+}
+
+sub _hit { my ($spent, $budget) = @_; return defined $budget && $spent >= $budget ? 1 : 0; }
+
+# Where a watched project stands now.
+sub spending_position
+{
+	my ($self, $pid) = @_;
+	return {
+		available => $self->available($pid), burn => $self->burn_rate($pid),
+		today => $self->spent_since($pid, day_start($self->{now})),
+		month => $self->spent_since($pid, month_start($self->{now})),
+	};
+}
+
+# Queues the events the controls of the projects given call for and stops instances over a
+# budget that stops; returns the projects acted on.
+sub _act_on_spending
+{
+	my ($self, @pids) = @_;
+	my @acted;
+	for my $pid (@pids)
+	{
+		my $c = $self->{controls}{$pid} or next;
+		my $p = $self->spending_position($pid);
+		my ($ds, $ms) = (day_start($self->{now}), month_start($self->{now}));
+		my $bl = _below_balance($p->{available}, $c->{below_balance});
+		my $rl = _below_runway($p->{available}, $p->{burn}, $c->{below_runway});
+		my $dh = _hit($p->{today}, $c->{daily});
+		my $mh = _hit($p->{month}, $c->{monthly});
+		my $acted = 0;
+		if ($dh && ($c->{daily_reached} // -1) != $ds)
+		{
+			$self->_event($pid, 'budget_reached');
+			$c->{daily_reached} = $ds;
+			$acted = 1;
+		}
+		if ($mh && ($c->{monthly_reached} // -1) != $ms)
+		{
+			$self->_event($pid, 'budget_reached');
+			$c->{monthly_reached} = $ms;
+			$acted = 1;
+		}
+		if ($bl && !$c->{balance_low}) { $self->_event($pid, 'balance_low'); $acted = 1; }
+		if ($rl && !$c->{runway_low})  { $self->_event($pid, 'runway_low');  $acted = 1; }
+		if (($c->{balance_low} || $c->{runway_low}) && !$bl && !$rl)
+		{
+			$self->_event($pid, 'balance_recovered');
+			$acted = 1;
+			$self->{stats}{'alerts recovered'}++;
+		}
+		$self->{stats}{'alerts'}++ if $bl && !$c->{balance_low} || $rl && !$c->{runway_low};
+		$self->{stats}{'budgets reached'}++ if $acted && ($dh || $mh);
+		@{$c}{qw(balance_low runway_low)} = ($bl, $rl);
+		if ($c->{on_budget} eq 'stop' && ($dh || $mh))
+		{
+			for my $rid (sort keys %{ $self->{live}{$pid} // {} })
+			{
+				my $r = $self->{live}{$pid}{$rid};
+				next unless $r->{kind} eq 'instance' && $r->{state} eq 'running';
+				$self->_book($pid, $r, $self->{now});
+				$self->_set_state($pid, $r, 'stopped');
+				$self->_event($pid, 'instance_stopped', $rid);
+				$self->{stats}{'instances stopped by a budget'}++;
+				$acted = 1;
+			}
+		}
+		push @acted, $pid if $acted;
+	}
+	return @acted;
+}
+
+# The refusal of a start, attach or rate change that breaks the project's limits (old: the
+# resource's rate while it bills); a start that finds a budget reached and not yet announced
+# announces it (and stops, under 'stop', what runs).
+sub _start_limits_err
+{
+	my ($self, $pid, $rid, $kind, $rate, $old) = @_;
+	my $c = $self->{controls}{$pid};
+	return undef unless $c && grep { defined } @{$c}{qw(max_burn min_runway daily monthly)};
+	my $raises = $rate > ($old // 0);
+	if (defined $c->{max_burn} && $raises)
+	{
+		my $rates = 0;
+		for my $r (values %{ $self->{live}{$pid} // {} })
+		{
+			$rates += $r->{rate} if $r->{rid} ne $rid && ($r->{state} eq 'running' || $r->{state} eq 'available');
+		}
+		if ($rates + $rate > $c->{max_burn})
+		{
+			$self->{stats}{'starts refused: max_burn_rate'}++;
+			return _err('55000', 'above max_burn_rate');
+		}
+	}
+	return undef unless grep { defined } @{$c}{qw(min_runway daily monthly)};
+	my $p = $self->spending_position($pid);
+	if (defined $c->{min_runway} && $raises
+		&& _below_runway($p->{available}, $p->{burn} - ($old // 0) + $rate, $c->{min_runway}))
+	{
+		$self->{stats}{'starts refused: min_runway'}++;
+		return _err('55000', 'below min_runway');
+	}
+	my ($dh, $mh) = (_hit($p->{today}, $c->{daily}), _hit($p->{month}, $c->{monthly}));
+	if ($kind eq 'instance' && $c->{on_budget} eq 'stop' && $raises && ($dh || $mh))
+	{
+		$self->{stats}{'starts refused: budget'}++;
+		return _err('55000', 'budget reached');
+	}
+	$self->_act_on_spending($pid)
+	  if $dh && ($c->{daily_reached} // -1) != day_start($self->{now})
+	  || $mh && ($c->{monthly_reached} // -1) != month_start($self->{now});
+	return undef;
+}
+
+# Saves a project's controls, or drops them when nothing is set; then checks it.
+sub _save_controls
+{
+	my ($self, $pid, $c) = @_;
+	if (grep { defined } @{$c}{qw(max_burn min_runway daily monthly below_balance below_runway)})
+	{
+		$self->{controls}{$pid} = $c;
+		$self->_act_on_spending($pid);
+	}
+	else
+	{
+		delete $self->{controls}{$pid};
+	}
+	return { value => undef };
+}
+
+sub _optional_positive_err
+{
+	my ($name, $v) = @_;
+	return defined $v ? _positive_err($name, $v) : undef;
+}
+
+sub _interval_err
+{
+	my ($name, $v) = @_;
+	return defined $v && $v <= 0 ? _err('22023', "$name is not a positive interval") : undef;
+}
+
+sub op_configure_limits
+{
+	my ($self, $op) = @_;
+	my $pid = $op->{pid};
+	my $e = $self->_account_err($pid) // _optional_positive_err('max_burn_rate', $op->{max_burn})
+	  // _interval_err('min_runway', $op->{min_runway}) // _optional_positive_err('daily_budget', $op->{daily})
+	  // _optional_positive_err('monthly_budget', $op->{monthly});
+	return $e if $e;
+	return _err('22004', 'on_budget is null') unless defined $op->{on_budget};
+	return _err('22023', "on_budget $op->{on_budget}") unless $op->{on_budget} =~ /^(alert|stop)$/;
+	my $old = $self->{controls}{$pid} // { balance_low => 0, runway_low => 0 };
+	my %c = (%$old, on_budget => $op->{on_budget});
+	$c{$_} = $op->{$_} for qw(max_burn min_runway daily monthly);
+	for (qw(daily monthly))
+	{
+		delete $c{"${_}_reached"} unless defined $old->{$_} && defined $c{$_} && $old->{$_} == $c{$_};
+	}
+	return $self->_save_controls($pid, \%c);
+}
+
+sub op_configure_alerts
+{
+	my ($self, $op) = @_;
+	my $pid = $op->{pid};
+	my $e = $self->_account_err($pid) // _optional_positive_err('below_balance', $op->{below_balance})
+	  // _interval_err('below_runway', $op->{below_runway});
+	return $e if $e;
+	my $old = $self->{controls}{$pid} // { on_budget => 'alert' };
+	my %c = (%$old, below_balance => $op->{below_balance}, below_runway => $op->{below_runway});
+	$c{balance_low} = $old->{balance_low} && defined $op->{below_balance} ? 1 : 0;
+	$c{runway_low}  = $old->{runway_low} && defined $op->{below_runway} ? 1 : 0;
+	return $self->_save_controls($pid, \%c);
+}
+
+# One line per watched project, as the harness formats spending_overview.
+sub spending_lines
+{
+	my $self = shift;
+	my @l;
+	for my $pid (sort { $a <=> $b } keys %{ $self->{controls} })
+	{
+		my $c = $self->{controls}{$pid};
+		my $p = $self->spending_position($pid);
+		my $state = _below_balance($p->{available}, $c->{below_balance}) ? 'balance_low'
+		  : _below_runway($p->{available}, $p->{burn}, $c->{below_runway}) ? 'runway_low' : 'ok';
+		push @l, join('|', $pid, $p->{today}, $p->{month},
+			(_hit($p->{today}, $c->{daily}) || _hit($p->{month}, $c->{monthly})) ? 't' : 'f', $state);
+	}
+	return @l;
+}
+
+# ----------------------------------------------------------------------------------------------
 # operations: each returns { value => ... } or { err => SQLSTATE, why => ... } and, when it
 # fails, changes nothing.  $ret is what the database returned (used only for new ids).
 
@@ -576,6 +816,7 @@ sub op_complete_deposit
 	$acct->{balance} += $t->{amount};
 	$self->{auto}{$pid}{armed} = 1 if $self->{auto}{$pid};
 	$self->_restore($pid) if $acct->{depleted} && $acct->{balance} > $self->accumulating($pid);
+	$self->_act_on_spending($pid);
 	return { value => $acct->{balance} };
 }
 
@@ -603,6 +844,13 @@ sub _activate
 	  if $self->{acct}{$pid}{depleted} || $self->available($pid) <= 0;
 	my $active = $kind eq 'instance' ? 'running' : 'available';
 	my $r = $self->{res}{$pid}{$rid};
+	if (!$r || $r->{kind} eq $kind
+		&& ($r->{state} eq 'stopped' || $r->{state} eq $active && $r->{rate} != $rate))
+	{
+		$e = $self->_start_limits_err($pid, $rid, $kind, $rate,
+			$r && $r->{state} eq $active ? $r->{rate} : undef);
+		return $e if $e;
+	}
 	if (!$r)
 	{
 		$self->_set_state($pid, { rid => $rid, kind => $kind, rate => $rate }, $active);
@@ -763,6 +1011,7 @@ sub op_run_hourly_deductions
 		$self->_cut_off($pid) if $before > 0 && $bal == 0 && !$acct->{depleted};
 	}
 	$self->_auto_recharges;
+	$self->_act_on_spending(sort { $a <=> $b } keys %{ $self->{controls} });
 	return { value => $completed };
 }
 
@@ -781,8 +1030,9 @@ sub op_run_balance_checks
 		$acted{$pid} = 1;
 	}
 	my @recharged = $self->_auto_recharges;
+	my @controlled = $self->_act_on_spending(sort { $a <=> $b } keys %{ $self->{controls} });
 	my $actions = keys(%acted) + @recharged;
-	$acted{$_} = 1 for @recharged;
+	$acted{$_} = 1 for @recharged, @controlled;
 	# README: run_balance_checks() returns the projects acted on
 	return { value => scalar(keys %acted), actions => $actions };
 }
@@ -1122,6 +1372,7 @@ sub next_op
 		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
 		record_usage => 8, late_usage => 3, record_usage_batch => 3, advance_clock => 13,
 		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
+		configure_limits => 1.5, configure_alerts => 1.5,
 		claim_events => 2, ack_event => 2, set_minimum_deposit => 0.5);
 	my $g = "gen_$kind";
 	return $s->$g;
@@ -1452,6 +1703,41 @@ sub gen_configure_auto_recharge
 	elsif ($v < 0.06) { $op->{amount} = _pick([ 0, $s->{model}{min_deposit} - 1 ]); }
 	elsif ($v < 0.08) { $op->{mid} = $s->_other_method($pid); }
 	elsif ($v < 0.09) { $op->{enabled} = undef; }
+	return $op;
+}
+
+# Spending limits: each one off half the time; now and then a bad value or an unknown project.
+sub gen_configure_limits
+{
+	my $s  = shift;
+	my $op = {
+		op => 'configure_limits', pid => $s->_pid,
+		max_burn   => _chance(0.5) ? (1 + int(rand(12))) * 1_000_000 + (_chance(0.3) ? int(rand(1_000_000)) : 0) : undef,
+		min_runway => _chance(0.5) ? (10 + int(rand(600))) * 60 : undef,
+		daily      => _chance(0.5) ? (1 + int(rand(40))) * 1_000_000 : undef,
+		monthly    => _chance(0.4) ? (5 + int(rand(200))) * 1_000_000 : undef,
+		on_budget  => _chance(0.5) ? 'stop' : 'alert',
+	};
+	my $v = rand();
+	if    ($v < 0.02) { $op->{max_burn} = _pick([ 0, -1_000_000 ]); }
+	elsif ($v < 0.04) { $op->{min_runway} = _pick([ 0, -60 ]); }
+	elsif ($v < 0.05) { $op->{daily} = 0; }
+	elsif ($v < 0.06) { $op->{on_budget} = _pick([ 'pause', undef ]); }
+	return $op;
+}
+
+# Alert lines: each off a third of the time; now and then a bad value.
+sub gen_configure_alerts
+{
+	my $s  = shift;
+	my $op = {
+		op => 'configure_alerts', pid => $s->_pid,
+		below_balance => _chance(0.67) ? (1 + int(rand(40))) * 1_000_000 : undef,
+		below_runway  => _chance(0.67) ? (10 + int(rand(1200))) * 60 : undef,
+	};
+	my $v = rand();
+	if    ($v < 0.03) { $op->{below_balance} = _pick([ 0, -1_000_000 ]); }
+	elsif ($v < 0.05) { $op->{below_runway} = _pick([ 0, -300 ]); }
 	return $op;
 }
 

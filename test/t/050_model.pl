@@ -112,6 +112,9 @@ my %Q = (
 	                       WHERE type = \'usage\' AND position(resource_id IN description) = 0',
 	available => 'SELECT project_id, ' . micro('credits.available_balance(project_id)') . ' FROM credits.accounts',
 	verify => 'SELECT project_id, problem FROM credits.verify()',
+	spending => 'SELECT project_id, ' . micro('spent_today') . ', ' . micro('spent_this_month') . ',
+	                    CASE WHEN budget_reached THEN \'t\' ELSE \'f\' END, alert_state
+	               FROM credits.spending_overview',
 );
 
 # The step query as a function of the test database: planned once (a generic plan; planning
@@ -144,6 +147,7 @@ sub num { return defined $_[0] ? $_[0] : 'NULL'; }
 sub cr  { return defined $_[0] ? lit(CreditsModel::fmt_credits($_[0])) : 'NULL'; }
 sub ts  { return lit(CreditsModel::fmt_ts($_[0])); }
 sub boolean { return defined $_[0] ? ($_[0] ? 'true' : 'false') : 'NULL'; }
+sub secs { return defined $_[0] ? "'$_[0] seconds'::interval" : 'NULL'; }
 
 sub arr
 {
@@ -192,6 +196,13 @@ sub op_sql
 	return sprintf('SELECT credits.configure_auto_recharge(%s, %s, %s, %s, %s)', num($op->{pid}),
 		boolean($op->{enabled}), cr($op->{threshold}), cr($op->{amount}), num($op->{mid}))
 	  if $o eq 'configure_auto_recharge';
+	return sprintf('SELECT credits.configure_limits(%s, max_burn_rate => %s, min_runway => %s, '
+		  . 'daily_budget => %s, monthly_budget => %s, on_budget => %s)', num($op->{pid}), cr($op->{max_burn}),
+		secs($op->{min_runway}), cr($op->{daily}), cr($op->{monthly}), lit($op->{on_budget}))
+	  if $o eq 'configure_limits';
+	return sprintf('SELECT credits.configure_alerts(%s, below_balance => %s, below_runway => %s)',
+		num($op->{pid}), cr($op->{below_balance}), secs($op->{below_runway}))
+	  if $o eq 'configure_alerts';
 	return sprintf('SELECT event_id FROM credits.claim_events(%s) ORDER BY event_id', num($op->{n}))
 	  if $o eq 'claim_events';
 	return sprintf('SELECT credits.ack_event(%s)', num($op->{id})) if $o eq 'ack_event';
@@ -447,6 +458,8 @@ sub compare_all
 		[ 'usage transactions whose description does not name the resource', [ 0 ],
 			[ q_rows('usage_description')->[0][0] ] ],
 		[ 'verify()', [], [ map { tx_line($_) } @{ q_rows('verify') } ] ],
+		[ 'spending_overview (project|spent_today|spent_this_month|budget_reached|alert_state)',
+			[ $model->spending_lines ], [ map { tx_line($_) } @{ q_rows('spending') } ] ],
 	);
 	for my $c (@checks)
 	{
