@@ -2767,46 +2767,53 @@ CREATE FUNCTION credits._paying_until(expires_at timestamptz) RETURNS timestampt
     RETURN credits.hour_of(expires_at - interval '1 microsecond') + interval '1 hour';
 -- Writes the expiry of every lot whose last hour has ended (before cur, the current hour) and
 -- whose project has deducted every hour before that end: nothing booked, rolled up or billing
--- from before it remains.  Returns the number of lots expired.  The caller holds the
--- periodic-run lock.
+-- from before it remains.  Set-based: the accounts are locked in project order, then one
+-- statement writes the expiries, ends the lots and debits the accounts (the zero-balance
+-- trigger cuts off a project whose balance reaches zero; the balance check judges the kinds).
+-- Returns the number of lots expired.  The caller holds the periodic-run lock.
 CREATE FUNCTION credits._expire_lots(cur timestamptz, at timestamptz) RETURNS bigint
     LANGUAGE plpgsql AS $$
 DECLARE
-    due record;
-    lot credits.credit_lots;
-    expired bigint := 0;
+    lot_ids bigint[];
+    project_ids bigint[];
+    expired bigint;
 BEGIN
-    FOR due IN
-        SELECT l.project_id, l.transaction_id, credits._paying_until(l.expires_at) AS paying_until
-          FROM credits.credit_lots l
-          JOIN credits.accounts a ON a.project_id = l.project_id
-         WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
-           AND credits._paying_until(l.expires_at) <= cur
-           AND NOT EXISTS (SELECT FROM credits.transactions t
-                            WHERE t.project_id = l.project_id AND t.status = 'accumulating'
-                              AND t.usage_hour < credits._paying_until(l.expires_at))
-           AND NOT EXISTS (SELECT FROM credits.usage_rollup u
-                            WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
-           AND NOT EXISTS (SELECT FROM credits.resources r
-                            WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
-                              AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at))
-         ORDER BY l.project_id, l.expires_at, l.transaction_id
-    LOOP
-        -- The account first, then the lot (the order of every path).
-        PERFORM FROM credits.accounts a WHERE a.project_id = due.project_id FOR NO KEY UPDATE;
-        SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = due.transaction_id AND l.active FOR UPDATE;
-        CONTINUE WHEN NOT FOUND;
+    SELECT array_agg(l.transaction_id), array_agg(DISTINCT l.project_id) INTO lot_ids, project_ids
+      FROM credits.credit_lots l
+      JOIN credits.accounts a ON a.project_id = l.project_id
+     WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
+       AND credits._paying_until(l.expires_at) <= cur
+       AND NOT EXISTS (SELECT FROM credits.transactions t
+                        WHERE t.project_id = l.project_id AND t.status = 'accumulating'
+                          AND t.usage_hour < credits._paying_until(l.expires_at))
+       AND NOT EXISTS (SELECT FROM credits.usage_rollup u
+                        WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
+       AND NOT EXISTS (SELECT FROM credits.resources r
+                        WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
+                          AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at));
+    IF lot_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- The accounts first, in project order, then the lots (the order of every path).
+    PERFORM FROM credits.accounts a WHERE a.project_id = ANY (project_ids) ORDER BY a.project_id FOR NO KEY UPDATE;
+    WITH due AS (
+        SELECT l.transaction_id, l.project_id, l.remaining, l.expires_at FROM credits.credit_lots l
+         WHERE l.transaction_id = ANY (lot_ids) AND l.active FOR UPDATE),
+    written AS (
         INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, lot_id,
                                           completed_at)
-        SELECT lot.project_id, 'expiry', 'completed', -lot.remaining, lot.expires_at,
-               'Expired: ' || g.description, lot.transaction_id, at
-          FROM credits.transactions g WHERE g.transaction_id = lot.transaction_id AND g.type <> 'usage';
+        SELECT d.project_id, 'expiry', 'completed', -d.remaining, d.expires_at, 'Expired: ' || g.description,
+               d.transaction_id, at
+          FROM due d JOIN credits.transactions g ON g.transaction_id = d.transaction_id AND g.type <> 'usage'
+         ORDER BY d.project_id, d.transaction_id),
+    ended AS (
         UPDATE credits.credit_lots l SET remaining = '0', active = false, ended = 'expired'
-         WHERE l.transaction_id = lot.transaction_id;
-        UPDATE credits.accounts a SET balance = a.balance - lot.remaining WHERE a.project_id = lot.project_id;
-        PERFORM credits._enforce_lots(lot.project_id, at);
-        expired := expired + 1;
-    END LOOP;
+          FROM due d WHERE l.transaction_id = d.transaction_id),
+    debited AS (
+        UPDATE credits.accounts a SET balance = a.balance - x.total
+          FROM (SELECT d.project_id, sum(d.remaining) AS total FROM due d GROUP BY d.project_id) AS x
+         WHERE a.project_id = x.project_id)
+    SELECT count(*) INTO expired FROM due;
     RETURN expired;
 END $$;
 -- The projects whose lots are not all alike: some active lot expires, pays only for some
@@ -3281,6 +3288,8 @@ COMMENT ON TYPE credits.transaction_type IS 'what a transaction is: deposit, usa
 COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, completed, failed (deposits, refunds); accumulating, completed (usage)';
 COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, refund requests, resources, usage and settings';
 COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits and refunds, grants, the events outbox and the periodic runs';
+
+
 
 -- ---------------------------------------------------------------------------------------------
 -- Time is split at UTC hours in one place (src/usage_math.c, which the deduction walks too);
@@ -4058,3 +4067,394 @@ REVOKE ALL ON FUNCTION credits._spending_positions(bigint[]), credits._completed
     credits._act_on_spending(bigint[]), credits._spending_position_of(bigint) FROM PUBLIC;
 GRANT SELECT ON credits.spending_overview TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits._spending_position_of(bigint) TO credits_reader;
+
+-- ---------------------------------------------------------------------------------------------
+-- deduct: the periodic runs never wait on one project.  The deduction and the balance check
+-- pass over an account locked by another transaction (a later run catches it up); a project
+-- whose work raises is skipped, listed in the view credits.billing_errors while it fails, with
+-- one billing_error event (a new kind), and retried at every later run.  The batch runs as
+-- before; only when it fails are the projects taken one by one, each in a subtransaction.
+-- "Usage has used up the balance" is one function, credits._used_up.  The deduction no
+-- longer searches a project's hours one by one (src/deduction.c).
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE credits.events DROP CONSTRAINT events_kind_check;
+ALTER TABLE credits.events ADD CONSTRAINT events_kind_check CHECK (kind IN ('charge_requested',
+                       'instance_terminated', 'volume_inaccessible', 'volume_available', 'balance_depleted',
+                       -- spending controls and volume retention (sql/install/6x_*.sql)
+                       'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
+                       'balance_recovered', 'volume_deletion_warning', 'volume_deleted',
+                       -- refunds (sql/install/36_refunds.sql)
+                       'refund_requested',
+                       -- a project's periodic work failed (sql/install/50_periodic.sql)
+                       'billing_error'));
+
+DROP FUNCTION credits._deduct_ended_hours(timestamptz, timestamptz);
+
+-- Deducts every usage hour before cur, oldest first per project, each written once, and
+-- debits the accounts (src/deduction.c, which says how): of every due project, or of
+-- only_project.  An account locked by another transaction is passed over: a later run catches
+-- its hours up.  Returns the number of usage transactions completed.  The caller holds the
+-- periodic-run lock.
+CREATE FUNCTION credits._deduct_ended_hours(cur timestamptz, at timestamptz, only_project bigint DEFAULT NULL)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'credits_deduct_hours' LANGUAGE C;
+
+REVOKE ALL ON FUNCTION credits._deduct_ended_hours(timestamptz, timestamptz, bigint) FROM PUBLIC;
+
+-- The projects with usage to deduct before cur, in project order (src/deduction.c: the
+-- deduction's own list).
+CREATE FUNCTION credits._deduction_due(cur timestamptz) RETURNS bigint[]
+    AS 'MODULE_PATHNAME', 'credits_deduction_due' LANGUAGE C STRICT STABLE;
+
+REVOKE ALL ON FUNCTION credits._deduction_due(timestamptz) FROM PUBLIC;
+
+-- The projects whose periodic work failed, one row each while it fails: the run that failed
+-- last, when, and its error.  A run that bills the project again deletes the row.
+CREATE TABLE credits.billing_failures (
+    project_id bigint PRIMARY KEY,
+    at         timestamptz NOT NULL,
+    run        text NOT NULL CHECK (run IN ('run_hourly_deductions', 'run_balance_checks')),
+    sqlstate   text NOT NULL,
+    message    text NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('credits.billing_failures', '');
+
+CREATE VIEW credits.billing_errors AS
+SELECT f.project_id, f.at, f.run, f.sqlstate, f.message FROM credits.billing_failures f;
+COMMENT ON VIEW credits.billing_errors IS 'one row per project whose periodic work (run) failed, while it fails: when, and its SQLSTATE and message; the project is retried at every later run';
+
+
+GRANT SELECT ON credits.billing_errors TO credits_reader;
+
+-- Records that run failed for project with an error (sqlstate, message).  The first failure
+-- of a spell queues one billing_error event; later ones update the row.
+CREATE FUNCTION credits._record_billing_error(project_id bigint, run text, sqlstate text, message text)
+    RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    first_failure boolean;
+BEGIN
+    INSERT INTO credits.billing_failures AS f VALUES (project_id, credits.now(), run, sqlstate, message)
+    ON CONFLICT ON CONSTRAINT billing_failures_pkey DO UPDATE
+       SET at = excluded.at, run = excluded.run, sqlstate = excluded.sqlstate, message = excluded.message
+    RETURNING f.xmax = 0 INTO first_failure;
+    IF first_failure THEN
+        PERFORM credits._enqueue_event(project_id, 'billing_error', NULL, NULL,
+            jsonb_build_object('run', run, 'sqlstate', sqlstate, 'message', message, 'at', credits.now()));
+    END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION credits._record_billing_error(bigint, text, text, text) FROM PUBLIC;
+
+-- Deducts the hours before cur (credits._deduct_ended_hours): all due projects at once; when
+-- that fails (one project's work raised, and with it the batch), project by project, each in
+-- a subtransaction of its own, so that a project whose work raises is recorded in
+-- credits.billing_errors and skipped while the others are billed.  (A lock that cannot be
+-- had at once, 55P03, only passes the project over.)  Returns the number of usage
+-- transactions completed and the projects that failed.
+CREATE FUNCTION credits._deduct_isolated(cur timestamptz, at timestamptz, OUT completed bigint, OUT failed bigint[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    p bigint;
+    state text;
+    msg text;
+BEGIN
+    failed := '{}';
+    BEGIN
+        completed := credits._deduct_ended_hours(cur, at);
+        RETURN;
+    EXCEPTION
+        -- (the whole transaction's: no retry in it can succeed)
+        WHEN serialization_failure OR deadlock_detected THEN RAISE;
+        WHEN OTHERS THEN NULL;
+    END;
+    completed := 0;
+    FOREACH p IN ARRAY credits._deduction_due(cur) LOOP
+        BEGIN
+            completed := completed + credits._deduct_ended_hours(cur, at, p);
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected THEN RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                IF state <> '55P03' THEN
+                    PERFORM credits._record_billing_error(p, 'run_hourly_deductions', state, msg);
+                    failed := failed || p;
+                END IF;
+        END;
+    END LOOP;
+END $$;
+
+REVOKE ALL ON FUNCTION credits._deduct_isolated(timestamptz, timestamptz) FROM PUBLIC;
+
+-- Whether usage accrued and not yet deducted (accrued) has used up a balance: the one rule of
+-- every cut-off, by the balance check and by the zero-balance trigger.
+CREATE FUNCTION credits._used_up(balance credits.credits, accrued credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN balance <= accrued;
+REVOKE ALL ON FUNCTION credits._used_up(credits.credits, credits.credits) FROM PUBLIC;
+
+-- Cuts a project's resources of the kinds given off at time at: books every billing one's time up
+-- to at, terminates instances, locks volumes, queues the events.  A resource locked by another
+-- transaction raises 55P03 at once rather than wait: the periodic runs pass the project over
+-- and cut it off at a later run (the paths that change resources lock the account first, so
+-- this is rare).
+CREATE OR REPLACE FUNCTION credits._cut_off_resources(project_id bigint, kinds text[], at timestamptz) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    r credits.resources;
+BEGIN
+    FOR r IN SELECT * FROM credits.resources x
+              WHERE x.project_id = _cut_off_resources.project_id AND x.state IN ('running', 'available')
+                AND x.kind = ANY (kinds)
+              ORDER BY x.resource_id FOR UPDATE NOWAIT
+    LOOP
+        PERFORM credits._book_usage(project_id, r.kind, r.resource_id, r.rate_per_hour, r.accrued_until, at);
+        UPDATE credits.resources x
+           SET state = CASE r.kind WHEN 'instance' THEN 'terminated' ELSE 'inaccessible' END,
+               state_since = at, accrued_until = NULL
+         WHERE x.project_id = _cut_off_resources.project_id AND x.resource_id = r.resource_id;
+        PERFORM credits._enqueue_event(project_id,
+            CASE r.kind WHEN 'instance' THEN 'instance_terminated' ELSE 'volume_inaccessible' END,
+            r.resource_id, NULL,
+            jsonb_build_object('resource_id', r.resource_id, 'kind', r.kind, 'at', at)
+                || credits._retention_payload(r.kind, at));
+    END LOOP;
+END $$;
+
+-- The projects a periodic run may have to act on, found in one pass over the accounts with
+-- their usage accrued and not yet deducted (the costly part, computed once per run): those
+-- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
+-- finds the available balance below its threshold.  Each list comes with the accrued usage of
+-- its projects, in project order.  (BEGIN ATOMIC: bound at install time, whatever the
+-- caller's search_path.  The planner expects 1000 hour segments per resource and 200
+-- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
+-- hash table for millions of groups; sorting in memory and no nested loops take a third of
+-- the time at 100,000 projects.)
+CREATE OR REPLACE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
+                                      OUT special_ids bigint[])
+    LANGUAGE sql STABLE
+    SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
+BEGIN ATOMIC
+    WITH positions AS (
+        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
+               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
+               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
+          FROM credits.accounts a
+          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+          LEFT JOIN (SELECT l.project_id,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 1) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_instances,
+                            coalesce(sum(l.remaining - l.held)
+                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 2) <> 0
+                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
+                                     '0'::credits.credits) AS for_volumes
+                       FROM credits.credit_lots l
+                      WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
+                      GROUP BY l.project_id) AS s ON s.project_id = a.project_id
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+    -- (a project whose lots are not all alike: what it can spend is what its lots have left,
+    -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
+    -- judges its cut-off)
+    standing AS (
+        SELECT p.*,
+               CASE WHEN p.special AND p.recharging
+                    THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
+                    ELSE p.accrued END AS effective_accrued
+          FROM positions p),
+    flagged AS (
+        SELECT p.project_id, p.effective_accrued AS accrued,
+               NOT p.special AND NOT p.depleted AND credits._used_up(p.balance, p.accumulating) AS used_up,
+               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
+               -- (its lots for a kind cannot all be left over when the accrued usage, whatever
+               -- its kind, is at least what they hold)
+               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
+          FROM standing p)
+    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
+      FROM flagged f;
+END;
+
+-- The balance checks' work for the projects given, at time at: the projects of special_ids
+-- (their lots not all alike) judged kind by kind (credits._enforce_lots); those of
+-- used_up_ids (with their accrued usage, used_up_accrued) cut off one by one in project order
+-- if their accrued usage has used up the balance (tested again on the locked row: a deposit
+-- may have committed since); then the auto-recharges due among recharge_ids requested
+-- (credits._start_auto_recharges).  An account locked by another transaction is passed over
+-- (skipped) and left for a later run.  Returns the projects acted on and those skipped.
+CREATE FUNCTION credits._cut_off_and_recharge(at timestamptz, used_up_ids bigint[], used_up_accrued credits.credits[],
+                                              recharge_ids bigint[], recharge_accrued credits.credits[],
+                                              special_ids bigint[], OUT acted bigint[], OUT skipped bigint[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    p bigint;
+    locked bigint[] := '{}';
+    cut_off bigint[] := '{}';
+BEGIN
+    skipped := '{}';
+    FOREACH p IN ARRAY special_ids LOOP
+        PERFORM FROM credits.accounts a WHERE a.project_id = p FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            skipped := skipped || p;
+        ELSIF credits._enforce_lots(p, at) THEN
+            cut_off := cut_off || p;
+        END IF;
+    END LOOP;
+    FOR c IN SELECT u.project_id, u.accumulating
+               FROM unnest(used_up_ids, used_up_accrued) AS u(project_id, accumulating)
+               JOIN (SELECT a.project_id FROM credits.accounts a
+                      WHERE a.project_id = ANY (used_up_ids) AND NOT a.depleted
+                      ORDER BY a.project_id FOR NO KEY UPDATE SKIP LOCKED) AS l USING (project_id)
+              ORDER BY u.project_id
+    LOOP
+        locked := locked || c.project_id;
+        UPDATE credits.accounts a SET depleted = true
+         WHERE a.project_id = c.project_id AND NOT a.depleted AND credits._used_up(a.balance, c.accumulating);
+        IF FOUND THEN
+            cut_off := cut_off || c.project_id;
+        END IF;
+    END LOOP;
+    skipped := skipped || ARRAY(
+        SELECT u.project_id FROM unnest(used_up_ids) AS u(project_id)
+         WHERE NOT EXISTS (SELECT FROM unnest(locked) AS l(project_id) WHERE l.project_id = u.project_id)
+           AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = u.project_id AND a.depleted));
+    acted := ARRAY(SELECT unnest(cut_off) UNION SELECT unnest(credits._start_auto_recharges(recharge_ids, recharge_accrued)));
+END $$;
+
+REVOKE ALL ON FUNCTION credits._cut_off_and_recharge(timestamptz, bigint[], credits.credits[], bigint[], credits.credits[], bigint[]) FROM PUBLIC;
+
+-- credits._cut_off_and_recharge for all the projects given at once; when that fails (one
+-- project's work raised, and with it the batch), project by project, each in a subtransaction
+-- of its own: a project whose work raises is recorded in credits.billing_errors as a failure of
+-- run and skipped.  (A lock that cannot be had at once, 55P03, only passes it over.)  Returns
+-- the projects acted on, those that failed and those passed over.
+CREATE FUNCTION credits._act_on_balances(run text, at timestamptz, used_up_ids bigint[], used_up_accrued credits.credits[],
+                                         recharge_ids bigint[], recharge_accrued credits.credits[],
+                                         special_ids bigint[],
+                                         OUT acted bigint[], OUT failed bigint[], OUT skipped bigint[])
+    LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    one record;
+    state text;
+    msg text;
+BEGIN
+    failed := '{}';
+    BEGIN
+        SELECT * INTO one
+          FROM credits._cut_off_and_recharge(at, used_up_ids, used_up_accrued, recharge_ids, recharge_accrued, special_ids);
+        acted := one.acted;
+        skipped := one.skipped;
+        RETURN;
+    EXCEPTION
+        -- (the whole transaction's: no retry in it can succeed)
+        WHEN serialization_failure OR deadlock_detected THEN RAISE;
+        WHEN OTHERS THEN NULL;
+    END;
+    acted := '{}';
+    skipped := '{}';
+    FOR c IN SELECT project_id, u.accrued AS used_up, r.accrued AS recharge, s.project_id IS NOT NULL AS special
+               FROM unnest(used_up_ids, used_up_accrued) AS u(project_id, accrued)
+               FULL JOIN unnest(recharge_ids, recharge_accrued) AS r(project_id, accrued) USING (project_id)
+               FULL JOIN unnest(special_ids) AS s(project_id) USING (project_id)
+              ORDER BY project_id
+    LOOP
+        BEGIN
+            SELECT * INTO one FROM credits._cut_off_and_recharge(at,
+                CASE WHEN c.used_up IS NULL THEN '{}' ELSE ARRAY[c.project_id] END,
+                CASE WHEN c.used_up IS NULL THEN '{}' ELSE ARRAY[c.used_up] END,
+                CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.project_id] END,
+                CASE WHEN c.recharge IS NULL THEN '{}' ELSE ARRAY[c.recharge] END,
+                CASE WHEN c.special THEN ARRAY[c.project_id] ELSE '{}' END);
+            acted := acted || one.acted;
+            skipped := skipped || one.skipped;
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected THEN RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                IF state = '55P03' THEN
+                    skipped := skipped || c.project_id;
+                ELSE
+                    PERFORM credits._record_billing_error(c.project_id, run, state, msg);
+                    failed := failed || c.project_id;
+                END IF;
+        END;
+    END LOOP;
+END $$;
+
+REVOKE ALL ON FUNCTION credits._act_on_balances(text, timestamptz, bigint[], credits.credits[], bigint[], credits.credits[], bigint[]) FROM PUBLIC;
+
+-- Completes and deducts every usage hour that has ended and is not yet deducted, oldest first,
+-- and starts the auto-recharges that the new balances call for.  Returns the number of usage
+-- transactions completed.  A project whose account is locked waits for a later run; one whose
+-- work fails is skipped and listed in credits.billing_errors until a run bills it again.
+-- (jit = off in both periodic runs: the row estimates of the hour segments are far too high,
+-- and compiling the plans cost more than running them, about 1 s per run at 100,000 projects.)
+CREATE OR REPLACE FUNCTION credits.run_hourly_deductions() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    cur timestamptz;
+    deducted record;
+    due record;
+    recharge_failed bigint[] := '{}';
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    cur := credits.hour_of(at);
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
+    SELECT * INTO deducted FROM credits._deduct_isolated(cur, at);
+    PERFORM credits._expire_lots(cur, at);
+    -- (the accrued usage of every project is worth computing only when one may recharge)
+    IF EXISTS (SELECT FROM credits.auto_recharge r WHERE r.enabled AND r.armed) THEN
+        SELECT * INTO due FROM credits._due_projects();
+        SELECT a.failed INTO recharge_failed
+          FROM credits._act_on_balances('run_hourly_deductions', at, '{}', '{}', due.recharge_ids,
+                                        due.recharge_accrued, '{}') AS a;
+    END IF;
+    PERFORM credits._watch_spending(at);    -- spending controls (64_spending_checks.sql)
+    -- (billed again: deducted up to cur, and nothing failed for it in this run)
+    DELETE FROM credits.billing_failures f USING credits.accounts a
+     WHERE f.run = 'run_hourly_deductions' AND a.project_id = f.project_id AND a.deducted_until >= cur
+       AND f.project_id <> ALL (deducted.failed || recharge_failed);
+    RETURN deducted.completed;
+END $$;
+
+-- Cuts off every project whose accrued usage has used up its available balance (the balance
+-- itself is still positive: deductions cut off the ones that reach zero), then starts the
+-- auto-recharges that are due.  Returns the number of projects acted on (cut off, or
+-- recharge requested, or both).  A project whose account is locked waits for a later run;
+-- one whose work fails is skipped and listed in credits.billing_errors until a run bills it
+-- again.
+CREATE OR REPLACE FUNCTION credits.run_balance_checks() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    at timestamptz;
+    due record;
+    done record;
+    controlled bigint[];
+BEGIN
+    PERFORM credits._lock_periodic_runs();
+    at := credits.now();
+    PERFORM credits._fold_usage_events(at);
+    PERFORM credits._expire_lots(credits.hour_of(at), at);
+    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- usage transactions, which leaves each project's total as it was).
+    SELECT * INTO due FROM credits._due_projects();
+    SELECT * INTO done
+      FROM credits._act_on_balances('run_balance_checks', at, due.used_up_ids, due.used_up_accrued,
+                                    due.recharge_ids, due.recharge_accrued, due.special_ids);
+    -- (billed again: checked in this run without failing)
+    DELETE FROM credits.billing_failures f
+     WHERE f.run = 'run_balance_checks' AND f.project_id <> ALL (done.failed || done.skipped);
+    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
+    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
+END $$;

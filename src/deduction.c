@@ -13,15 +13,18 @@
  *      greatest(accrued_until, the account's deducted_until), to cur, split at the hours and
  *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
  *      product and hour (credits.usage_rollup, emptied of those rows by the run);
- *   3. take them from the balance oldest first (by hour, then transaction id; the hours new
- *      in this run get their ids in hour and resource order): each hour's charge is its units
- *      rounded half to even once; it pays its charge while the balance lasts, the one that
- *      empties it pays what is left, later ones pay nothing.  Each hour's amount is minus what
- *      it took from the balance and its uncollected the rest of its charge, so that a
- *      project's completed amounts add up to its balance;
+ *   3. take them from the project's credit lots oldest first (by hour, then transaction id;
+ *      the hours new in this run get their ids in hour and resource order): each hour's
+ *      charge is its units rounded half to even once; it is paid by the lots that may pay for
+ *      it (its kind, not expired when it began) in draw-down order (lots.c), and what they
+ *      cannot cover is uncollected.  Each hour's amount is minus what it took and its
+ *      uncollected the rest of its charge, so that a project's completed amounts add up to its
+ *      balance.  (Under 0.1.0's symbol the balance is one lot that pays for everything, and
+ *      amounts are whole charges, as 0.1.0 wrote them.);
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
  *      trigger fires on them: their accounts are the ones locked in step 1), booked
- *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
+ *      hours completed in place (one UPDATE for all), the lots drawn on updated (one UPDATE:
+ *      remaining down, used up); then one UPDATE debits the accounts
  *      and widens their deducted hours, [deducted_from, deducted_until), to take in this
  *      run's (up to cur).  The zero-balance trigger fires on it and cuts off the projects
  *      whose balance reached zero, in this transaction.
@@ -39,7 +42,9 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
+#include "common/hashfn.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -57,8 +62,8 @@ PG_FUNCTION_INFO_V1(credits_deduct_hours);
 typedef struct UsageHour
 {
 	TimestampTz hour;
-	char	   *resource_id;
-	char	   *description;
+	const char *resource_id;	/* shared by the hours of one resource */
+	const char *description;	/* (new hours only) */
 	int64		transaction_id; /* 0 until a new hour gets its id */
 	bool		is_new;			/* no stored row yet */
 	int128		booked_units;	/* units stored in its row (booked hours) */
@@ -68,13 +73,34 @@ typedef struct UsageHour
 	Credits		collected;		/* what it took from the balance */
 } UsageHour;
 
-/* A growable array of hours. */
-typedef struct HourList
+/* Where an hour is in a project's list, by (hour, resource). */
+typedef struct HourKey
+{
+	TimestampTz hour;
+	const char *resource_id;
+} HourKey;
+
+typedef struct HourEntry
+{
+	HourKey		key;
+	int			index;
+} HourEntry;
+
+/*
+ * One project's hours: the booked ones first (in hour and id order, as read), then the new
+ * ones.  The booked and rolled-up hours are also indexed by (hour, resource) as they are
+ * taken, before the resources' hours, so that each resource-hour finds the hour it joins in
+ * one probe: the work is linear in the project's resource-hours.  A resource's own hours
+ * never meet each other, so they are not indexed.
+ */
+typedef struct ProjectHours
 {
 	UsageHour  *items;
 	int			n;
 	int			size;
-} HourList;
+	int			nbooked;
+	HTAB	   *index;			/* created on first use */
+} ProjectHours;
 
 /* What the run needs at hand while it streams the projects. */
 typedef struct DeductionRun
@@ -99,6 +125,7 @@ typedef struct DeductionRun
 	uint64		booked_next;
 	SPITupleTable *rolled_up;
 	uint64		rolled_up_next;
+	uint64		rolled_up_taken;
 	SPITupleTable *lots;		/* the due projects' active lots, in draw-down order */
 	uint64		lots_next;
 	Portal		resources;
@@ -129,25 +156,103 @@ static UsageColumns cols;
 
 #define RESOURCES_FETCH 10000
 
-/* Appends an empty hour to list and returns it. */
-static UsageHour *
-HourListPush(HourList *list)
+/* Appends an empty hour to the project's list; returns its index. */
+static int
+PushHour(ProjectHours *ph)
 {
-	if (list->n == list->size)
+	if (ph->n == ph->size)
 	{
-		list->size = list->size ? list->size * 2 : 16;
-		list->items = list->items ? repalloc(list->items, list->size * sizeof(UsageHour))
-			: palloc(list->size * sizeof(UsageHour));
+		ph->size = ph->size ? ph->size * 2 : 16;
+		ph->items = ph->items ? repalloc_huge(ph->items, ph->size * sizeof(UsageHour))
+			: palloc(ph->size * sizeof(UsageHour));
 	}
-	memset(&list->items[list->n], 0, sizeof(UsageHour));
-	return &list->items[list->n++];
+	memset(&ph->items[ph->n], 0, sizeof(UsageHour));
+	return ph->n++;
 }
 
-/* Orders two hours by their UTC hour. */
-static int
-CompareHour(const UsageHour *x, const UsageHour *y)
+/* Hashes an hour's key. */
+static uint32
+HourKeyHash(const void *key, Size keysize)
 {
-	return x->hour < y->hour ? -1 : x->hour > y->hour;
+	const HourKey *k = key;
+
+	return hash_combine(hash_bytes((const unsigned char *) k->resource_id, strlen(k->resource_id)),
+						hash_bytes_uint32((uint32) (k->hour / USECS_PER_HOUR)));
+}
+
+/* Compares two hours' keys: 0 when they are the same hour of the same resource. */
+static int
+HourKeyMatch(const void *a, const void *b, Size keysize)
+{
+	const HourKey *x = a;
+	const HourKey *y = b;
+
+	return x->hour != y->hour || strcmp(x->resource_id, y->resource_id) != 0;
+}
+
+/* Indexes the hour at index by its hour and resource. */
+static void
+IndexHour(ProjectHours *ph, int index)
+{
+	HourKey		key = {ph->items[index].hour, ph->items[index].resource_id};
+	bool		found;
+
+	if (ph->index == NULL)
+	{
+		HASHCTL		ctl = {0};
+
+		ctl.keysize = sizeof(HourKey);
+		ctl.entrysize = sizeof(HourEntry);
+		ctl.hash = HourKeyHash;
+		ctl.match = HourKeyMatch;
+		ctl.hcxt = CurrentMemoryContext;
+		ph->index = hash_create("credits deduction hours", 64, &ctl,
+								HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	}
+	((HourEntry *) hash_search(ph->index, &key, HASH_ENTER, &found))->index = index;
+}
+
+/* The indexed hour of resource_id at hour, or NULL. */
+static UsageHour *
+FindHour(ProjectHours *ph, TimestampTz hour, const char *resource_id)
+{
+	HourKey		key = {hour, resource_id};
+	HourEntry  *e;
+
+	if (ph->index == NULL)
+		return NULL;
+	e = hash_search(ph->index, &key, HASH_FIND, NULL);
+	return e ? &ph->items[e->index] : NULL;
+}
+
+/*
+ * Adds units of resource_id at hour to the indexed hour they belong to, or to a new hour
+ * (indexed when index_new).  Returns the index of a new hour, or -1.  (An API product may
+ * share its id with a resource: then they are one hour.)
+ */
+static int
+AddUnits(ProjectHours *ph, TimestampTz hour, const char *resource_id, const char *description,
+		 int kind, int128 units, bool index_new)
+{
+	UsageHour  *h = FindHour(ph, hour, resource_id);
+	int			i;
+
+	if (h != NULL)
+	{
+		h->units += units;
+		return -1;
+	}
+	i = PushHour(ph);
+	h = &ph->items[i];
+	h->hour = hour;
+	h->resource_id = resource_id;
+	h->description = description;
+	h->kind = kind;
+	h->is_new = true;
+	h->units = units;
+	if (index_new)
+		IndexHour(ph, i);
+	return i;
 }
 
 /* Orders new hours by hour, then resource: the order they get their ids in. */
@@ -157,30 +262,19 @@ CompareNewHours(const void *a, const void *b)
 	const UsageHour *x = a;
 	const UsageHour *y = b;
 
-	return CompareHour(x, y) ? CompareHour(x, y) : strcmp(x->resource_id, y->resource_id);
+	if (x->hour != y->hour)
+		return x->hour < y->hour ? -1 : 1;
+	return strcmp(x->resource_id, y->resource_id);
 }
 
-/* Orders hours oldest first: by hour, then transaction id. */
-static int
-CompareOldestFirst(const void *a, const void *b)
+/* Runs a query that must succeed, with parameters (nulls as SPI takes them, or NULL). */
+static void
+RunQuery(const char *query, int nargs, Oid *types, Datum *values, const char *nulls, int expected)
 {
-	const UsageHour *x = a;
-	const UsageHour *y = b;
-
-	if (CompareHour(x, y) != 0)
-		return CompareHour(x, y);
-	return x->transaction_id < y->transaction_id ? -1 : x->transaction_id > y->transaction_id;
-}
-
-/* Runs a query that must succeed, with parameters; returns the SPI result code. */
-static int
-RunQuery(const char *query, int nargs, Oid *types, Datum *values, int expected)
-{
-	int			rc = SPI_execute_with_args(query, nargs, types, values, NULL, false, 0);
+	int			rc = SPI_execute_with_args(query, nargs, types, values, nulls, false, 0);
 
 	if (rc != expected)
 		elog(ERROR, "credits: \"%s\" failed: %s", query, SPI_result_code_string(rc));
-	return rc;
 }
 
 /* Looks up the attribute number of a column of credits.transactions. */
@@ -204,7 +298,7 @@ SetUpTargets(DeductionRun *run)
 
 	RunQuery("SELECT 'usage'::credits.transaction_type, 'completed'::credits.transaction_status,"
 			 " 'credits.transactions_transaction_id_seq'::regclass",
-			 0, NULL, NULL, SPI_OK_SELECT);
+			 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	run->usage_type = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){0});
 	run->completed_status = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &(bool){0});
 	run->sequence = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &(bool){0}));
@@ -270,9 +364,9 @@ NextRowOfProject(SPITupleTable *rows, uint64 *next, int64 project_id)
 	return NULL;
 }
 
-/* The booked hours of project (they come in project, hour, id order) onto hours. */
+/* The booked hours of project (they come in project, hour, id order), indexed. */
 static void
-TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
+TakeBookedHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 {
 	TupleDesc	desc = run->booked->tupdesc;
 	HeapTuple	tuple;
@@ -280,7 +374,8 @@ TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
 
 	while ((tuple = NextRowOfProject(run->booked, &run->booked_next, project_id)) != NULL)
 	{
-		UsageHour  *h = HourListPush(hours);
+		int			i = PushHour(ph);
+		UsageHour  *h = &ph->items[i];
 
 		h->hour = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
 		h->resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
@@ -288,53 +383,35 @@ TakeBookedHours(DeductionRun *run, int64 project_id, HourList *hours)
 		h->booked_units = UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull)));
 		h->units = h->booked_units;
 		h->kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
+		IndexHour(ph, i);
 	}
+	ph->nbooked = ph->n;
 }
 
-/* The hour of resource_id in list, or NULL. */
-static UsageHour *
-FindHour(HourList *list, TimestampTz hour, const char *resource_id)
-{
-	for (int i = 0; i < list->n; i++)
-	{
-		UsageHour  *h = &list->items[i];
-
-		if (h->hour == hour && strcmp(h->resource_id, resource_id) == 0)
-			return h;
-	}
-	return NULL;
-}
-
-/*
- * Adds units of resource_id in hour to the hour they belong to, booked or new, or to a new
- * one.  (An API product may share its id with a resource: then they are one hour.)
- */
+/* The rolled-up API usage of project (the rows come in project order), indexed. */
 static void
-AddUnits(HourList *booked, HourList *fresh, TimestampTz hour, const char *resource_id,
-		 const char *description, int kind, int128 units)
+TakeRolledUpHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 {
-	UsageHour  *h = FindHour(booked, hour, resource_id);
+	TupleDesc	desc = run->rolled_up->tupdesc;
+	HeapTuple	tuple;
+	bool		isnull;
 
-	if (h == NULL)
-		h = FindHour(fresh, hour, resource_id);
-	if (h != NULL)
+	while ((tuple = NextRowOfProject(run->rolled_up, &run->rolled_up_next, project_id)) != NULL)
 	{
-		h->units += units;
-		return;
+		run->rolled_up_taken++;
+		AddUnits(ph,
+				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
+				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
+				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
+				 LotKindOf(SPI_getvalue(tuple, desc, 6)),
+				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))),
+				 true);
 	}
-	h = HourListPush(fresh);
-	h->hour = hour;
-	h->resource_id = pstrdup(resource_id);
-	h->description = pstrdup(description);
-	h->kind = kind;
-	h->is_new = true;
-	h->units = units;
 }
 
-/* The billing resources of project onto fresh hours (booked ones take their share). */
+/* The billing resources of project, hour by hour, onto its hours. */
 static void
-TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_until,
-				  HourList *booked, HourList *fresh)
+TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_until, ProjectHours *ph)
 {
 	HeapTuple	tuple;
 	bool		isnull;
@@ -369,45 +446,34 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);
 
 			if (end > start)
-				AddUnits(booked, fresh, hour, resource_id, description, kind,
-						 (int128) rate * (int128) (end - start));
+				AddUnits(ph, hour, resource_id, description, kind, (int128) rate * (int128) (end - start), false);
 		}
 	}
 }
 
-/* The rolled-up API usage of project (the rows come in project order) onto its hours. */
-static void
-TakeRolledUpHours(DeductionRun *run, int64 project_id, HourList *booked, HourList *fresh)
-{
-	TupleDesc	desc = run->rolled_up->tupdesc;
-	HeapTuple	tuple;
-	bool		isnull;
-
-	while ((tuple = NextRowOfProject(run->rolled_up, &run->rolled_up_next, project_id)) != NULL)
-		AddUnits(booked, fresh,
-				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
-				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
-				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
-				 LotKindOf(SPI_getvalue(tuple, desc, 6)),
-				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))));
-}
-
 /*
- * Empties the roll-up of the hours before cur.  Every row was taken: the project of each was
- * due (and no fold runs meanwhile, under the periodic-run lock).
+ * Empties the roll-up of the hours before cur of the projects deducted: exactly the rows they
+ * took (no fold runs meanwhile, under the periodic-run lock).  The rows of projects passed
+ * over stay for a later run.
  */
 static void
 DeleteRolledUpHours(DeductionRun *run)
 {
-	Oid			types[1] = {TIMESTAMPTZOID};
-	Datum		args[1] = {TimestampTzGetDatum(run->cur)};
+	Oid			types[2] = {TIMESTAMPTZOID, INT8ARRAYOID};
+	Datum		args[2];
 
-	RunQuery("DELETE FROM credits.usage_rollup WHERE usage_hour < $1", 1, types, args, SPI_OK_DELETE);
-	if (SPI_processed != run->rolled_up->numvals)
+	if (run->rolled_up_taken == 0)
+		return;
+	args[0] = TimestampTzGetDatum(run->cur);
+	args[1] = makeArrayResult(run->debited_ids, run->call_cxt);
+	RunQuery("DELETE FROM credits.usage_rollup u USING unnest($2::bigint[]) AS d(project_id)"
+			 " WHERE u.project_id = d.project_id AND u.usage_hour < $1",
+			 2, types, args, NULL, SPI_OK_DELETE);
+	if (SPI_processed != run->rolled_up_taken)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " UINT64_FORMAT " rolled-up API usage rows were read but " UINT64_FORMAT " deleted",
-						run->rolled_up->numvals, SPI_processed)));
+				 errmsg("credits: " UINT64_FORMAT " rolled-up API usage rows were taken but " UINT64_FORMAT " deleted",
+						run->rolled_up_taken, SPI_processed)));
 }
 
 /* A deducted hour's amount, negated: what it took from the balance (0.1.0: its whole charge). */
@@ -500,7 +566,7 @@ CompleteBookedHours(DeductionRun *run)
 			 " WHERE t.project_id = b.project_id AND t.usage_hour = b.usage_hour"
 			 "   AND t.resource_id = b.resource_id AND t.type = 'usage'"
 			 "   AND t.status = 'accumulating' AND t.accrued_units = b.booked_units",
-			 8, types, args, SPI_OK_UPDATE);
+			 8, types, args, NULL, SPI_OK_UPDATE);
 	if (SPI_processed != (uint64) run->booked_completions)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -532,7 +598,7 @@ DebitAccounts(DeductionRun *run)
 			 "       deducted_until = greatest(a.deducted_until, $4)"
 			 "  FROM unnest($1, $2, $3) AS d(project_id, paid, oldest_hour)"
 			 " WHERE a.project_id = d.project_id",
-			 4, types, args, SPI_OK_UPDATE);
+			 4, types, args, NULL, SPI_OK_UPDATE);
 }
 
 /*
@@ -555,7 +621,7 @@ ReadLots(DeductionRun *run, ArrayBuildState *due_ids)
 			 " WHERE l.active"
 			 " ORDER BY l.project_id, l.priority, l.expires_at NULLS LAST, l.kind DESC, l.created_at,"
 			 "          l.transaction_id",
-			 1, types, args, SPI_OK_SELECT);
+			 1, types, args, NULL, SPI_OK_SELECT);
 	run->lots = SPI_tuptable;
 }
 
@@ -615,12 +681,25 @@ UpdateLots(DeductionRun *run)
 			 "       ended = CASE WHEN l.remaining OPERATOR(credits.=) d.drawn THEN 'used' END"
 			 "  FROM unnest($1, $2) AS d(transaction_id, drawn)"
 			 " WHERE l.transaction_id = d.transaction_id AND l.active",
-			 2, types, args, SPI_OK_UPDATE);
+			 2, types, args, NULL, SPI_OK_UPDATE);
 	if (SPI_processed != (uint64) run->drawn_lots)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " credit lots changed during the deduction run",
 						run->drawn_lots - (int64) SPI_processed, run->drawn_lots)));
+}
+
+/* Takes hour h's charge from the lots that may pay for it, and queues it to be written. */
+static void
+DeductHour(DeductionRun *run, int64 project_id, UsageHour *h, Lot *lots, int nlots, Credits *collected)
+{
+	h->charge = UsageAmount(h->units);
+	h->collected = LotsDraw(lots, nlots, h->hour, h->kind, h->charge);
+	*collected += h->collected;
+	if (h->is_new)
+		InsertHour(run, project_id, h);
+	else
+		QueueBookedHour(run, project_id, h);
 }
 
 /*
@@ -632,43 +711,42 @@ static Credits
 DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz deducted_until,
 			  TimestampTz *oldest_hour)
 {
-	HourList	booked = {0};
-	HourList	fresh = {0};
-	HourList	all = {0};
+	ProjectHours ph = {0};
+	UsageHour  *booked;
+	UsageHour  *fresh;
+	int			nfresh;
+	int			b = 0;
+	int			f = 0;
 	Credits		collected = 0;
 	int			nlots;
 	Lot		   *lots;
-	int64		n;
 
-	TakeBookedHours(run, project_id, &booked);
-	TakeResourceHours(run, project_id, deducted_until, &booked, &fresh);
-	TakeRolledUpHours(run, project_id, &booked, &fresh);
+	TakeBookedHours(run, project_id, &ph);
+	TakeRolledUpHours(run, project_id, &ph);
+	TakeResourceHours(run, project_id, deducted_until, &ph);
 	lots = LotsOfProject(run, project_id, balance, &nlots);
-	if (booked.n + fresh.n == 0)
+	if (ph.n == 0)
 		return -1;
+	booked = ph.items;
+	fresh = ph.items + ph.nbooked;
+	nfresh = ph.n - ph.nbooked;
 
-	/* new hours get their ids in hour and resource order; then all of them oldest first */
-	qsort(fresh.items, fresh.n, sizeof(UsageHour), CompareNewHours);
-	for (int i = 0; i < fresh.n; i++)
-		fresh.items[i].transaction_id = nextval_internal(run->sequence, false);
-	for (int i = 0; i < booked.n; i++)
-		*HourListPush(&all) = booked.items[i];
-	for (int i = 0; i < fresh.n; i++)
-		*HourListPush(&all) = fresh.items[i];
-	qsort(all.items, all.n, sizeof(UsageHour), CompareOldestFirst);
-	*oldest_hour = all.items[0].hour;
-
-	for (int i = 0; i < all.n; i++)
+	/*
+	 * New hours get their ids in hour and resource order, after every booked one's; then all
+	 * are taken oldest first, by hour and id: the booked hours (read in that order) and the
+	 * new ones merged.
+	 */
+	qsort(fresh, nfresh, sizeof(UsageHour), CompareNewHours);
+	for (int i = 0; i < nfresh; i++)
+		fresh[i].transaction_id = nextval_internal(run->sequence, false);
+	*oldest_hour = nfresh == 0 ? booked[0].hour :
+		ph.nbooked == 0 ? fresh[0].hour : Min(booked[0].hour, fresh[0].hour);
+	while (b < ph.nbooked || f < nfresh)
 	{
-		UsageHour  *h = &all.items[i];
-
-		h->charge = UsageAmount(h->units);
-		h->collected = LotsDraw(lots, nlots, h->hour, h->kind, h->charge);
-		collected += h->collected;
-		if (h->is_new)
-			InsertHour(run, project_id, h);
+		if (f == nfresh || (b < ph.nbooked && booked[b].hour <= fresh[f].hour))
+			DeductHour(run, project_id, &booked[b++], lots, nlots, &collected);
 		else
-			QueueBookedHour(run, project_id, h);
+			DeductHour(run, project_id, &fresh[f++], lots, nlots, &collected);
 	}
 	for (int i = 0; run->with_lots && i < nlots; i++)
 		if (lots[i].drawn > 0)
@@ -677,22 +755,41 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 			Collect(run, &run->drawn, CreditsGetDatum(lots[i].drawn), run->credits_type);
 			run->drawn_lots++;
 		}
-	n = all.n;
-	run->completed += n;
+	run->completed += ph.n;
 	return collected;
 }
 
 /*
- * The deduction run of credits._deduct_ended_hours(cur, at); whole_charges writes 0.1.0's
- * usage amounts (minus the whole charge) and draws on the balance, as 0.1.0 did, instead of on
- * the credit lots.
+ * The accounts with usage to deduct before the hour boundary $1 (of project $2 only, unless it
+ * is null), in project order: a billing resource whose time before $1 is not yet in completed
+ * hours, a booked hour before $1, or API usage rolled up before $1.  (Each account asks its
+ * own index entries whether it is due: scalar subqueries, which the planner does not turn into
+ * a hash of every billing resource, which took twice as long.  The projects with rolled-up
+ * API usage are few rows, read once into a hash.)
+ */
+#define DUE_ACCOUNTS \
+	"SELECT a.project_id, a.balance, a.deducted_until FROM credits.accounts a" \
+	" WHERE ($2::bigint IS NULL OR a.project_id = $2)" \
+	"   AND (coalesce((SELECT true FROM credits.resources r" \
+	"                   WHERE r.project_id = a.project_id AND r.accrued_until < $1 LIMIT 1), false)" \
+	"        OR coalesce((SELECT true FROM credits.transactions t" \
+	"                      WHERE t.project_id = a.project_id AND t.status = 'accumulating'" \
+	"                        AND t.usage_hour < $1 LIMIT 1), false)" \
+	"        OR a.project_id IN (SELECT u.project_id FROM credits.usage_rollup u WHERE u.usage_hour < $1))" \
+	" ORDER BY a.project_id"
+
+/*
+ * The deduction run of credits._deduct_ended_hours(cur, at[, only_project]); whole_charges
+ * writes 0.1.0's usage amounts (minus the whole charge) and draws on the balance, as 0.1.0
+ * did, instead of on the credit lots.
  */
 static Datum
 DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 {
 	DeductionRun run = {0};
-	Oid			ts_arg[1] = {TIMESTAMPTZOID};
-	Datum		cur_arg[1];
+	Oid			arg_types[2] = {TIMESTAMPTZOID, INT8OID};
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
 	SPITupleTable *accounts;
 	TupleDesc	accounts_desc;
 	MemoryContext call_cxt = CurrentMemoryContext;
@@ -700,29 +797,25 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	Oid			credits_type;
 	uint64		naccounts;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
 	run.whole_charges = whole_charges;
 	run.with_lots = !whole_charges;
 	run.cur = PG_GETARG_TIMESTAMPTZ(0);
 	run.at = PG_GETARG_TIMESTAMPTZ(1);
-	cur_arg[0] = TimestampTzGetDatum(run.cur);
+	args[0] = TimestampTzGetDatum(run.cur);
+	if (PG_NARGS() > 2 && !PG_ARGISNULL(2))
+		args[1] = PG_GETARG_DATUM(2);
+	else
+		nulls[1] = 'n';
 	SPI_connect();
 	relid = SetUpTargets(&run);
 
 	/*
-	 * 1. the due accounts, locked in project order, with their balances.  (Each account asks
-	 * its own index entries whether it is due: scalar subqueries, which the planner does not
-	 * turn into a hash of every billing resource, which took twice as long.  The projects with
-	 * rolled-up API usage are few rows, read once into a hash.)
+	 * 1. the due accounts, locked in project order, with their balances.  An account locked by
+	 * another transaction is passed over: its hours wait for a later run, which catches them up.
 	 */
-	RunQuery("SELECT a.project_id, a.balance, a.deducted_until FROM credits.accounts a"
-			 " WHERE coalesce((SELECT true FROM credits.resources r"
-			 "                  WHERE r.project_id = a.project_id AND r.accrued_until < $1 LIMIT 1), false)"
-			 "    OR coalesce((SELECT true FROM credits.transactions t"
-			 "                  WHERE t.project_id = a.project_id AND t.status = 'accumulating'"
-			 "                    AND t.usage_hour < $1 LIMIT 1), false)"
-			 "    OR a.project_id IN (SELECT u.project_id FROM credits.usage_rollup u WHERE u.usage_hour < $1)"
-			 " ORDER BY a.project_id FOR NO KEY UPDATE",
-			 1, ts_arg, cur_arg, SPI_OK_SELECT);
+	RunQuery(DUE_ACCOUNTS " FOR NO KEY UPDATE SKIP LOCKED", 2, arg_types, args, nulls, SPI_OK_SELECT);
 	accounts = SPI_tuptable;
 	accounts_desc = accounts->tupdesc;
 	naccounts = SPI_processed;
@@ -738,31 +831,34 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 		ReadLots(&run, due_ids);
 	}
 
-	/* 2. what they have booked, their rolled-up API usage and their billing resources, read
-	 * after the locks */
+	/*
+	 * 2. what they have booked, their rolled-up API usage and their billing resources, read
+	 * after the locks (the rows of accounts passed over are passed over too)
+	 */
 	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units, r.kind"
 			 "  FROM credits.transactions t"
 			 "  LEFT JOIN credits.resources r ON r.project_id = t.project_id AND r.resource_id = t.resource_id"
 			 " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
+			 "   AND ($2::bigint IS NULL OR t.project_id = $2)"
 			 " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
-			 1, ts_arg, cur_arg, SPI_OK_SELECT);
+			 2, arg_types, args, nulls, SPI_OK_SELECT);
 	run.booked = SPI_tuptable;
 	RunQuery("SELECT u.project_id, u.usage_hour, u.resource_id,"
 			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units, r.kind"
 			 "  FROM credits.usage_rollup u"
 			 "  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id"
-			 " WHERE u.usage_hour < $1"
+			 " WHERE u.usage_hour < $1 AND ($2::bigint IS NULL OR u.project_id = $2)"
 			 " ORDER BY u.project_id",
-			 1, ts_arg, cur_arg, SPI_OK_SELECT);
+			 2, arg_types, args, nulls, SPI_OK_SELECT);
 	run.rolled_up = SPI_tuptable;
 	run.resources = SPI_cursor_open_with_args(
 		NULL,
 		"SELECT r.project_id, r.resource_id, credits._describe(r.kind, r.resource_id),"
 		"       r.rate_per_hour, r.accrued_until, r.kind"
 		"  FROM credits.resources r"
-		" WHERE r.accrued_until < $1"
+		" WHERE r.accrued_until < $1 AND ($2::bigint IS NULL OR r.project_id = $2)"
 		" ORDER BY r.project_id",
-		1, ts_arg, cur_arg, NULL, false, 0);
+		2, arg_types, args, nulls, false, 0);
 	/* 3. project by project: the hours, oldest first, against the lots */
 	run.bulk = BulkInsertOpen(relid);
 	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
@@ -799,9 +895,9 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 }
 
 /*
- * credits._deduct_ended_hours(cur timestamptz, at timestamptz) → bigint: deducts every usage
- * hour before cur (completing it at time at), as the file comment says; returns the number of
- * usage transactions completed.
+ * credits._deduct_ended_hours(cur timestamptz, at timestamptz, only_project bigint) → bigint:
+ * every usage hour before cur (completing it at time at) of every due project, or of project
+ * only_project, as the file comment says; returns the number of usage transactions completed.
  */
 Datum
 credits_deduct_hours(PG_FUNCTION_ARGS)
@@ -810,12 +906,42 @@ credits_deduct_hours(PG_FUNCTION_ARGS)
 }
 
 /*
- * The same under the symbol credits 0.1.0 names, for a database not yet updated: it deducts
- * exactly as 0.1.0 did, writing each usage hour's amount as minus its whole charge (the form
- * 0.1.0's views and verify() read, and that the update to 0.2.0 rewrites).
+ * The same under the symbol credits 0.1.0 names (with two arguments), for a database not yet
+ * updated: it deducts exactly as 0.1.0 did, writing each usage hour's amount as minus its
+ * whole charge (the form 0.1.0's views and verify() read, and that the update to 0.2.0
+ * rewrites).
  */
 Datum
 credits_deduct_ended_hours(PG_FUNCTION_ARGS)
 {
 	return DeductEndedHours(fcinfo, true);
+}
+
+PG_FUNCTION_INFO_V1(credits_deduction_due);
+
+/*
+ * credits._deduction_due(cur timestamptz) → bigint[]: the projects with usage to deduct
+ * before cur, in project order, locked or not (the deduction's own list, for its project by
+ * project retry).
+ */
+Datum
+credits_deduction_due(PG_FUNCTION_ARGS)
+{
+	Oid			arg_types[2] = {TIMESTAMPTZOID, INT8OID};
+	Datum		args[2] = {PG_GETARG_DATUM(0), 0};
+	char		nulls[2] = {' ', 'n'};
+	ArrayBuildState *ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_connect();
+	RunQuery(DUE_ACCOUNTS, 2, arg_types, args, nulls, SPI_OK_SELECT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		accumArrayResult(ids, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull),
+						 false, INT8OID, cxt);
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(makeArrayResult(ids, cxt));
 }

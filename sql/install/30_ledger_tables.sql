@@ -137,7 +137,9 @@ CREATE TABLE credits.events (
                        'budget_reached', 'instance_stopped', 'balance_low', 'runway_low',
                        'balance_recovered', 'volume_deletion_warning', 'volume_deleted',
                        -- refunds (sql/install/36_refunds.sql)
-                       'refund_requested')),
+                       'refund_requested',
+                       -- a project's periodic work failed (sql/install/50_periodic.sql)
+                       'billing_error')),
     resource_id    text,
     transaction_id bigint,
     payload        jsonb NOT NULL,

@@ -7,8 +7,17 @@
 -- volumes available again (volume_available queued); terminated instances stay terminated.
 -- ---------------------------------------------------------------------------------------------
 
+-- Whether usage accrued and not yet deducted (accrued) has used up a balance: the one rule of
+-- every cut-off, by the balance check and by the zero-balance trigger.
+CREATE FUNCTION credits._used_up(balance credits.credits, accrued credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN balance <= accrued;
+
 -- Cuts a project's resources of the kinds given off at time at: books every billing one's time up
--- to at, terminates instances, locks volumes, queues the events.
+-- to at, terminates instances, locks volumes, queues the events.  A resource locked by another
+-- transaction raises 55P03 at once rather than wait: the periodic runs pass the project over
+-- and cut it off at a later run (the paths that change resources lock the account first, so
+-- this is rare).
 CREATE FUNCTION credits._cut_off_resources(project_id bigint, kinds text[], at timestamptz) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -17,7 +26,7 @@ BEGIN
     FOR r IN SELECT * FROM credits.resources x
               WHERE x.project_id = _cut_off_resources.project_id AND x.state IN ('running', 'available')
                 AND x.kind = ANY (kinds)
-              ORDER BY x.resource_id FOR UPDATE
+              ORDER BY x.resource_id FOR UPDATE NOWAIT
     LOOP
         PERFORM credits._book_usage(project_id, r.kind, r.resource_id, r.rate_per_hour, r.accrued_until, at);
         UPDATE credits.resources x

@@ -48,7 +48,7 @@ GRANT credits_reader TO credits_app, credits_worker;
 GRANT SELECT ON credits.balance_overview, credits.transaction_history, credits.resource_overview,
                 credits.payment_method_overview,
                 credits.usage_in_progress, credits.accumulating_by_project,
-                credits.spending_overview, credits.lots TO credits_reader;
+                credits.spending_overview, credits.lots, credits.billing_errors TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigint),
                           credits._accumulating(bigint), credits._burn_rate_of(bigint),
                           credits._unfolded_usage(bigint),

@@ -3,8 +3,10 @@
 # twice.  1,000 projects with 3 instances and a volume each, running 07:00-12:00 (20,000
 # resource-hours), plus API usage in two hours (2,000 more usage hours).  The deduction at
 # 12:00:05 is killed twice with kill -9 of the postmaster:
-#   1. while it waits for an account lock held by another session (so certainly mid-run:
-#      events folded, hours booked, nothing committed);
+#   1. while it waits, writing its new hours, for another session's uncommitted row of one of
+#      those hours (a usage row inserted by hand with the same key: so certainly mid-run,
+#      events folded, hours being written, nothing committed; the periodic runs pass a locked
+#      account over rather than wait for it);
 #   2. a moment after it started (wherever it is then).
 # After each restart the ledger is as before the run (or, had the run committed before the
 # kill, completely deducted: a run is all or nothing).  Then the run is repeated: every
@@ -102,10 +104,14 @@ sub crash_and_restart
 	$node->start;
 }
 
-# ---- Crash 1: while the run waits for the lock on the last project's account.
+# ---- Crash 1: while the run waits, writing hour 11 of the last project's gpu-1, for an
+# uncommitted row with the same key.
 my $holder = $node->background_psql('billing');
 $holder->query_safe(
-	"BEGIN; SELECT 1 FROM credits.accounts WHERE project_id = $projects FOR SHARE;");
+	"BEGIN; INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description,
+	                                          resource_id, usage_hour, accrued_units)
+	        VALUES ($projects, 'usage', 'accumulating', '0', '2026-08-01 11:00+00', 'x', 'gpu-1',
+	                '2026-08-01 11:00+00', 0);");
 my $run = start_run(1);
 is( $node->safe_psql(
 		'billing',

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The deduction's cost per resource-hour must not depend on how the resource-hours are shaped:
+# how many hours were missed (a catch-up after an outage) or how big one project is.  Four
+# shapes, each in a database of its own on one server, every resource running since the
+# project's last deducted hour:
+#
+#   many, 1 hour       PROJECTS projects x RESOURCES resources, 1 hour to deduct (three runs,
+#                      one hour each; the median)
+#   many, HOURS hours  the same projects, HOURS hours missed: one run catches them all up
+#   one, 1 hour        one project with PROJECTS x RESOURCES resources, 1 hour (three runs)
+#   one, HOURS hours   that project, HOURS hours missed, one run
+#
+#   test/bench/catchup_bench.sh [PROJECTS] [RESOURCES] [HOURS]     (default 1000 10 168)
+#
+# Prints the microseconds per resource-hour of each shape and each one's ratio to the first
+# (the baseline, measured in the same run).  Target: all within 1.3x of each other.  The data
+# is loaded straight into the tables; each run's result is checked (every resource-hour
+# completed once, balances debited).  The extension must be installed.
+set -euo pipefail
+projects=${1:-1000}
+resources=${2:-10}
+hours=${3:-168}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/tmp_server.sh
+. "$here/../lib/tmp_server.sh"
+
+TMP_SERVER_CONF="max_wal_size = 8GB
+checkpoint_timeout = 30min
+work_mem = 64MB
+maintenance_work_mem = 256MB" tmp_server_start catchup_bench
+
+start="'2026-09-01 00:00+00'::timestamptz"
+
+# load DB NPROJECTS NRESOURCES: accounts deducted up to the start, resources running since
+load() {
+  psql -c "CREATE DATABASE $1"
+  psql -d "$1" <<SQL
+SET client_min_messages = warning;
+CREATE EXTENSION credits;
+SET search_path = public, credits;
+SET credits.clock = '2026-09-01 00:00+00';
+$(funded_accounts_sql "$2" 100000000.00 '2026-09-01 00:00+00' "$start")
+INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, accrued_until, created_at)
+SELECT p, 'gpu-' || k, 'instance', 'running', ((p + k) % 20 + 1) * '0.13'::credits.credits,
+       $start, $start, $start
+  FROM generate_series(1, $2) AS p, generate_series(1, $3) AS k;
+VACUUM ANALYZE;
+CHECKPOINT;
+SQL
+}
+
+# deduct DB AFTER_HOURS -> "completed seconds": one run at the hour boundary AFTER_HOURS after
+# the start (+ 5 s)
+deduct() {
+  psql -d "$1" -At <<SQL | tail -2 | paste -sd' '
+SET credits.clock TO DEFAULT;
+SELECT set_config('credits.clock', ($start + $2 * interval '1 hour' + interval '5 seconds')::text, false);
+SELECT clock_timestamp() AS t0 \gset
+SELECT credits.run_hourly_deductions();
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
+SQL
+}
+
+# check DB NRESOURCES HOURS: every resource-hour completed once, every balance debited
+check() {
+  psql -d "$1" -At <<SQL
+SELECT CASE WHEN (SELECT count(*) FROM credits.transactions WHERE type = 'usage' AND status = 'completed') = $2::bigint * $3
+             AND (SELECT count(DISTINCT (project_id, resource_id, usage_hour)) FROM credits.transactions WHERE type = 'usage') = $2::bigint * $3
+             AND (SELECT sum(balance::numeric) FROM credits.accounts)
+                 = (SELECT count(*) * 100000000 FROM credits.accounts) - (SELECT sum(rate_per_hour::numeric) * $3 FROM credits.resources)
+             AND NOT EXISTS (SELECT FROM credits.verify(1))
+        THEN 'ok' ELSE 'WRONG' END;
+SQL
+}
+
+total=$((projects * resources))
+declare -A secs per
+measure() {  # measure LABEL DB NPROJECTS NRESOURCES HOURS
+  local label=$1 db=$2 p=$3 r=$4 h=$5 n s runs=()
+  load "$db" "$p" "$r"
+  psql -d "$db" -c CHECKPOINT
+  if [ "$h" = 1 ]; then
+    for i in 1 2 3; do
+      read -r n s <<<"$(deduct "$db" "$i")"
+      [ "$n" = "$total" ] || { echo "$label: run $i completed $n, not $total"; exit 1; }
+      runs+=("$s")
+    done
+    s=$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p)
+    echo "$label: runs ${runs[*]} s ($(check "$db" "$total" 3))"
+  else
+    read -r n s <<<"$(deduct "$db" "$h")"
+    [ "$n" = $((total * h)) ] || { echo "$label: completed $n, not $((total * h))"; exit 1; }
+    echo "$label: $s s ($(check "$db" "$total" "$h"))"
+  fi
+  secs[$label]=$s
+  per[$label]=$(echo "$s * 1000000 / ($total * $h)" | bc -l)
+  psql -c "DROP DATABASE $db"
+}
+
+measure "many, 1 hour" many_1 "$projects" "$resources" 1
+measure "many, $hours hours" many_h "$projects" "$resources" "$hours"
+measure "one, 1 hour" one_1 1 "$total" 1
+measure "one, $hours hours" one_h 1 "$total" "$hours"
+
+base=${per["many, 1 hour"]}
+printf '\n%s, %d cores; %d resource-hours an hour (%d projects x %d resources, or one project)\n' \
+  "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$total" "$projects" "$resources"
+for label in "many, 1 hour" "many, $hours hours" "one, 1 hour" "one, $hours hours"; do
+  printf '%-22s %8.3f us per resource-hour  (%.0f resource-hours/s)  %.2fx the first\n' \
+    "$label:" "${per[$label]}" "$(echo "1000000 / ${per[$label]}" | bc -l)" "$(echo "${per[$label]} / $base" | bc -l)"
+done
+printf 'target: all within 1.3x of each other\n'
