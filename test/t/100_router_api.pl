@@ -41,13 +41,16 @@ sub run_periodic
 # Twins: the public per-project functions and views of credits, as a shard's catalogue lists
 # them, against the router's functions of the same names.
 
-my $shard_api = $shards[0]->safe_psql('postgres', <<'SQL');
-SET search_path = pg_catalog;
-SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+# (one line per function: its signature, result and the credits roles granted EXECUTE)
+my $function_line = q{
   SELECT format('%s(%s) -> %s %s', p.proname, pg_get_function_arguments(p.oid),
                 pg_get_function_result(p.oid),
                 (SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM aclexplode(p.proacl) a
-                   JOIN pg_roles r ON r.oid = a.grantee WHERE r.rolname LIKE 'credits\_%')) AS line
+                   JOIN pg_roles r ON r.oid = a.grantee WHERE r.rolname LIKE 'credits\_%')) AS line};
+my $shard_api = $shards[0]->safe_psql('postgres', <<SQL);
+SET search_path = pg_catalog;
+SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+$function_line
     FROM pg_proc p
    WHERE p.pronamespace = 'credits'::regnamespace AND p.proname !~ '^_'
      AND p.proargnames[1] IN ('project_id', 'project_ids')
@@ -71,10 +74,7 @@ my $name_list = join(', ', map { "'$_'" } @names);
 my $router_api = $router->safe_psql('postgres', <<SQL);
 SET search_path = pg_catalog;
 SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
-  SELECT format('%s(%s) -> %s %s', p.proname, pg_get_function_arguments(p.oid),
-                pg_get_function_result(p.oid),
-                (SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM aclexplode(p.proacl) a
-                   JOIN pg_roles r ON r.oid = a.grantee WHERE r.rolname LIKE 'credits\\_%')) AS line
+$function_line
     FROM pg_proc p
    WHERE p.pronamespace = 'credits'::regnamespace AND p.proname IN ($name_list)
 ) AS api
