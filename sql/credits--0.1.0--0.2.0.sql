@@ -4458,3 +4458,47 @@ BEGIN
     controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
     RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- balance_overview groups the accrued usage and the burn rate once per project
+-- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
+-- ---------------------------------------------------------------------------------------------
+CREATE VIEW credits._usage_by_project AS
+SELECT x.project_id,
+       coalesce(-credits._usage_total(x.amount) FILTER (WHERE x.accrued), '0'::credits.credits) AS accumulating,
+       coalesce(credits.burn_rate(x.amount, interval '1 hour') FILTER (WHERE NOT x.accrued),
+                '0'::credits.credits) AS burn_rate
+  FROM (SELECT u.project_id, true AS accrued, u.amount FROM credits.usage_in_progress u
+        UNION ALL
+        SELECT b.project_id, false, b.amount FROM credits._burn_rate_inputs b) AS x
+ GROUP BY x.project_id;
+
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+
+DROP VIEW credits._burn_rate_by_project;
