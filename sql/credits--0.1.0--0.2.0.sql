@@ -4555,3 +4555,24 @@ BEGIN
     RETURN earlier.transaction_id;
 END $$;
 REVOKE ALL ON FUNCTION credits._key_reused(text, credits.transactions) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- The zero-balance trigger lifts a depleted project only when something that may pay for its
+-- instances or volumes is left (credits._lift_threshold; the library's credits_zero_balance_lots).
+-- ---------------------------------------------------------------------------------------------
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (src/zero_balance.c) lifts a depleted project whose new balance is above it; a new lot is
+-- written before the balance it raises.
+CREATE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+REVOKE ALL ON FUNCTION credits._lift_threshold(bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION credits._zero_balance_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;
