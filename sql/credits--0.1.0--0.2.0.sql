@@ -4557,6 +4557,37 @@ END $$;
 REVOKE ALL ON FUNCTION credits._key_reused(text, credits.transactions) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
+-- balance_overview finds the projects whose lots are not all alike in one set-based join.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  -- (the projects whose lots are not all alike: an expiry, a scope or a held refund)
+  LEFT JOIN (SELECT DISTINCT l.project_id FROM credits.credit_lots l
+              WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                  OR l.held > '0'::credits.credits)) AS unlike
+         ON unlike.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN unlike.project_id IS NULL
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
 -- The zero-balance trigger lifts a depleted project only when something that may pay for its
 -- instances or volumes is left (credits._lift_threshold; the library's credits_zero_balance_lots).
 -- ---------------------------------------------------------------------------------------------

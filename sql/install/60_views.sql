@@ -99,14 +99,16 @@ SELECT a.project_id,
   FROM credits.accounts a
   LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
   LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  -- (the projects whose lots are not all alike: an expiry, a scope or a held refund)
+  LEFT JOIN (SELECT DISTINCT l.project_id FROM credits.credit_lots l
+              WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                  OR l.held > '0'::credits.credits)) AS unlike
+         ON unlike.project_id = a.project_id
   CROSS JOIN LATERAL (
       SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
              -- (what the lots have left after the accrued usage, as credits.available_balance();
              -- when they are all alike that is the balance less the accrued usage)
-             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
-                                    WHERE l.project_id = a.project_id AND l.active
-                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
-                                           OR l.held > '0'::credits.credits))
+             CASE WHEN unlike.project_id IS NULL
                   THEN credits._available(a.balance, u.accumulating)
                   ELSE credits._lots_available(a.project_id)
              END AS available_balance,
