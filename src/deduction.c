@@ -422,6 +422,9 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		int64		rate;
 		TimestampTz from;
 		int			kind;
+		HourSegments split;
+		TimestampTz hour;
+		int64		usecs;
 
 		if (project > project_id)
 			break;
@@ -433,18 +436,10 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull)), deducted_until);
 		kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
-		if (TIMESTAMP_NOT_FINITE(from))
-			elog(ERROR, "credits: resource %s of project " INT64_FORMAT " bills from an infinite time",
-				 resource_id, project_id);
 		/* hour by hour from the hour of from up to cur */
-		for (TimestampTz hour = HourOf(from); hour < run->cur; hour += USECS_PER_HOUR)
-		{
-			TimestampTz start = Max(from, hour);
-			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);
-
-			if (end > start)
-				AddUnits(ph, hour, resource_id, description, kind, (int128) rate * (int128) (end - start), false);
-		}
+		HourSegmentsBegin(&split, from, run->cur);
+		while (HourSegmentsNext(&split, &hour, &usecs))
+			AddUnits(ph, hour, resource_id, description, kind, (int128) rate * (int128) usecs, false);
 	}
 }
 
@@ -857,7 +852,17 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 		" ORDER BY r.project_id",
 		2, arg_types, args, nulls, false, 0);
 	/* 3. project by project: the hours, oldest first, against the lots */
-	run.bulk = BulkInsertOpen(relid);
+	/*
+	 * (no trigger fires on the new hours, bulk_insert.h: the one INSERT trigger of
+	 * credits.transactions, transactions_known_references, checks that each row's project has
+	 * an account, and every row written here belongs to an account locked in step 1)
+	 */
+	run.bulk = BulkInsertOpen(relid, false, "transactions_known_references");
+	if (run.bulk == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("credits.transactions has an INSERT trigger the hourly deduction cannot fire"),
+				 errhint("The deduction writes usage rows without an INSERT statement; drop or disable the trigger.")));
 	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
 											ALLOCSET_DEFAULT_SIZES);
 	for (uint64 i = 0; i < naccounts; i++)

@@ -1,5 +1,9 @@
 /*
- * zero_balance.c — the trigger that enforces "no one ever owes money".
+ * zero_balance.c — the zero-balance trigger of credits 0.1.0, kept for databases not yet
+ * updated (their credits._zero_balance_trigger names this symbol).  From 0.2.0 the triggers
+ * are plpgsql (sql/install/44_zero_balance.sql): this C only called SQL through SPI, so it
+ * added two crossings of the language boundary and no speed (its WHEN clauses already keep it
+ * off the hot path).  What follows describes 0.1.0's behaviour, which 0.2.0 keeps.
  *
  * accounts.depleted records that zero-balance enforcement is in force.  Two row triggers on
  * credits.accounts, both this function, keep it and act on it (sql/install/44_zero_balance.sql
