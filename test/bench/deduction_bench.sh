@@ -56,6 +56,9 @@ SELECT r.project_id, 'usage', 'completed', -r.rate_per_hour, h, 'Instance ' || r
        credits.resources r;
 UPDATE credits.accounts a SET balance = a.balance - (SELECT sum(r.rate_per_hour) FROM credits.resources r
                                                       WHERE r.project_id = a.project_id) * $history;
+-- (the deposit's paid lot gave what the history took)
+UPDATE credits.credit_lots l SET remaining = a.balance, used = l.amount - a.balance
+  FROM credits.accounts a WHERE a.project_id = l.project_id;
 SQL
 if [ "${USAGE_INDEX:-hour}" = project ]; then
   echo "the usage index ordered by project first"

@@ -10,7 +10,7 @@
 #                              error (the benchmarks' way to talk to it)
 #   funded_accounts_sql N BALANCE AT [DEDUCTED_UNTIL [DEDUCTED_FROM]]
 #                              SQL loading accounts 1..N opened at AT, each funded by one
-#                              completed deposit of BALANCE; DEDUCTED_UNTIL (an SQL
+#                              completed deposit of BALANCE (its paid lot with it); DEDUCTED_UNTIL (an SQL
 #                              expression, default '-infinity') is their billing clock, and
 #                              DEDUCTED_FROM (default null) where their deducted hours begin:
 #                              usage rows loaded completed must lie in between
@@ -40,8 +40,12 @@ funded_accounts_sql() {
   cat <<SQL
 INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until, deducted_from)
 SELECT p, '$2', '$3', ${4:-"'-infinity'"}, ${5:-NULL} FROM generate_series(1, $1) AS p;
-INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
-SELECT p, 'deposit', 'completed', '$2', '$3', 'Deposit', '$3' FROM generate_series(1, $1) AS p;
+WITH deposits AS (
+    INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
+    SELECT p, 'deposit', 'completed', '$2', '$3', 'Deposit', '$3' FROM generate_series(1, $1) AS p
+    RETURNING transaction_id, project_id)
+INSERT INTO credits.credit_lots (transaction_id, project_id, kind, amount, remaining, created_at)
+SELECT d.transaction_id, d.project_id, 'paid', '$2', '$2', '$3' FROM deposits d;
 SQL
 }
 
