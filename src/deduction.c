@@ -274,6 +274,23 @@ RunQuery(const char *query, int nargs, Oid *types, Datum *values, const char *nu
 		elog(ERROR, "credits: \"%s\" failed: %s", query, SPI_result_code_string(rc));
 }
 
+/*
+ * Runs a write (nulls-free parameters) that must touch exactly expected rows of what: the
+ * rows the run read and holds.  If one changed meanwhile, everything is undone and the next run
+ * starts over.
+ */
+static void
+RunCountedWrite(const char *query, int nargs, Oid *types, Datum *values, int rc, uint64 expected,
+				const char *what)
+{
+	RunQuery(query, nargs, types, values, NULL, rc);
+	if (SPI_processed != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: " UINT64_FORMAT " of " UINT64_FORMAT " %s changed during the deduction run",
+						expected - Min(expected, SPI_processed), expected, what)));
+}
+
 /* Looks up the attribute number of a column of credits.transactions. */
 static AttrNumber
 Column(TupleDesc desc, const char *name)
@@ -458,14 +475,9 @@ DeleteRolledUpHours(DeductionRun *run)
 		return;
 	args[0] = TimestampTzGetDatum(run->cur);
 	args[1] = makeArrayResult(run->debited_ids, run->call_cxt);
-	RunQuery("DELETE FROM credits.usage_rollup u USING unnest($2::bigint[]) AS d(project_id)"
-			 " WHERE u.project_id = d.project_id AND u.usage_hour < $1",
-			 2, types, args, NULL, SPI_OK_DELETE);
-	if (SPI_processed != run->rolled_up_taken)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " UINT64_FORMAT " rolled-up API usage rows were taken but " UINT64_FORMAT " deleted",
-						run->rolled_up_taken, SPI_processed)));
+	RunCountedWrite("DELETE FROM credits.usage_rollup u USING unnest($2::bigint[]) AS d(project_id)"
+					" WHERE u.project_id = d.project_id AND u.usage_hour < $1",
+					2, types, args, SPI_OK_DELETE, run->rolled_up_taken, "rolled-up API usage rows");
 }
 
 /* A deducted hour's amount, negated: what it took from the balance (0.1.0: its whole charge). */
@@ -550,7 +562,7 @@ CompleteBookedHours(DeductionRun *run)
 	args[5] = makeArrayResult(run->booked_amounts, run->call_cxt);
 	args[6] = makeArrayResult(run->booked_uncollected, run->call_cxt);
 	args[7] = TimestampTzGetDatum(run->at);
-	RunQuery("UPDATE credits.transactions t"
+	RunCountedWrite("UPDATE credits.transactions t"
 			 "   SET status = 'completed', completed_at = $8, accrued_units = b.units,"
 			 "       amount = b.amount, uncollected = b.uncollected"
 			 "  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
@@ -558,12 +570,7 @@ CompleteBookedHours(DeductionRun *run)
 			 " WHERE t.project_id = b.project_id AND t.usage_hour = b.usage_hour"
 			 "   AND t.resource_id = b.resource_id AND t.type = 'usage'"
 			 "   AND t.status = 'accumulating' AND t.accrued_units = b.booked_units",
-			 8, types, args, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != (uint64) run->booked_completions)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " booked usage hours changed during the deduction run",
-						run->booked_completions - (int64) SPI_processed, run->booked_completions)));
+			 8, types, args, SPI_OK_UPDATE, run->booked_completions, "booked usage hours");
 }
 
 /*
@@ -667,18 +674,13 @@ UpdateLots(DeductionRun *run)
 		return;
 	args[0] = makeArrayResult(run->drawn_lot_ids, run->call_cxt);
 	args[1] = makeArrayResult(run->drawn, run->call_cxt);
-	RunQuery("UPDATE credits.credit_lots l"
+	RunCountedWrite("UPDATE credits.credit_lots l"
 			 "   SET remaining = l.remaining OPERATOR(credits.-) d.drawn, used = l.used OPERATOR(credits.+) d.drawn,"
 			 "       active = l.remaining OPERATOR(credits.>) d.drawn,"
 			 "       ended = CASE WHEN l.remaining OPERATOR(credits.=) d.drawn THEN 'used' END"
 			 "  FROM unnest($1, $2) AS d(transaction_id, drawn)"
 			 " WHERE l.transaction_id = d.transaction_id AND l.active",
-			 2, types, args, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != (uint64) run->drawn_lots)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " credit lots changed during the deduction run",
-						run->drawn_lots - (int64) SPI_processed, run->drawn_lots)));
+			 2, types, args, SPI_OK_UPDATE, run->drawn_lots, "credit lots");
 }
 
 /* Takes hour h's charge from the lots that may pay for it, and queues it to be written. */
