@@ -2767,46 +2767,53 @@ CREATE FUNCTION credits._paying_until(expires_at timestamptz) RETURNS timestampt
     RETURN credits.hour_of(expires_at - interval '1 microsecond') + interval '1 hour';
 -- Writes the expiry of every lot whose last hour has ended (before cur, the current hour) and
 -- whose project has deducted every hour before that end: nothing booked, rolled up or billing
--- from before it remains.  Returns the number of lots expired.  The caller holds the
--- periodic-run lock.
+-- from before it remains.  Set-based: the accounts are locked in project order, then one
+-- statement writes the expiries, ends the lots and debits the accounts (the zero-balance
+-- trigger cuts off a project whose balance reaches zero; the balance check judges the kinds).
+-- Returns the number of lots expired.  The caller holds the periodic-run lock.
 CREATE FUNCTION credits._expire_lots(cur timestamptz, at timestamptz) RETURNS bigint
     LANGUAGE plpgsql AS $$
 DECLARE
-    due record;
-    lot credits.credit_lots;
-    expired bigint := 0;
+    lot_ids bigint[];
+    project_ids bigint[];
+    expired bigint;
 BEGIN
-    FOR due IN
-        SELECT l.project_id, l.transaction_id, credits._paying_until(l.expires_at) AS paying_until
-          FROM credits.credit_lots l
-          JOIN credits.accounts a ON a.project_id = l.project_id
-         WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
-           AND credits._paying_until(l.expires_at) <= cur
-           AND NOT EXISTS (SELECT FROM credits.transactions t
-                            WHERE t.project_id = l.project_id AND t.status = 'accumulating'
-                              AND t.usage_hour < credits._paying_until(l.expires_at))
-           AND NOT EXISTS (SELECT FROM credits.usage_rollup u
-                            WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
-           AND NOT EXISTS (SELECT FROM credits.resources r
-                            WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
-                              AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at))
-         ORDER BY l.project_id, l.expires_at, l.transaction_id
-    LOOP
-        -- The account first, then the lot (the order of every path).
-        PERFORM FROM credits.accounts a WHERE a.project_id = due.project_id FOR NO KEY UPDATE;
-        SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = due.transaction_id AND l.active FOR UPDATE;
-        CONTINUE WHEN NOT FOUND;
+    SELECT array_agg(l.transaction_id), array_agg(DISTINCT l.project_id) INTO lot_ids, project_ids
+      FROM credits.credit_lots l
+      JOIN credits.accounts a ON a.project_id = l.project_id
+     WHERE l.active AND l.expires_at IS NOT NULL AND l.expires_at <= cur
+       AND credits._paying_until(l.expires_at) <= cur
+       AND NOT EXISTS (SELECT FROM credits.transactions t
+                        WHERE t.project_id = l.project_id AND t.status = 'accumulating'
+                          AND t.usage_hour < credits._paying_until(l.expires_at))
+       AND NOT EXISTS (SELECT FROM credits.usage_rollup u
+                        WHERE u.project_id = l.project_id AND u.usage_hour < credits._paying_until(l.expires_at))
+       AND NOT EXISTS (SELECT FROM credits.resources r
+                        WHERE r.project_id = l.project_id AND r.accrued_until IS NOT NULL
+                          AND greatest(r.accrued_until, a.deducted_until) < credits._paying_until(l.expires_at));
+    IF lot_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- The accounts first, in project order, then the lots (the order of every path).
+    PERFORM FROM credits.accounts a WHERE a.project_id = ANY (project_ids) ORDER BY a.project_id FOR NO KEY UPDATE;
+    WITH due AS (
+        SELECT l.transaction_id, l.project_id, l.remaining, l.expires_at FROM credits.credit_lots l
+         WHERE l.transaction_id = ANY (lot_ids) AND l.active FOR UPDATE),
+    written AS (
         INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, lot_id,
                                           completed_at)
-        SELECT lot.project_id, 'expiry', 'completed', -lot.remaining, lot.expires_at,
-               'Expired: ' || g.description, lot.transaction_id, at
-          FROM credits.transactions g WHERE g.transaction_id = lot.transaction_id AND g.type <> 'usage';
+        SELECT d.project_id, 'expiry', 'completed', -d.remaining, d.expires_at, 'Expired: ' || g.description,
+               d.transaction_id, at
+          FROM due d JOIN credits.transactions g ON g.transaction_id = d.transaction_id AND g.type <> 'usage'
+         ORDER BY d.project_id, d.transaction_id),
+    ended AS (
         UPDATE credits.credit_lots l SET remaining = '0', active = false, ended = 'expired'
-         WHERE l.transaction_id = lot.transaction_id;
-        UPDATE credits.accounts a SET balance = a.balance - lot.remaining WHERE a.project_id = lot.project_id;
-        PERFORM credits._enforce_lots(lot.project_id, at);
-        expired := expired + 1;
-    END LOOP;
+          FROM due d WHERE l.transaction_id = d.transaction_id),
+    debited AS (
+        UPDATE credits.accounts a SET balance = a.balance - x.total
+          FROM (SELECT d.project_id, sum(d.remaining) AS total FROM due d GROUP BY d.project_id) AS x
+         WHERE a.project_id = x.project_id)
+    SELECT count(*) INTO expired FROM due;
     RETURN expired;
 END $$;
 -- The projects whose lots are not all alike: some active lot expires, pays only for some
@@ -3282,6 +3289,8 @@ COMMENT ON TYPE credits.transaction_status IS 'where a transaction is: pending, 
 COMMENT ON ROLE credits_app IS 'credits: reader, plus accounts, payment methods, deposits, refund requests, resources, usage and settings';
 COMMENT ON ROLE credits_worker IS 'credits: reader, plus completing and failing deposits and refunds, grants, the events outbox and the periodic runs';
 
+
+
 -- ---------------------------------------------------------------------------------------------
 -- Time is split at UTC hours in one place (src/usage_math.c, which the deduction walks too);
 -- the hour that API usage counts in is decided in one place (credits._api_usage_hour), for the
@@ -3360,6 +3369,41 @@ DROP FUNCTION credits._act_on_spending(credits._spending_positions[]);
 DROP VIEW credits._spending_positions;
 
 -- 61_spending_controls.sql
+-- The completed charges (collected and uncollected: the exact accrual) of the usage hours of
+-- each watched project among ids that begin in the current UTC day and month: spending_totals,
+-- plus the hours deducted since it was counted, probed hour by hour in the usage index.  (A
+-- set-returning SQL function, not strict: the planner inlines it.)
+CREATE OR REPLACE FUNCTION credits._completed_spending(ids bigint[])
+    RETURNS TABLE (project_id bigint, day_start timestamptz, month_start timestamptz,
+                   completed_today credits.credits, completed_this_month credits.credits)
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+SELECT s.project_id, p.day_start, p.month_start,
+       CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
+           + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
+       CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
+           + coalesce(h.month_charges, '0'::credits.credits) AS completed_this_month
+  FROM credits.spending_totals s
+  JOIN credits.accounts sa ON sa.project_id = s.project_id
+  CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
+                     date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
+  -- (the hours not in spending_totals yet: those of the month, among which the day's)
+  CROSS JOIN LATERAL (
+      SELECT credits._usage_total(credits._accrued_amount(t.accrued_units))
+                 FILTER (WHERE t.usage_hour >= p.day_start
+                           AND (t.usage_hour >= s.counted_until
+                                OR s.day_start IS DISTINCT FROM p.day_start)) AS day_charges,
+             credits._usage_total(credits._accrued_amount(t.accrued_units)) AS month_charges
+        FROM generate_series(CASE WHEN s.month_start = p.month_start
+                                  THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
+                             sa.deducted_until - interval '1 hour', interval '1 hour') AS g(usage_hour)
+        -- (OFFSET 0: probed hour by hour, never joined to all the project's rows)
+        CROSS JOIN LATERAL (SELECT t.usage_hour, t.accrued_units FROM credits.transactions t
+                             WHERE t.usage_hour = g.usage_hour AND t.project_id = s.project_id
+                               AND t.type = 'usage' AND t.status = 'completed' OFFSET 0) AS t) AS h
+ WHERE s.project_id = ANY (ids);
+END;
+
 -- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
 -- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
 -- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
@@ -3382,7 +3426,9 @@ SELECT c.project_id, a.balance,
        -- (as balance_overview: the lots' rule when they are not all alike)
        CASE WHEN lk.alike THEN credits._available(a.balance, ip.accumulating)
             ELSE credits._lots_available(c.project_id) END AS available_balance,
-       coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
+       -- (the two parts added as the burn-rate aggregate adds, clamped to the type's range)
+       credits._burn_rate_combine(coalesce(br.burn_rate, '0'::credits.credits),
+                                  coalesce(ip.api_last_hour, '0'::credits.credits)) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
        cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month,
@@ -3394,39 +3440,34 @@ SELECT c.project_id, a.balance,
                           WHERE l.project_id = c.project_id AND l.active
                             AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                  OR l.held > '0'::credits.credits)) AS alike) AS lk
-  JOIN (SELECT s.project_id, p.day_start, p.month_start,
-               CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
-                   + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
-               CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
-                   + coalesce(h.month_charges, '0'::credits.credits) AS completed_this_month
-          FROM credits.spending_totals s
-          JOIN credits.accounts sa ON sa.project_id = s.project_id
-          CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
-                             date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
-          -- (the hours not in spending_totals yet: those of the month, among which the day's)
-          CROSS JOIN LATERAL (
-              SELECT credits._usage_total(credits._accrued_amount(t.accrued_units))
-                         FILTER (WHERE t.usage_hour >= p.day_start
-                                   AND (t.usage_hour >= s.counted_until
-                                        OR s.day_start IS DISTINCT FROM p.day_start)) AS day_charges,
-                     credits._usage_total(credits._accrued_amount(t.accrued_units)) AS month_charges
-                FROM generate_series(CASE WHEN s.month_start = p.month_start
-                                          THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
-                                     sa.deducted_until - interval '1 hour', interval '1 hour') AS g(usage_hour)
-                -- (OFFSET 0: probed hour by hour, never joined to all the project's rows)
-                CROSS JOIN LATERAL (SELECT t.usage_hour, t.accrued_units FROM credits.transactions t
-                                     WHERE t.usage_hour = g.usage_hour AND t.project_id = s.project_id
-                                       AND t.type = 'usage' AND t.status = 'completed' OFFSET 0) AS t) AS h
-         WHERE s.project_id = ANY (ids)) AS cc ON cc.project_id = c.project_id
+  JOIN credits._completed_spending(ids) AS cc ON cc.project_id = c.project_id
   LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
                     -credits._usage_total(u.amount)
                         FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
                     -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month
+                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month,
+                    -- (the open part of the burn rate's API usage of the last ended hour, read in
+                    -- this pass rather than in a second one over the accrued usage)
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+                                  AND NOT EXISTS (SELECT FROM credits.resources r
+                                                   WHERE r.project_id = u.project_id
+                                                     AND r.resource_id = u.resource_id)) AS api_last_hour
                FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
               GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  -- (the rest of credits._burn_rate_inputs: the rates, and the deducted API usage of the last
+  -- ended hour)
   LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
-               FROM credits._burn_rate_inputs b WHERE b.project_id = ANY (ids)
+               FROM (SELECT r.project_id, r.rate_per_hour AS amount
+                       FROM credits.resources r
+                      WHERE r.state IN ('running', 'available') AND r.project_id = ANY (ids)
+                     UNION ALL
+                     SELECT t.project_id, t.uncollected - t.amount
+                       FROM credits.transactions t
+                      WHERE t.type = 'usage' AND t.status = 'completed' AND t.project_id = ANY (ids)
+                        AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+                        AND NOT EXISTS (SELECT FROM credits.resources r
+                                         WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)) AS b
               GROUP BY b.project_id) AS br ON br.project_id = c.project_id
  WHERE c.project_id = ANY (ids);
 END;
@@ -3457,11 +3498,12 @@ CREATE OR REPLACE FUNCTION credits._count_spending() RETURNS void
     LANGUAGE sql AS $$
     SELECT credits._recount_late_usage();
     WITH due AS (
-        SELECT p.project_id, p.deducted_until, p.day_start, p.month_start,
+        SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
-          FROM credits._spending_positions(credits._watched_projects()) p
+          FROM credits._completed_spending(credits._watched_projects()) p
           JOIN credits.spending_totals s ON s.project_id = p.project_id
-         WHERE p.deducted_until > s.counted_until
+          JOIN credits.accounts a ON a.project_id = p.project_id
+         WHERE a.deducted_until > s.counted_until
             OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
     locked AS (
         SELECT s.project_id FROM credits.spending_totals s
@@ -4019,7 +4061,8 @@ BEGIN
 END $$;
 
 -- Privileges, as 90_roles.sql gives them.
-REVOKE ALL ON FUNCTION credits._spending_positions(bigint[]), credits._watched_projects(),
+REVOKE ALL ON FUNCTION credits._spending_positions(bigint[]), credits._completed_spending(bigint[]),
+    credits._watched_projects(),
     credits._recount_late_usage(), credits._stop_for_budget(bigint[], text[], timestamptz),
     credits._act_on_spending(bigint[]), credits._spending_position_of(bigint) FROM PUBLIC;
 GRANT SELECT ON credits.spending_overview TO credits_reader;
@@ -4415,6 +4458,136 @@ BEGIN
     controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
     RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- balance_overview groups the accrued usage and the burn rate once per project
+-- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
+-- ---------------------------------------------------------------------------------------------
+CREATE VIEW credits._usage_by_project AS
+SELECT x.project_id,
+       coalesce(-credits._usage_total(x.amount) FILTER (WHERE x.accrued), '0'::credits.credits) AS accumulating,
+       coalesce(credits.burn_rate(x.amount, interval '1 hour') FILTER (WHERE NOT x.accrued),
+                '0'::credits.credits) AS burn_rate
+  FROM (SELECT u.project_id, true AS accrued, u.amount FROM credits.usage_in_progress u
+        UNION ALL
+        SELECT b.project_id, false, b.amount FROM credits._burn_rate_inputs b) AS x
+ GROUP BY x.project_id;
+
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+
+DROP VIEW credits._burn_rate_by_project;
+-- Idempotency keys of grants and refunds reused with other arguments: one refusal
+-- (credits._key_reused).
+-- ---------------------------------------------------------------------------------------------
+-- Raises 23505: idempotency_key names the earlier transaction, made with other arguments.
+CREATE FUNCTION credits._key_reused(idempotency_key text, earlier credits.transactions) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
+        USING ERRCODE = 'unique_violation',
+              DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+END $$;
+-- The grant an earlier grant_credits made with this idempotency key, if any; raises when that
+-- call had other arguments.
+CREATE OR REPLACE FUNCTION credits._grant_by_key(project_id bigint, amount credits.credits, expires_at timestamptz,
+                                      priority integer, applies_to text[], idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    earlier credits.transactions;
+    lot credits.credit_lots;
+BEGIN
+    SELECT * INTO earlier FROM credits.transactions t
+     WHERE t.project_id = _grant_by_key.project_id AND t.idempotency_key = _grant_by_key.idempotency_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = earlier.transaction_id;
+    IF earlier.type::text <> 'grant' OR earlier.amount <> amount
+       OR lot.expires_at IS DISTINCT FROM _grant_by_key.expires_at OR lot.priority <> _grant_by_key.priority
+       OR lot.applies_to IS DISTINCT FROM _grant_by_key.applies_to THEN
+        PERFORM credits._key_reused(idempotency_key, earlier);
+    END IF;
+    RETURN earlier.transaction_id;
+END $$;
+-- The refund an earlier refund_deposit made with this idempotency key, if any; raises when that
+-- call had other arguments.
+CREATE OR REPLACE FUNCTION credits._refund_by_key(project_id bigint, deposit_id bigint, amount credits.credits,
+                                       idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    earlier credits.transactions;
+BEGIN
+    SELECT * INTO earlier FROM credits.transactions t
+     WHERE t.project_id = _refund_by_key.project_id AND t.idempotency_key = _refund_by_key.idempotency_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF earlier.type::text <> 'refund' OR earlier.lot_id <> deposit_id
+       OR (amount IS NOT NULL AND -earlier.amount <> amount) THEN
+        PERFORM credits._key_reused(idempotency_key, earlier);
+    END IF;
+    RETURN earlier.transaction_id;
+END $$;
+REVOKE ALL ON FUNCTION credits._key_reused(text, credits.transactions) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- balance_overview finds the projects whose lots are not all alike in one set-based join.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  -- (the projects whose lots are not all alike: an expiry, a scope or a held refund)
+  LEFT JOIN (SELECT DISTINCT l.project_id FROM credits.credit_lots l
+              WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                  OR l.held > '0'::credits.credits)) AS unlike
+         ON unlike.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN unlike.project_id IS NULL
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
 
 
 -- ---------------------------------------------------------------------------------------------

@@ -13,15 +13,18 @@
  *      greatest(accrued_until, the account's deducted_until), to cur, split at the hours and
  *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
  *      product and hour (credits.usage_rollup, emptied of those rows by the run);
- *   3. take them from the balance oldest first (by hour, then transaction id; the hours new
- *      in this run get their ids in hour and resource order): each hour's charge is its units
- *      rounded half to even once; it pays its charge while the balance lasts, the one that
- *      empties it pays what is left, later ones pay nothing.  Each hour's amount is minus what
- *      it took from the balance and its uncollected the rest of its charge, so that a
- *      project's completed amounts add up to its balance;
+ *   3. take them from the project's credit lots oldest first (by hour, then transaction id;
+ *      the hours new in this run get their ids in hour and resource order): each hour's
+ *      charge is its units rounded half to even once; it is paid by the lots that may pay for
+ *      it (its kind, not expired when it began) in draw-down order (lots.c), and what they
+ *      cannot cover is uncollected.  Each hour's amount is minus what it took and its
+ *      uncollected the rest of its charge, so that a project's completed amounts add up to its
+ *      balance.  (Under 0.1.0's symbol the balance is one lot that pays for everything, and
+ *      amounts are whole charges, as 0.1.0 wrote them.);
  *   4. write them: new hours inserted completed (a page at a time, bulk_insert.c; no
  *      trigger fires on them: their accounts are the ones locked in step 1), booked
- *      hours completed in place (one UPDATE for all); then one UPDATE debits the accounts
+ *      hours completed in place (one UPDATE for all), the lots drawn on updated (one UPDATE:
+ *      remaining down, used up); then one UPDATE debits the accounts
  *      and widens their deducted hours, [deducted_from, deducted_until), to take in this
  *      run's (up to cur).  The zero-balance trigger fires on it and cuts off the projects
  *      whose balance reached zero, in this transaction.
@@ -275,20 +278,18 @@ RunQuery(const char *query, int nargs, Oid *types, Datum *values, const char *nu
 }
 
 /*
- * Runs a write (nulls-free parameters) that must touch exactly expected rows of what: the
- * rows the run read and holds.  If one changed meanwhile, everything is undone and the next run
- * starts over.
+ * Raises (and so undoes the run) unless the last UPDATE changed all expected rows: their
+ * writers lock the accounts this run holds, so none can change; if one did, the next run starts
+ * over.
  */
 static void
-RunCountedWrite(const char *query, int nargs, Oid *types, Datum *values, int rc, uint64 expected,
-				const char *what)
+RequireAllUpdated(int64 expected, const char *what)
 {
-	RunQuery(query, nargs, types, values, NULL, rc);
-	if (SPI_processed != expected)
+	if (SPI_processed != (uint64) expected)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " UINT64_FORMAT " of " UINT64_FORMAT " %s changed during the deduction run",
-						expected - Min(expected, SPI_processed), expected, what)));
+				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " %s changed during the deduction run",
+						expected - (int64) SPI_processed, expected, what)));
 }
 
 /* Looks up the attribute number of a column of credits.transactions. */
@@ -475,9 +476,10 @@ DeleteRolledUpHours(DeductionRun *run)
 		return;
 	args[0] = TimestampTzGetDatum(run->cur);
 	args[1] = makeArrayResult(run->debited_ids, run->call_cxt);
-	RunCountedWrite("DELETE FROM credits.usage_rollup u USING unnest($2::bigint[]) AS d(project_id)"
-					" WHERE u.project_id = d.project_id AND u.usage_hour < $1",
-					2, types, args, SPI_OK_DELETE, run->rolled_up_taken, "rolled-up API usage rows");
+	RunQuery("DELETE FROM credits.usage_rollup u USING unnest($2::bigint[]) AS d(project_id)"
+			 " WHERE u.project_id = d.project_id AND u.usage_hour < $1",
+			 2, types, args, NULL, SPI_OK_DELETE);
+	RequireAllUpdated(run->rolled_up_taken, "rolled-up API usage rows");
 }
 
 /* A deducted hour's amount, negated: what it took from the balance (0.1.0: its whole charge). */
@@ -562,7 +564,7 @@ CompleteBookedHours(DeductionRun *run)
 	args[5] = makeArrayResult(run->booked_amounts, run->call_cxt);
 	args[6] = makeArrayResult(run->booked_uncollected, run->call_cxt);
 	args[7] = TimestampTzGetDatum(run->at);
-	RunCountedWrite("UPDATE credits.transactions t"
+	RunQuery("UPDATE credits.transactions t"
 			 "   SET status = 'completed', completed_at = $8, accrued_units = b.units,"
 			 "       amount = b.amount, uncollected = b.uncollected"
 			 "  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
@@ -570,7 +572,8 @@ CompleteBookedHours(DeductionRun *run)
 			 " WHERE t.project_id = b.project_id AND t.usage_hour = b.usage_hour"
 			 "   AND t.resource_id = b.resource_id AND t.type = 'usage'"
 			 "   AND t.status = 'accumulating' AND t.accrued_units = b.booked_units",
-			 8, types, args, SPI_OK_UPDATE, run->booked_completions, "booked usage hours");
+			 8, types, args, NULL, SPI_OK_UPDATE);
+	RequireAllUpdated(run->booked_completions, "booked usage hours");
 }
 
 /*
@@ -674,13 +677,14 @@ UpdateLots(DeductionRun *run)
 		return;
 	args[0] = makeArrayResult(run->drawn_lot_ids, run->call_cxt);
 	args[1] = makeArrayResult(run->drawn, run->call_cxt);
-	RunCountedWrite("UPDATE credits.credit_lots l"
+	RunQuery("UPDATE credits.credit_lots l"
 			 "   SET remaining = l.remaining OPERATOR(credits.-) d.drawn, used = l.used OPERATOR(credits.+) d.drawn,"
 			 "       active = l.remaining OPERATOR(credits.>) d.drawn,"
 			 "       ended = CASE WHEN l.remaining OPERATOR(credits.=) d.drawn THEN 'used' END"
 			 "  FROM unnest($1, $2) AS d(transaction_id, drawn)"
 			 " WHERE l.transaction_id = d.transaction_id AND l.active",
-			 2, types, args, SPI_OK_UPDATE, run->drawn_lots, "credit lots");
+			 2, types, args, NULL, SPI_OK_UPDATE);
+	RequireAllUpdated(run->drawn_lots, "credit lots");
 }
 
 /* Takes hour h's charge from the lots that may pay for it, and queues it to be written. */

@@ -41,6 +41,41 @@ CREATE TABLE credits.spending_totals (
     month_spent   credits.credits NOT NULL DEFAULT '0'
 ) WITH (fillfactor = 50);
 
+-- The completed charges (collected and uncollected: the exact accrual) of the usage hours of
+-- each watched project among ids that begin in the current UTC day and month: spending_totals,
+-- plus the hours deducted since it was counted, probed hour by hour in the usage index.  (A
+-- set-returning SQL function, not strict: the planner inlines it.)
+CREATE FUNCTION credits._completed_spending(ids bigint[])
+    RETURNS TABLE (project_id bigint, day_start timestamptz, month_start timestamptz,
+                   completed_today credits.credits, completed_this_month credits.credits)
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+SELECT s.project_id, p.day_start, p.month_start,
+       CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
+           + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
+       CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
+           + coalesce(h.month_charges, '0'::credits.credits) AS completed_this_month
+  FROM credits.spending_totals s
+  JOIN credits.accounts sa ON sa.project_id = s.project_id
+  CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
+                     date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
+  -- (the hours not in spending_totals yet: those of the month, among which the day's)
+  CROSS JOIN LATERAL (
+      SELECT credits._usage_total(credits._accrued_amount(t.accrued_units))
+                 FILTER (WHERE t.usage_hour >= p.day_start
+                           AND (t.usage_hour >= s.counted_until
+                                OR s.day_start IS DISTINCT FROM p.day_start)) AS day_charges,
+             credits._usage_total(credits._accrued_amount(t.accrued_units)) AS month_charges
+        FROM generate_series(CASE WHEN s.month_start = p.month_start
+                                  THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
+                             sa.deducted_until - interval '1 hour', interval '1 hour') AS g(usage_hour)
+        -- (OFFSET 0: probed hour by hour, never joined to all the project's rows)
+        CROSS JOIN LATERAL (SELECT t.usage_hour, t.accrued_units FROM credits.transactions t
+                             WHERE t.usage_hour = g.usage_hour AND t.project_id = s.project_id
+                               AND t.type = 'usage' AND t.status = 'completed' OFFSET 0) AS t) AS h
+ WHERE s.project_id = ANY (ids);
+END;
+
 -- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
 -- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
 -- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
@@ -63,7 +98,9 @@ SELECT c.project_id, a.balance,
        -- (as balance_overview: the lots' rule when they are not all alike)
        CASE WHEN lk.alike THEN credits._available(a.balance, ip.accumulating)
             ELSE credits._lots_available(c.project_id) END AS available_balance,
-       coalesce(br.burn_rate, '0'::credits.credits) AS burn_rate,
+       -- (the two parts added as the burn-rate aggregate adds, clamped to the type's range)
+       credits._burn_rate_combine(coalesce(br.burn_rate, '0'::credits.credits),
+                                  coalesce(ip.api_last_hour, '0'::credits.credits)) AS burn_rate,
        cc.completed_today + coalesce(ip.today, '0'::credits.credits) AS spent_today,
        cc.completed_this_month + coalesce(ip.this_month, '0'::credits.credits) AS spent_this_month,
        cc.day_start, cc.month_start, a.deducted_until, cc.completed_today, cc.completed_this_month,
@@ -75,39 +112,34 @@ SELECT c.project_id, a.balance,
                           WHERE l.project_id = c.project_id AND l.active
                             AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                  OR l.held > '0'::credits.credits)) AS alike) AS lk
-  JOIN (SELECT s.project_id, p.day_start, p.month_start,
-               CASE WHEN s.day_start = p.day_start THEN s.day_spent ELSE '0'::credits.credits END
-                   + coalesce(h.day_charges, '0'::credits.credits) AS completed_today,
-               CASE WHEN s.month_start = p.month_start THEN s.month_spent ELSE '0'::credits.credits END
-                   + coalesce(h.month_charges, '0'::credits.credits) AS completed_this_month
-          FROM credits.spending_totals s
-          JOIN credits.accounts sa ON sa.project_id = s.project_id
-          CROSS JOIN (SELECT date_trunc('day', credits.now(), 'UTC') AS day_start,
-                             date_trunc('month', credits.now(), 'UTC') AS month_start) AS p
-          -- (the hours not in spending_totals yet: those of the month, among which the day's)
-          CROSS JOIN LATERAL (
-              SELECT credits._usage_total(credits._accrued_amount(t.accrued_units))
-                         FILTER (WHERE t.usage_hour >= p.day_start
-                                   AND (t.usage_hour >= s.counted_until
-                                        OR s.day_start IS DISTINCT FROM p.day_start)) AS day_charges,
-                     credits._usage_total(credits._accrued_amount(t.accrued_units)) AS month_charges
-                FROM generate_series(CASE WHEN s.month_start = p.month_start
-                                          THEN greatest(s.counted_until, p.month_start) ELSE p.month_start END,
-                                     sa.deducted_until - interval '1 hour', interval '1 hour') AS g(usage_hour)
-                -- (OFFSET 0: probed hour by hour, never joined to all the project's rows)
-                CROSS JOIN LATERAL (SELECT t.usage_hour, t.accrued_units FROM credits.transactions t
-                                     WHERE t.usage_hour = g.usage_hour AND t.project_id = s.project_id
-                                       AND t.type = 'usage' AND t.status = 'completed' OFFSET 0) AS t) AS h
-         WHERE s.project_id = ANY (ids)) AS cc ON cc.project_id = c.project_id
+  JOIN credits._completed_spending(ids) AS cc ON cc.project_id = c.project_id
   LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
                     -credits._usage_total(u.amount)
                         FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
                     -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month
+                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month,
+                    -- (the open part of the burn rate's API usage of the last ended hour, read in
+                    -- this pass rather than in a second one over the accrued usage)
+                    -credits._usage_total(u.amount)
+                        FILTER (WHERE u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+                                  AND NOT EXISTS (SELECT FROM credits.resources r
+                                                   WHERE r.project_id = u.project_id
+                                                     AND r.resource_id = u.resource_id)) AS api_last_hour
                FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
               GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  -- (the rest of credits._burn_rate_inputs: the rates, and the deducted API usage of the last
+  -- ended hour)
   LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
-               FROM credits._burn_rate_inputs b WHERE b.project_id = ANY (ids)
+               FROM (SELECT r.project_id, r.rate_per_hour AS amount
+                       FROM credits.resources r
+                      WHERE r.state IN ('running', 'available') AND r.project_id = ANY (ids)
+                     UNION ALL
+                     SELECT t.project_id, t.uncollected - t.amount
+                       FROM credits.transactions t
+                      WHERE t.type = 'usage' AND t.status = 'completed' AND t.project_id = ANY (ids)
+                        AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+                        AND NOT EXISTS (SELECT FROM credits.resources r
+                                         WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)) AS b
               GROUP BY b.project_id) AS br ON br.project_id = c.project_id
  WHERE c.project_id = ANY (ids);
 END;
@@ -138,11 +170,12 @@ CREATE FUNCTION credits._count_spending() RETURNS void
     LANGUAGE sql AS $$
     SELECT credits._recount_late_usage();
     WITH due AS (
-        SELECT p.project_id, p.deducted_until, p.day_start, p.month_start,
+        SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
-          FROM credits._spending_positions(credits._watched_projects()) p
+          FROM credits._completed_spending(credits._watched_projects()) p
           JOIN credits.spending_totals s ON s.project_id = p.project_id
-         WHERE p.deducted_until > s.counted_until
+          JOIN credits.accounts a ON a.project_id = p.project_id
+         WHERE a.deducted_until > s.counted_until
             OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
     locked AS (
         SELECT s.project_id FROM credits.spending_totals s

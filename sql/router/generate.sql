@@ -8,10 +8,12 @@
 --   * a function whose first argument is project_ids bigint[]: every array argument split by
 --     partition (SPLIT), the counts of the parts added up;
 --   * every public view with a project_id column: a function of the view's name taking
---     project_id and returning that project's rows; credits.fleet_overview() returns
+--     project_id and returning that project's rows (unless credits has a function of that
+--     name, routed as above); credits.fleet_overview() returns
 --     balance_overview from every partition;
---   * the enum and composite types of schema credits those signatures use (the money type
---     itself comes from the same source file as in credits).
+--   * the roles credits creates, with their memberships and comments, and the enum and
+--     composite types of schema credits those signatures use (the money type itself comes
+--     from the same source file as in credits).
 -- A signature it cannot route stops the build.
 \set ON_ERROR_STOP 1
 SET search_path = pg_catalog;
@@ -58,6 +60,8 @@ SELECT c.oid, c.relname,
   FROM pg_class c
  WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('v', 'm')
    AND c.relname !~ '^_'
+   -- (a function of the view's name, if credits has one, is routed as a function)
+   AND NOT EXISTS (SELECT FROM routed r WHERE r.proname = c.relname)
    AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'project_id'
                                            AND a.atttypid = 'int8'::regtype AND NOT a.attisdropped)
    AND EXISTS (SELECT FROM aclexplode(c.relacl) a JOIN pg_roles g ON g.oid = a.grantee
@@ -104,6 +108,20 @@ BEGIN
         RAISE EXCEPTION 'cannot route type credits.%: only enums and composite types are rebuilt on the router', t.typname;
     END LOOP;
 END $$;
+
+-- The roles, as on the shards: created when missing (they are cluster-wide), their
+-- memberships among themselves, their comments, and USAGE on the schema.
+SELECT format(E'DO $$BEGIN\n    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %L) THEN\n'
+              '        CREATE ROLE %I NOLOGIN;\n    END IF;\nEND $$;', r.rolname, r.rolname)
+       || coalesce(format(E'\nCOMMENT ON ROLE %I IS ', r.rolname)
+                   || quote_literal(shobj_description(g.oid, 'pg_authid')) || ';', '')
+  FROM roles r JOIN pg_roles g USING (rolname) ORDER BY r.rolname;
+SELECT format('GRANT %I TO %I;', g.rolname, m.rolname)
+  FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
+ WHERE g.rolname IN (SELECT rolname FROM roles) AND m.rolname IN (SELECT rolname FROM roles)
+ ORDER BY 1;
+SELECT format('GRANT USAGE ON SCHEMA credits TO %s;', string_agg(quote_ident(rolname), ', ' ORDER BY rolname))
+  FROM roles;
 
 -- Enums first, then composite types (a composite of composites is created after its parts).
 SELECT format('CREATE TYPE credits.%I AS ENUM (%s);', t.typname,

@@ -1,22 +1,9 @@
 -- ---------------------------------------------------------------------------------------------
--- credits_router: the routing helpers and roles.  The functions that follow this file in the
+-- credits_router: the routing helpers.  The roles and functions that follow this file in the
 -- script are generated from the catalogue of credits (sql/router/generate.sql).  The cluster
 -- is the SQL/MED server "credits" (FOREIGN DATA WRAPPER plproxy, options p0 .. pN-1, N a power
 -- of two) with a user mapping: it is configuration, not part of the extension.
 -- ---------------------------------------------------------------------------------------------
-
-DO $$
-DECLARE
-    r text;
-BEGIN
-    FOREACH r IN ARRAY ARRAY['credits_reader', 'credits_app', 'credits_worker'] LOOP
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-        END IF;
-    END LOOP;
-END $$;
-GRANT USAGE ON SCHEMA credits TO credits_reader, credits_app, credits_worker;
-GRANT credits_reader TO credits_app, credits_worker;
 
 -- The hash that names a project's partition (partition = hash & (N - 1)).  A null project
 -- goes to partition 0, whose shard refuses it with the same SQLSTATE as a single server.

@@ -15,6 +15,8 @@
 # design storing a usage row per resource-hour pays.
 #
 #   test/bench/deduction_bench.sh [PROJECTS] [HISTORY]
+#   LOTS=3 test/bench/deduction_bench.sh     # every project holds three credit lots (its deposit
+#                                            # and two grants, one expiring during the runs)
 #   USAGE_INDEX=project test/bench/deduction_bench.sh    # the usage index ordered by project
 #                                                      # first, as before 0.1.0's final schema,
 #                                                      # to compare
@@ -56,10 +58,27 @@ SELECT r.project_id, 'usage', 'completed', -r.rate_per_hour, h, 'Instance ' || r
        credits.resources r;
 UPDATE credits.accounts a SET balance = a.balance - (SELECT sum(r.rate_per_hour) FROM credits.resources r
                                                       WHERE r.project_id = a.project_id) * $history;
--- (the deposit's paid lot gave what the history took)
-UPDATE credits.credit_lots l SET remaining = a.balance, used = l.amount - a.balance
-  FROM credits.accounts a WHERE a.project_id = l.project_id;
+$(lots_follow_balances_sql)
 SQL
+if [ "${LOTS:-1}" = 3 ]; then
+  # Two grants beside each deposit: 30.00 at priority 10 that expires half an hour into the
+  # second run's hour (runs 1 and 2 draw on it, run 3 writes its expiry), and 40.00 for
+  # instances only at priority 20 that pays what the first leaves.
+  echo "every project holds three lots: its deposit and two grants, one expiring during the runs"
+  psql <<SQL
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
+SELECT p, 'grant', 'completed', g.amount, '2026-09-01 00:00+00', g.description, '2026-09-01 00:00+00'
+  FROM generate_series(1, $projects) AS p,
+       (VALUES ('30.00'::credits.credits, 'Trial'), ('40.00'::credits.credits, 'GPU credit')) AS g(amount, description);
+INSERT INTO credits.credit_lots (transaction_id, project_id, kind, amount, remaining, expires_at, priority, applies_to, created_at)
+SELECT t.transaction_id, t.project_id, 'promotional', t.amount, t.amount,
+       CASE t.description WHEN 'Trial' THEN '2026-09-01 00:30+00'::timestamptz + ($history + 1) * interval '1 hour' END,
+       CASE t.description WHEN 'Trial' THEN 10 ELSE 20 END,
+       CASE t.description WHEN 'Trial' THEN NULL ELSE ARRAY['instance'] END, t.completed_at
+  FROM credits.transactions t WHERE t.type = 'grant';
+UPDATE credits.accounts SET balance = balance + '70.00';
+SQL
+fi
 if [ "${USAGE_INDEX:-hour}" = project ]; then
   echo "the usage index ordered by project first"
   psql -c 'DROP INDEX credits.transactions_one_usage_per_hour' \
@@ -140,12 +159,18 @@ SELECT 'check: ' || format('usage rows %s (completed %s, distinct resource-hours
     (SELECT count(DISTINCT (project_id, resource_id, usage_hour)) FROM credits.transactions WHERE type = 'usage'),
     $projects::bigint * 10 * $hours,
     (SELECT sum(balance::numeric) FROM credits.accounts),
-    (SELECT $projects * 1000 - sum(rate_per_hour::numeric) * $hours FROM credits.resources),
+    (SELECT $projects * (1000 + CASE WHEN ${LOTS:-1} = 3 THEN 70 ELSE 0 END) - sum(rate_per_hour::numeric) * $hours
+            - CASE WHEN ${LOTS:-1} = 3 THEN (SELECT coalesce(sum(-amount::numeric), 0) FROM credits.transactions WHERE type = 'expiry') ELSE 0 END
+       FROM credits.resources),
     (SELECT sum(balance::numeric) FROM naive.accounts),
     (SELECT count(*) = 0 FROM credits.accounts a JOIN naive.accounts n USING (project_id)
-      WHERE a.balance <> n.balance - (SELECT sum(r.rate_per_hour) FROM credits.resources r WHERE r.project_id = a.project_id) * 2
+      WHERE a.balance + (SELECT coalesce(sum(-t.amount), '0') FROM credits.transactions t
+                          WHERE t.type = 'expiry' AND t.project_id = a.project_id) <> n.balance - (SELECT sum(r.rate_per_hour) FROM credits.resources r WHERE r.project_id = a.project_id) * 2
         AND n.project_id IN (SELECT project_id FROM naive.usage)),
-    (SELECT CASE WHEN count(*) = 0 THEN 'clean' ELSE count(*) || ' problems' END FROM credits.verify(42)));
+    (SELECT CASE WHEN count(*) = 0 THEN 'clean' ELSE count(*) || ' problems' END FROM credits.verify(42)))
+    || format('; lots: %s active, %s expired, %s expiry transactions',
+              (SELECT count(*) FROM credits.credit_lots WHERE active), (SELECT count(*) FROM credits.credit_lots WHERE ended = 'expired'),
+              (SELECT count(*) FROM credits.transactions WHERE type = 'expiry'));
 SQL
 
 rate() { echo "$projects * 10 / $1" | bc -l; }

@@ -50,6 +50,7 @@ VALUES (1, 'usage', 'completed', '-0.01', '2026-09-01 00:00+00'::timestamptz - i
 UPDATE credits.accounts SET balance = balance - '0.01'::credits.credits,
                             deducted_from = '2026-09-01 00:00+00'::timestamptz - interval '$years years'
  WHERE project_id = 1;
+$(lots_follow_balances_sql)
 -- the baseline: the usage rows again, indexed by project first
 CREATE TABLE usage_by_project AS SELECT * FROM credits.transactions WHERE type = 'usage';
 CREATE UNIQUE INDEX ON usage_by_project (project_id, usage_hour, resource_id);

@@ -74,6 +74,7 @@ SELECT p, 'usage', 'completed', '-0.50', h, 'Instance gpu-1', 'gpu-1', h, 180000
   FROM generate_series(1, $projects) AS p,
        generate_series(timestamptz '2026-10-01 00:00+00', '2026-10-01 23:00+00', interval '1 hour') AS h;
 UPDATE credits.accounts SET balance = '488.00' WHERE project_id <= $projects;
+$(lots_follow_balances_sql)
 INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, accrued_until, created_at)
 SELECT p, 'vol-1', 'volume', 'available', '0.05', '2026-10-02 00:00+00', '2026-10-02 00:00+00', '2026-10-02 00:00+00'
   FROM generate_series(2, $projects, 2) AS p;

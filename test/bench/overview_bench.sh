@@ -39,6 +39,7 @@ SELECT r.project_id, 'usage', 'completed', -r.rate_per_hour, h, credits._describ
   FROM credits.resources r,
        generate_series(timestamptz '2026-10-01 08:00+00', '2026-10-01 10:00+00', interval '1 hour') AS h;
 UPDATE credits.accounts SET balance = '488.99';
+$(lots_follow_balances_sql)
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, resource_id, usage_hour, accrued_units)
 SELECT p, 'usage', 'accumulating', -credits._accrued_amount(u.units), '2026-10-01 11:00+00', 'Instance gpu-1', 'gpu-1',
        '2026-10-01 11:00+00', u.units

@@ -10,10 +10,14 @@
 #                              error (the benchmarks' way to talk to it)
 #   funded_accounts_sql N BALANCE AT [DEDUCTED_UNTIL [DEDUCTED_FROM]]
 #                              SQL loading accounts 1..N opened at AT, each funded by one
-#                              completed deposit of BALANCE (its paid lot with it); DEDUCTED_UNTIL (an SQL
+#                              completed deposit of BALANCE; DEDUCTED_UNTIL (an SQL
 #                              expression, default '-infinity') is their billing clock, and
 #                              DEDUCTED_FROM (default null) where their deducted hours begin:
-#                              usage rows loaded completed must lie in between
+#                              usage rows loaded completed must lie in between; each deposit
+#                              is the account's paid credit lot
+#   lots_follow_balances_sql    SQL giving each account's paid lot (funded_accounts_sql's) the
+#                              account's balance as what remains of it, after a load that
+#                              debited the balances directly
 #
 #   tmp_server_copy SRC...     copy files or directories into TMP_SERVER_DIR, readable by
 #                              the server's owner (the tree itself may not be: /root is 0700)
@@ -40,12 +44,20 @@ funded_accounts_sql() {
   cat <<SQL
 INSERT INTO credits.accounts (project_id, balance, opened_at, deducted_until, deducted_from)
 SELECT p, '$2', '$3', ${4:-"'-infinity'"}, ${5:-NULL} FROM generate_series(1, $1) AS p;
-WITH deposits AS (
-    INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
-    SELECT p, 'deposit', 'completed', '$2', '$3', 'Deposit', '$3' FROM generate_series(1, $1) AS p
-    RETURNING transaction_id, project_id)
+INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
+SELECT p, 'deposit', 'completed', '$2', '$3', 'Deposit', '$3' FROM generate_series(1, $1) AS p;
 INSERT INTO credits.credit_lots (transaction_id, project_id, kind, amount, remaining, created_at)
-SELECT d.transaction_id, d.project_id, 'paid', '$2', '$2', '$3' FROM deposits d;
+SELECT t.transaction_id, t.project_id, 'paid', t.amount, t.amount, t.completed_at
+  FROM credits.transactions t WHERE t.type = 'deposit' AND t.project_id <= $1;
+SQL
+}
+
+lots_follow_balances_sql() {
+  cat <<'SQL'
+UPDATE credits.credit_lots l
+   SET remaining = a.balance, used = l.amount - a.balance, active = a.balance > '0'::credits.credits,
+       ended = CASE WHEN a.balance = '0'::credits.credits THEN 'used' END
+  FROM credits.accounts a WHERE a.project_id = l.project_id AND l.kind = 'paid';
 SQL
 }
 

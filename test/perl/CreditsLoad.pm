@@ -12,8 +12,10 @@
 # Clients pick operations at random: deposits (add_credits with a key), a payment worker
 # (claim_events, complete_deposit or fail_deposit, ack_event), API usage (record_usage and
 # record_usage_batch, every call with an idempotency key, and retries of acknowledged keys),
-# instances (start, stop, rate change), volumes (attach, delete), payment methods, both
-# periodic runs and reads of the views.  Each client appends to its own log, flushed per line:
+# instances (start, stop, rate change), volumes (attach, delete), payment methods, grants
+# (some expiring, some for some kinds only), refunds of completed deposits (settled by the
+# worker: refund_requested, complete_refund or fail_refund), both periodic runs and reads of
+# the views.  Each client appends to its own log, flushed per line:
 #     try <op> <key> ...      before a call that writes
 #     ack <op> <key> ...      after its COMMIT returned
 #     err <op> <sqlstate> <message>
@@ -205,7 +207,8 @@ sub client
 	my @ops = (
 		[ deposit  => 3 ],  [ worker   => 8 ],  [ usage    => 30 ], [ batch    => 5 ],
 		[ retry    => 3 ],  [ instance => 14 ], [ volume   => 6 ],  [ method   => 1 ],
-		[ checks   => 4 ],  [ hourly   => 2 ],  [ read     => 6 ]);
+		[ checks   => 4 ],  [ hourly   => 2 ],  [ read     => 6 ],  [ grant    => 2 ],
+		[ refund   => 2 ]);
 	my $total = 0;
 	$total += $_->[1] for @ops;
 
@@ -227,6 +230,31 @@ sub client
 		elsif ($op eq 'worker')
 		{
 			worker(\%st, $tag);
+		}
+		elsif ($op eq 'grant')
+		{
+			# promotional credit: some expire within the next hours, some pay only for some kinds
+			my $amount = sprintf('%.2f', 1 + rand(30));
+			my $expires = rand() < 0.5 ? undef : sprintf('%d minutes', 10 + int(rand(240)));
+			my $kinds = (undef, undef, '{instance}', '{api}', '{volume,api}')[ int(rand(5)) ];
+			my $priority = int(rand(101));
+			say($log, 'try', 'grant', $key, $p, $amount);
+			my ($id) = txn(\%st, 'grant',
+				'SELECT credits.grant_credits(?, ?, credits.now() + ?::interval, ?, ?, ?, ?)',
+				$p, $amount, $expires, $priority, $kinds, 'Load grant', $key);
+			say($log, 'ack', 'grant', $key, $p, $amount, $id) if defined $id;
+		}
+		elsif ($op eq 'refund')
+		{
+			# a part of a completed deposit (refused with 55000 when less of it is unused)
+			my $amount = sprintf('%.2f', 0.5 + rand(10));
+			say($log, 'try', 'refund', $key, $p, $amount);
+			my ($id) = txn(\%st, 'refund',
+				'SELECT credits.refund_deposit(t.project_id, t.transaction_id, ?, NULL, ?)
+				   FROM credits.transactions t
+				  WHERE t.project_id = ? AND t.type IN (\'deposit\', \'auto_recharge\') AND t.status = \'completed\'
+				  ORDER BY t.transaction_id DESC LIMIT 1', $amount, $key, $p);
+			say($log, 'ack', 'refund', $key, $p, $amount, $id) if defined $id;
 		}
 		elsif ($op eq 'usage')
 		{
@@ -330,7 +358,8 @@ sub client
 }
 
 # The payment worker: claims a few events and settles the charges they ask for (85 %
-# completed, with an invoice, 15 % declined), then acknowledges them.  An event whose lease
+# completed, with an invoice, 15 % declined) and the refunds (80 % completed, 20 % failed),
+# then acknowledges them.  An event whose lease
 # ran out (the lease is in billing time, which runs fast here) may be claimed by two workers:
 # the second one gets 55000 and acknowledges it, as README's worker loop says.
 sub worker
@@ -343,7 +372,18 @@ sub worker
 	for my $e (@$events)
 	{
 		my ($event_id, $p, $kind, $tx, $amount) = @$e;
-		if ($kind eq 'charge_requested')
+		if ($kind eq 'refund_requested')
+		{
+			# the provider refunds 80 %; the rest are declined and the hold released
+			my $done = rand() < 0.8 ? 'refund_complete' : 'refund_fail';
+			say($log, 'try', $done, $tx, $p, $amount);
+			say($log, 'ack', $done, $tx, $p, $amount)
+			  if $done eq 'refund_complete'
+			  ? txn_ok($st, $done, 'SELECT credits.complete_refund(?, ?)', $p, $tx)
+			  : txn_ok($st, $done, 'SELECT credits.fail_refund(?, ?, ?)', $p, $tx, 'provider_declined');
+			return if $st->{gone};
+		}
+		elsif ($kind eq 'charge_requested')
 		{
 			if (rand() < 0.85)
 			{

@@ -6,7 +6,9 @@
 #   (credits.event_lease = 2s here) and the retry completes it without charging twice; two
 #   workers on 200 deposits complete each exactly once; a worker killed with SIGKILL mid-run
 #   loses nothing and a second one finishes without charging or completing anything twice;
-#   auto-recharge end to end, approved and declined.  verify() is clean at the end.
+#   auto-recharge end to end, approved and declined; refunds end to end, approved (completed,
+#   the lot and balance down) and declined (failed, the hold released).  verify() is clean at
+#   the end.
 use strict;
 use warnings;
 
@@ -316,6 +318,35 @@ is(sql("SELECT count(*) FROM credits.transactions WHERE type <> 'usage'"), $depo
 	'they request no charge');
 ok(!grep({ /^credits-[78]-/ } keys %{ FakeProvider->new(store => $store)->charges }),
 	'nothing charged for projects 7 and 8 (their deposits were completed before)');
+
+# ---------------------------------------------------------------------------------------------
+# Refunds: project 400's refund (10.00) is approved, project 401's (10.13, declined by the
+# provider's rules) fails and its hold is released.
+open_projects(400, 401);
+my @dep = map { sql("SELECT credits.add_credits($_, '30.00')") } (400, 401);
+worker_once('--provider-store', $store);
+my $refund_ok   = sql("SELECT credits.refund_deposit(400, $dep[0], '10.00', 'customer request')");
+my $refund_nope = sql("SELECT credits.refund_deposit(401, $dep[1], '10.13')");
+is(sql("SELECT string_agg(project_id || ' ' || available_balance, ', ' ORDER BY project_id) FROM credits.balance_overview
+         WHERE project_id BETWEEN 400 AND 401"), '400 20.00, 401 19.87', 'refunds: held while pending');
+$out = worker_once('--provider-store', $store);
+like($out, qr/refund 10.00 of project 400, tx $refund_ok on pm_400 \(deposit $dep[0]\): refunded, completed/,
+	'refunds: approved one logged');
+like($out, qr/refund 10.13 of project 401, tx $refund_nope on pm_401 \(deposit $dep[1]\): declined \(card_declined\), failed/,
+	'refunds: declined one logged');
+is(sql("SELECT string_agg(project_id || ' ' || status || ' ' || amount || ' ' || coalesce(failure_reason, '-'), ', '
+                          ORDER BY project_id)
+          FROM credits.transactions WHERE project_id BETWEEN 400 AND 401 AND type = 'refund'"),
+	'400 completed -10.00 -, 401 failed -10.13 card_declined', 'refunds: completed and failed');
+is(sql("SELECT string_agg(project_id || ' ' || current_balance || ' ' || available_balance, ', ' ORDER BY project_id)
+          FROM credits.balance_overview WHERE project_id BETWEEN 400 AND 401"),
+	'400 20.00 20.00, 401 30.00 30.00', 'refunds: the balance down by the completed one, the failed one released');
+is(sql("SELECT string_agg(project_id || ' ' || remaining || ' ' || state, ', ' ORDER BY project_id)
+          FROM credits.lots WHERE project_id BETWEEN 400 AND 401"),
+	'400 20.00 active, 401 30.00 active', 'refunds: the lots');
+ok(exists FakeProvider->new(store => $store)->charges->{"credits-refund-400-$refund_ok"}, 'refunds: refunded at the provider once');
+$out = worker_once('--provider-store', $store);
+is(unacked(400, 401), '0', 'refunds: events acked');
 
 # ---------------------------------------------------------------------------------------------
 is(sql("SELECT count(*) FROM credits.events WHERE acked_at IS NULL"), '0', 'no event left unacknowledged');

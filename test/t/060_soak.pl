@@ -9,7 +9,9 @@
 #     and serialization failures (40001) are counted, reported, and fail the test, with the
 #     server log's report of each deadlock;
 #   * verify() finds nothing;
-#   * money is conserved: the completed deposits minus the collected usage are the balances;
+#   * money is conserved: the completed deposits and grants minus the collected usage, the
+#     expiries and the completed refunds are the balances, and the lots' remaining amounts;
+#   * every grant acknowledged is there, and every refund the workers completed or failed is so;
 #   * every deposit a worker saw completed is completed, and no other is;
 #   * every acknowledged API usage is counted once: the usage keys, the API usage
 #     transactions and what the clients were told agree to the micro-credit;
@@ -71,7 +73,8 @@ sub query { return $node->safe_psql('postgres', $at . $_[0]) =~ s/^[^\n]*\n//r; 
 is(query('SELECT count(*) FROM credits.verify()'), '0', 'verify() finds nothing')
   or diag(query('SELECT * FROM credits.verify()'));
 
-# Money: deposits in, usage out, balances.
+# Money: deposits and grants in; usage, expiries and refunds out; balances.  (Every
+# non-usage completed amount is signed: grants positive, expiries and refunds negative.)
 my ($deposits, $collected, $uncollected, $balances) = split /\|/, query(q{
 	SELECT (SELECT sum(amount) FROM credits.transactions WHERE type <> 'usage' AND status = 'completed'),
 	       (SELECT -sum(amount) FROM credits.transactions WHERE type = 'usage' AND status = 'completed'),
@@ -79,7 +82,26 @@ my ($deposits, $collected, $uncollected, $balances) = split /\|/, query(q{
 	       (SELECT sum(balance) FROM credits.accounts)});
 diag("completed deposits $deposits, usage collected $collected (uncollected $uncollected), balances $balances");
 is(query("SELECT '$deposits'::numeric - '$collected'::numeric = '$balances'::numeric"), 't',
-	'completed deposits - collected usage = balances');
+	'completed deposits + grants - expiries - refunds - collected usage = balances');
+is(query(q{SELECT sum(remaining) = (SELECT sum(balance) FROM credits.accounts) FROM credits.credit_lots}), 't',
+	'the lots\' remaining amounts add up to the balances');
+diag('lots: ' . join(', ', split /\n/, query(q{SELECT kind || ' ' || state || ' ' || count(*) FROM credits.lots GROUP BY kind, state ORDER BY 1})));
+diag('grants, expiries, refunds: ' . join(', ', split /\n/, query(q{SELECT type || ' ' || status || ' ' || count(*)
+	FROM credits.transactions WHERE type::text IN ('grant', 'expiry', 'refund') GROUP BY type, status ORDER BY 1})));
+
+# Grants and refunds: what the clients and workers were told is what the ledger holds.
+is_deeply({ map { split /\|/ } split /\n/, query(q{SELECT idempotency_key, transaction_id FROM credits.transactions
+                                                  WHERE type::text = 'grant'}) },
+	{ map { $_ => $logs->{acked}{grant}{$_}[3] } keys %{ $logs->{acked}{grant} } },
+	'every acknowledged grant is there under its key, and nothing else');
+is_deeply({ map { split /\|/ } split /\n/, query(q{SELECT idempotency_key, transaction_id FROM credits.transactions
+                                                  WHERE type::text = 'refund'}) },
+	{ map { $_ => $logs->{acked}{refund}{$_}[3] } keys %{ $logs->{acked}{refund} } },
+	'every acknowledged refund request is there under its key, and nothing else');
+is_deeply([ sort split /\n/, query(q{SELECT transaction_id FROM credits.transactions WHERE type::text = 'refund' AND status = 'completed'}) ],
+	[ sort keys %{ $logs->{acked}{refund_complete} // {} } ], 'the refunds the workers completed, and only those, are completed');
+is_deeply([ sort split /\n/, query(q{SELECT transaction_id FROM credits.transactions WHERE type::text = 'refund' AND status = 'failed'}) ],
+	[ sort keys %{ $logs->{acked}{refund_fail} // {} } ], 'the refunds the workers failed are failed');
 
 # The history adds up: for every project, the amounts of its completed rows in
 # transaction_history are its balance (a usage hour's amount is what it took from the balance).
@@ -90,12 +112,14 @@ is(query($CreditsLoad::HISTORY_MISMATCHES), '0', 'every project\'s completed his
 my %completed_by_clients = map { $_ => $logs->{acked}{complete}{$_}[2] } keys %{ $logs->{acked}{complete} };
 my %completed_in_db = map { split /\|/ } split /\n/,
   query(q{SELECT transaction_id, amount FROM credits.transactions
-           WHERE type <> 'usage' AND status = 'completed' AND coalesce(idempotency_key, '') NOT LIKE 'setup-%'});
+           WHERE type IN ('deposit', 'auto_recharge') AND status = 'completed' AND coalesce(idempotency_key, '') NOT LIKE 'setup-%'});
 is_deeply(\%completed_in_db, \%completed_by_clients, 'the deposits the workers completed, and only those, are completed');
-my %failed_in_db = map { $_ => 1 } split /\n/, query(q{SELECT transaction_id FROM credits.transactions WHERE status = 'failed'});
+my %failed_in_db = map { $_ => 1 } split /\n/, query(q{SELECT transaction_id FROM credits.transactions
+                                                     WHERE status = 'failed' AND type IN ('deposit', 'auto_recharge')});
 is_deeply(\%failed_in_db, { map { $_ => 1 } keys %{ $logs->{acked}{fail} } }, 'the deposits the workers failed are failed');
 my %added_in_db = map { split /\|/ } split /\n/,
-  query(q{SELECT idempotency_key, transaction_id FROM credits.transactions WHERE idempotency_key NOT LIKE 'setup-%'});
+  query(q{SELECT idempotency_key, transaction_id FROM credits.transactions
+           WHERE idempotency_key NOT LIKE 'setup-%' AND type = 'deposit'});
 is_deeply(\%added_in_db, { map { $_ => $logs->{acked}{add}{$_}[3] } keys %{ $logs->{acked}{add} } },
 	'every acknowledged add_credits is there under its key, and nothing else');
 

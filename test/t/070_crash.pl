@@ -8,10 +8,12 @@
 #
 #   * every acknowledged call is there, exactly once: add_credits under its key with its id,
 #     complete_deposit / fail_deposit in their final status, record_usage under its key with
-#     its amount;
+#     its amount, grant_credits and refund_deposit under their keys, complete_refund /
+#     fail_refund in their final status;
 #   * every in-doubt call, retried, is there exactly once;
 #   * API usage is charged once: the usage keys and the API usage transactions agree;
-#   * verify() finds nothing, money is conserved, one usage transaction per (resource, hour),
+#   * verify() finds nothing, money is conserved (and the lots add up to the balances), one
+#     usage transaction per (resource, hour),
 #     every ended hour (including those of the outages) is deducted.
 #
 #   CREDITS_CRASH_ROUNDS=N   crashes (default 3)
@@ -85,6 +87,21 @@ while (my ($id, $f) = each %{ $logs->{acked}{fail} })
 {
 	push @missing, "fail_deposit $id" unless $tx{$id} && $tx{$id}[0] eq 'failed';
 }
+for my $op (qw(grant refund))
+{
+	while (my ($key, $f) = each %{ $logs->{acked}{$op} // {} })
+	{
+		push @missing, "$op $key" unless $tx_by_key{$key} && $tx_by_key{$key}[0] eq $f->[3];
+	}
+}
+while (my ($id, $f) = each %{ $logs->{acked}{refund_complete} // {} })
+{
+	push @missing, "complete_refund $id" unless $tx{$id} && $tx{$id}[0] eq 'completed';
+}
+while (my ($id, $f) = each %{ $logs->{acked}{refund_fail} // {} })
+{
+	push @missing, "fail_refund $id" unless $tx{$id} && $tx{$id}[0] eq 'failed';
+}
 while (my ($key, $f) = each %{ $logs->{acked}{usage} })
 {
 	my $k = $usage_keys{$key};
@@ -113,14 +130,21 @@ while (my ($key, $f) = each %{ $logs->{doubt}{batch} // {} })
 	my $res = join(',', map { 'api:batch' } @p);
 	$sql .= "SELECT credits.record_usage_batch('$f->[1]', '{$res}', '$f->[2]', '{$keys}');\n";
 }
-for my $op (qw(complete fail))
+for my $op (qw(complete fail refund_complete refund_fail))
 {
+	my $fn = $op =~ /^refund_(\w+)/ ? "${1}_refund" : "${op}_deposit";
 	while (my ($id, $f) = each %{ $logs->{doubt}{$op} // {} })
 	{
-		# the worker sees the deposit still pending (its call was lost) or already settled
-		$sql .= "SELECT credits.${op}_deposit($f->[1], $id) FROM credits.transactions
+		# the worker sees the deposit or refund still pending (its call was lost) or already settled
+		$sql .= "SELECT credits.$fn($f->[1], $id) FROM credits.transactions
 		          WHERE transaction_id = $id AND status = 'pending';\n";
 	}
+}
+while (my ($key, $f) = each %{ $logs->{doubt}{grant} // {} })
+{
+	# (its arguments are not logged: retried only when it did not commit)
+	$sql .= "SELECT credits.grant_credits($f->[1], '$f->[2]', description => 'Load grant', idempotency_key => '$key')
+	          WHERE NOT EXISTS (SELECT FROM credits.transactions WHERE idempotency_key = '$key');\n";
 }
 my ($rc, $out, $err) = $node->psql('postgres', $at . $sql, on_error_stop => 0);
 is($err, '', 'the in-doubt calls, retried with their keys, are taken') or diag($err);
@@ -153,7 +177,9 @@ my ($deposits, $collected, $balances) = split /\|/, query(q{
 	       (SELECT sum(balance) FROM credits.accounts)});
 diag("completed deposits $deposits, usage collected $collected, balances $balances");
 is(query("SELECT '$deposits'::numeric - '$collected'::numeric = '$balances'::numeric"), 't',
-	'completed deposits - collected usage = balances');
+	'completed deposits + grants - expiries - refunds - collected usage = balances');
+is(query(q{SELECT sum(remaining) = (SELECT sum(balance) FROM credits.accounts) FROM credits.credit_lots}), 't',
+	'the lots\' remaining amounts add up to the balances');
 
 # The history adds up: for every project, the amounts of its completed rows in
 # transaction_history are its balance (a usage hour's amount is what it took from the balance).

@@ -13,6 +13,10 @@ package FakeProvider;
 #   $r->{invoice_url}  approved: https://invoices.example/inv_<reference>
 #   $r->{reason}       declined: why ('card_declined', ...)
 #   $r->{replayed}     true when the key was charged before and this is that first result
+#   my $r = $p->refund(key => 'credits-refund-6010-456', amount => '10.00',
+#                      provider_ref => 'pm_card_6010', reference => 456);
+#   the same answer: a refund is recorded, replayed and decided (mode, rules) as a charge is;
+#   an approved one has a refund_id
 #
 # Idempotency: the provider keeps one record per idempotency key in the store directory,
 # created atomically (write a temporary file, then link(2) it to the key's name, which fails
@@ -178,7 +182,17 @@ sub charge
 	return { %$rec, replayed => $replayed };
 }
 
-# The recorded charges: { key => record }, for tests.
+# Refunds amount to provider_ref once per key: recorded like a charge (kind=refund), so the
+# same idempotency, modes and rules apply; see the top of this file.
+sub refund
+{
+	my ($self, %req) = @_;
+	my $r = $self->charge(%req);
+	$r->{refund_id} = $r->{charge_id} =~ s/^ch_/re_/r if $r->{status} eq 'approved';
+	return $r;
+}
+
+# The recorded charges (and refunds): { key => record }, for tests.
 sub charges
 {
 	my ($self) = @_;

@@ -13,6 +13,12 @@
 #                      the event unacknowledged: it is handed out again after the lease
 #                      (setting credits.event_lease, default 300 s) and charged again with the
 #                      same idempotency key, which the provider answers without charging twice;
+#   refund_requested   skips (acks) a refund that is no longer pending; else refunds it through
+#                      the provider (idempotency key "credits-refund-<project>-<tx>") and calls
+#                      credits.complete_refund(project, tx) when approved or
+#                      credits.fail_refund(project, tx, reason) when declined, acking the event
+#                      in the same transaction; a provider timeout leaves it for re-delivery,
+#                      as for charges;
 #   any other kind     is logged and acked, and charges nothing (instance_terminated,
 #                      volume_inaccessible, volume_available, balance_depleted, budget_reached,
 #                      instance_stopped, balance_low, runway_low, balance_recovered,
@@ -48,7 +54,8 @@
 #
 # Database rights: connect as a login role that is a member of credits_worker, for example
 #   CREATE ROLE payment_worker LOGIN IN ROLE credits_worker;
-# It needs only claim_events, ack_event, complete_deposit, fail_deposit and the view
+# It needs only claim_events, ack_event, complete_deposit, fail_deposit, complete_refund,
+# fail_refund and the view
 # transaction_history (credits_worker has them, the view through credits_reader).  It never
 # sets credits.event_lease (superuser-only).  A batch that takes longer than the lease may be
 # handed to another worker meanwhile: harmless (checked, same key, 55000), only wasted work.
@@ -116,7 +123,7 @@ my $provider = $opt{provider}->new(
 	(defined $opt{'provider-delay-ms'} ? (delay_ms => $opt{'provider-delay-ms'}) : ()));
 
 my $json = JSON::PP->new;
-my %count = map { $_ => 0 } qw(completed failed done_before timeout other errors);
+my %count = map { $_ => 0 } qw(completed failed done_before timeout other errors refunded refund_failed);
 
 # Connects, LISTENs, and returns the handle (undef when unreachable).
 sub db_connect
@@ -170,6 +177,7 @@ sub handle
 	my ($e) = @_;
 	my $payload = $json->decode($e->{payload});
 	my $again = $e->{claims} > 1 ? " (delivery $e->{claims})" : '';
+	return handle_refund($e, $payload, $again) if $e->{kind} eq 'refund_requested';
 	if ($e->{kind} ne 'charge_requested')
 	{
 		$dbh->do('SELECT credits.ack_event(?)', undef, $e->{event_id});
@@ -214,6 +222,47 @@ sub handle
 		my $res = settle_and_ack($e, 'SELECT credits.fail_deposit(?, ?, ?)', $project, $tx, $r->{reason});
 		$count{ $res eq 'ok' ? 'failed' : 'done_before' }++;
 		say_log('%s: declined (%s), %s', $what, $r->{reason}, $res eq 'ok' ? 'failed' : 'no longer pending, acked')
+		  unless $opt{quiet};
+	}
+	else
+	{
+		$count{timeout}++;
+		say_log('%s: provider timed out; left for re-delivery after the lease', $what) unless $opt{quiet};
+	}
+}
+
+# Handles one claimed refund_requested event: refunds through the provider once per key, then
+# completes or fails the refund (and acks) in one transaction.
+sub handle_refund
+{
+	my ($e, $payload, $again) = @_;
+	my ($project, $tx) = ($e->{project_id}, $e->{transaction_id});
+	my ($status) = $dbh->selectrow_array(
+		'SELECT status FROM credits.transaction_history WHERE project_id = ? AND transaction_id = ?',
+		undef, $project, $tx);
+	if (($status // '') ne 'pending')
+	{
+		$dbh->do('SELECT credits.ack_event(?)', undef, $e->{event_id});
+		$count{done_before}++;
+		say_log('event %d: refund tx %d of project %d is %s: acked, not refunded%s', $e->{event_id}, $tx,
+			$project, $status // 'unknown', $again)
+		  unless $opt{quiet};
+		return;
+	}
+	my $r = $provider->refund(key => "credits-refund-$project-$tx", amount => $payload->{amount},
+		provider_ref => $payload->{provider_ref}, reference => $tx);
+	my $what = sprintf('event %d: refund %s of project %d, tx %d on %s (deposit %s)%s', $e->{event_id},
+		$payload->{amount}, $project, $tx, $payload->{provider_ref} // '?',
+		$payload->{deposit_transaction_id} // '?', $again);
+	if ($r->{status} eq 'approved' || $r->{status} eq 'declined')
+	{
+		my $ok = $r->{status} eq 'approved';
+		my $res = $ok
+		  ? settle_and_ack($e, 'SELECT credits.complete_refund(?, ?)', $project, $tx)
+		  : settle_and_ack($e, 'SELECT credits.fail_refund(?, ?, ?)', $project, $tx, $r->{reason});
+		$count{ $res ne 'ok' ? 'done_before' : $ok ? 'refunded' : 'refund_failed' }++;
+		say_log('%s: %s', $what, $res ne 'ok' ? 'no longer pending, acked'
+			  : $ok ? 'refunded, completed' : "declined ($r->{reason}), failed")
 		  unless $opt{quiet};
 	}
 	else
@@ -276,8 +325,8 @@ while (!$stop)
 	eval { 1 while $dbh->pg_notifies };
 }
 
-say_log('exiting: %d events handled: %d completed, %d failed, %d done before, %d provider timeouts, '
-	  . '%d other events acked, %d errors',
-	$handled, @count{qw(completed failed done_before timeout other errors)});
+say_log('exiting: %d events handled: %d completed, %d failed, %d refunded, %d refunds failed, %d done before, '
+	  . '%d provider timeouts, %d other events acked, %d errors',
+	$handled, @count{qw(completed failed refunded refund_failed done_before timeout other errors)});
 $dbh->disconnect;
 exit 0;
