@@ -4588,14 +4588,33 @@ SELECT a.project_id,
                   ELSE credits._lots_available(a.project_id)
              END AS available_balance,
              coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
-
+-- The zero-balance trigger lifts a depleted project only when something that may pay for its
+-- instances or volumes is left (credits._lift_threshold; the library's credits_zero_balance_lots).
+-- ---------------------------------------------------------------------------------------------
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (src/zero_balance.c) lifts a depleted project whose new balance is above it; a new lot is
+-- written before the balance it raises.
+CREATE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+REVOKE ALL ON FUNCTION credits._lift_threshold(bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION credits._zero_balance_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;
 
 -- ---------------------------------------------------------------------------------------------
 -- deduct: one home for each rule of the deduction's side.  "Usage has used up the balance" is
 -- credits._used_up, on credits._available, in the balance check and in the zero-balance
--- triggers' WHEN clause; verify() asks credits._api_usage_hour whether a rolled-up hour is
--- already deducted.  The zero-balance triggers are plpgsql: the C trigger only called SQL back
--- through SPI (its symbol stays in the library for databases still at 0.1.0).
+-- triggers' WHEN clause and function; verify() asks credits._api_usage_hour whether a
+-- rolled-up hour is already deducted.  The zero-balance triggers are plpgsql: the C trigger
+-- only called SQL back through SPI (its symbols stay in the library for the scripts that name
+-- them).
 -- ---------------------------------------------------------------------------------------------
 
 -- The checks of credits.verify() for the project scope_id, or for all when it is null.  An
@@ -4760,6 +4779,20 @@ CREATE OR REPLACE FUNCTION credits._used_up(balance credits.credits, accrued cre
     RETURN credits._available(balance, accrued) = '0'::credits.credits;
 
 
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (sql/install/44_zero_balance.sql) lifts a depleted project whose new balance is above it; a
+-- new lot is written before the balance it raises.
+CREATE OR REPLACE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+
 DROP TRIGGER zero_balance_decide ON credits.accounts;
 DROP TRIGGER zero_balance_enforce ON credits.accounts;
 DROP FUNCTION credits._zero_balance_trigger();
@@ -4767,16 +4800,18 @@ DROP FUNCTION credits._zero_balance_trigger();
 
 -- BEFORE UPDATE of an account, called only when its WHEN clause finds a balance that reached
 -- zero from above (used up with nothing accrued; an account never funded has not reached
--- zero) or a deposit into a depleted account: sets depleted as the balance demands.  A
--- balance that reached zero is depleted; a depleted account stays so until the balance is no
--- longer used up by the usage accrued and not yet deducted.
+-- zero) or a deposit or grant into a depleted account: sets depleted as the balance demands.
+-- A balance that reached zero is depleted; a depleted account stays so until something that
+-- may pay for instances or volumes is left of its lots after the usage accrued and not yet
+-- deducted: until the balance is no longer used up by credits._lift_threshold (without grants
+-- or refunds, the accrued usage).
 CREATE FUNCTION credits._zero_balance_decide() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT NEW.depleted THEN
         NEW.depleted := true;
     ELSE
-        NEW.depleted := credits._used_up(NEW.balance, credits._accumulating(NEW.project_id));
+        NEW.depleted := credits._used_up(NEW.balance, credits._lift_threshold(NEW.project_id));
     END IF;
     RETURN NEW;
 END $$;

@@ -76,16 +76,18 @@ END $$;
 
 -- BEFORE UPDATE of an account, called only when its WHEN clause finds a balance that reached
 -- zero from above (used up with nothing accrued; an account never funded has not reached
--- zero) or a deposit into a depleted account: sets depleted as the balance demands.  A
--- balance that reached zero is depleted; a depleted account stays so until the balance is no
--- longer used up by the usage accrued and not yet deducted.
+-- zero) or a deposit or grant into a depleted account: sets depleted as the balance demands.
+-- A balance that reached zero is depleted; a depleted account stays so until something that
+-- may pay for instances or volumes is left of its lots after the usage accrued and not yet
+-- deducted: until the balance is no longer used up by credits._lift_threshold (without grants
+-- or refunds, the accrued usage).
 CREATE FUNCTION credits._zero_balance_decide() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT NEW.depleted THEN
         NEW.depleted := true;
     ELSE
-        NEW.depleted := credits._used_up(NEW.balance, credits._accumulating(NEW.project_id));
+        NEW.depleted := credits._used_up(NEW.balance, credits._lift_threshold(NEW.project_id));
     END IF;
     RETURN NEW;
 END $$;
