@@ -6,7 +6,8 @@ SET credits.clock = '2026-03-03 08:45:00+00';
 -- What the billing page shows about the limits and alerts.
 CREATE TEMP VIEW spending AS
 SELECT round(daily_budget::numeric, 2) AS "daily budget",
-       round(spent_today::numeric, 2) AS "spent today", on_budget AS "at the budget", CASE WHEN budget_reached THEN 'yes' ELSE 'no' END AS reached,
+       round(spent_today::numeric, 2) AS "spent today", on_budget AS "at the budget",
+       CASE WHEN budget_reached THEN 'yes' ELSE 'no' END AS reached,
        below_runway AS "alert below", alert_state AS alert
   FROM credits.spending_overview WHERE project_id = 42;
 SELECT credits.configure_limits(42, daily_budget => '10.00', on_budget => 'stop') \g /dev/null
