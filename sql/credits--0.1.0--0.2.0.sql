@@ -4458,3 +4458,81 @@ BEGIN
     controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
     RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- limits: a start reads its project's spending position with a generic plan.
+-- ---------------------------------------------------------------------------------------------
+-- Refuses (55000) a start, attach or rate change of project_id's resource to rate_per_hour
+-- (old_rate: its rate while it is billing, else null) that breaks a spending limit: the rates
+-- of running instances and accessible volumes above max_burn_rate; an available balance that
+-- does not cover the new burn rate for min_runway; an instance start while a budget with
+-- on_budget 'stop' is reached.  A change that lowers the rate is never refused.  Called by
+-- credits._activate after it locked the account, before it writes anything; it locks the
+-- project's controls row, so that concurrent starts of one project check one after the other,
+-- each seeing what the one before started.  Under on_budget 'alert' a start that finds a
+-- budget reached queues its budget_reached event.  (Generic plans: the position of one project
+-- is read through its indexes whatever the project, and planning it for every start cost
+-- more than reading it.)
+CREATE OR REPLACE FUNCTION credits._check_start_limits(project_id bigint, resource_id text, kind text,
+                                            rate_per_hour credits.credits, old_rate credits.credits)
+    RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    c credits.spending_controls;
+    pos record;
+    rates credits.credits;
+    new_burn credits.credits;
+    raises boolean := rate_per_hour > coalesce(old_rate, '0'::credits.credits);
+BEGIN
+    SELECT * INTO c FROM credits.spending_controls x
+     WHERE x.project_id = _check_start_limits.project_id FOR UPDATE;
+    IF NOT FOUND OR num_nonnulls(c.max_burn_rate, c.min_runway, c.daily_budget, c.monthly_budget) = 0 THEN
+        RETURN;
+    END IF;
+
+    IF c.max_burn_rate IS NOT NULL AND raises THEN
+        SELECT coalesce(sum(r.rate_per_hour), '0'::credits.credits) INTO rates FROM credits.resources r
+         WHERE r.project_id = _check_start_limits.project_id AND r.state IN ('running', 'available')
+           AND r.resource_id <> _check_start_limits.resource_id;
+        IF rates + rate_per_hour > c.max_burn_rate THEN
+            RAISE EXCEPTION 'project % would burn % per hour, above its max_burn_rate of %',
+                project_id, rates + rate_per_hour, c.max_burn_rate
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('Running instances and accessible volumes burn %s per hour; %s %s adds %s.',
+                                      rates, kind, resource_id, rate_per_hour),
+                      HINT = 'Stop something first, or raise the limit with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF c.min_runway IS NULL AND c.daily_budget IS NULL AND c.monthly_budget IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO pos FROM credits._spending_positions(ARRAY[project_id]);
+
+    IF c.min_runway IS NOT NULL AND raises THEN
+        new_burn := pos.burn_rate - coalesce(old_rate, '0'::credits.credits) + rate_per_hour;
+        IF credits._below_runway(pos.available_balance, new_burn, c.min_runway) THEN
+            RAISE EXCEPTION 'project % would have less than its min_runway of % left', project_id, c.min_runway
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The available balance of %s lasts %s h at the new burn rate of %s per hour.',
+                                      pos.available_balance, round(pos.available_balance / new_burn, 2), new_burn),
+                      HINT = 'Add credits first, or lower min_runway with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF kind = 'instance' AND c.on_budget = 'stop' AND raises
+       AND (credits._budget_hit(pos.spent_today, c.daily_budget)
+           OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)) THEN
+        RAISE EXCEPTION 'project % has reached its % budget', project_id,
+            CASE WHEN credits._budget_hit(pos.spent_today, c.daily_budget) THEN 'daily' ELSE 'monthly' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Spent today %s of a daily budget of %s; this month %s of a monthly budget of %s.',
+                                  pos.spent_today, coalesce(c.daily_budget::text, 'none'),
+                                  pos.spent_this_month, coalesce(c.monthly_budget::text, 'none')),
+                  HINT = 'Instances may start again when the UTC period ends or the budget is raised.';
+    END IF;
+    IF credits._budget_hit(pos.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM pos.day_start
+       OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)
+          AND c.monthly_reached IS DISTINCT FROM pos.month_start THEN
+        PERFORM credits._act_on_spending(ARRAY[project_id]);
+    END IF;
+END $$;
