@@ -4710,3 +4710,150 @@ BEGIN
     RETURN credits._act_on_spending(due);
 END $$;
 REVOKE ALL ON FUNCTION credits._count_spending(bigint[]) FROM PUBLIC;
+-- balance_overview groups the accrued usage and the burn rate once per project
+-- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
+-- ---------------------------------------------------------------------------------------------
+CREATE VIEW credits._usage_by_project AS
+SELECT x.project_id,
+       coalesce(-credits._usage_total(x.amount) FILTER (WHERE x.accrued), '0'::credits.credits) AS accumulating,
+       coalesce(credits.burn_rate(x.amount, interval '1 hour') FILTER (WHERE NOT x.accrued),
+                '0'::credits.credits) AS burn_rate
+  FROM (SELECT u.project_id, true AS accrued, u.amount FROM credits.usage_in_progress u
+        UNION ALL
+        SELECT b.project_id, false, b.amount FROM credits._burn_rate_inputs b) AS x
+ GROUP BY x.project_id;
+
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
+                                    WHERE l.project_id = a.project_id AND l.active
+                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                           OR l.held > '0'::credits.credits))
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+
+DROP VIEW credits._burn_rate_by_project;
+-- Idempotency keys of grants and refunds reused with other arguments: one refusal
+-- (credits._key_reused).
+-- ---------------------------------------------------------------------------------------------
+-- Raises 23505: idempotency_key names the earlier transaction, made with other arguments.
+CREATE FUNCTION credits._key_reused(idempotency_key text, earlier credits.transactions) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
+        USING ERRCODE = 'unique_violation',
+              DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+END $$;
+-- The grant an earlier grant_credits made with this idempotency key, if any; raises when that
+-- call had other arguments.
+CREATE OR REPLACE FUNCTION credits._grant_by_key(project_id bigint, amount credits.credits, expires_at timestamptz,
+                                      priority integer, applies_to text[], idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    earlier credits.transactions;
+    lot credits.credit_lots;
+BEGIN
+    SELECT * INTO earlier FROM credits.transactions t
+     WHERE t.project_id = _grant_by_key.project_id AND t.idempotency_key = _grant_by_key.idempotency_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = earlier.transaction_id;
+    IF earlier.type::text <> 'grant' OR earlier.amount <> amount
+       OR lot.expires_at IS DISTINCT FROM _grant_by_key.expires_at OR lot.priority <> _grant_by_key.priority
+       OR lot.applies_to IS DISTINCT FROM _grant_by_key.applies_to THEN
+        PERFORM credits._key_reused(idempotency_key, earlier);
+    END IF;
+    RETURN earlier.transaction_id;
+END $$;
+-- The refund an earlier refund_deposit made with this idempotency key, if any; raises when that
+-- call had other arguments.
+CREATE OR REPLACE FUNCTION credits._refund_by_key(project_id bigint, deposit_id bigint, amount credits.credits,
+                                       idempotency_key text) RETURNS bigint
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    earlier credits.transactions;
+BEGIN
+    SELECT * INTO earlier FROM credits.transactions t
+     WHERE t.project_id = _refund_by_key.project_id AND t.idempotency_key = _refund_by_key.idempotency_key;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF earlier.type::text <> 'refund' OR earlier.lot_id <> deposit_id
+       OR (amount IS NOT NULL AND -earlier.amount <> amount) THEN
+        PERFORM credits._key_reused(idempotency_key, earlier);
+    END IF;
+    RETURN earlier.transaction_id;
+END $$;
+REVOKE ALL ON FUNCTION credits._key_reused(text, credits.transactions) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- balance_overview finds the projects whose lots are not all alike in one set-based join.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE VIEW credits.balance_overview AS
+SELECT a.project_id,
+       a.balance AS current_balance,
+       v.accumulating,
+       v.available_balance,
+       v.burn_rate,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN round(v.available_balance / v.burn_rate, 2) END AS hours_remaining,
+       CASE WHEN v.burn_rate > '0'::credits.credits
+            THEN date_trunc('second', credits.now() + (v.available_balance / v.burn_rate) * interval '1 hour')
+       END AS runs_out_at,
+       coalesce(r.enabled, false) AS auto_recharge_enabled
+  FROM credits.accounts a
+  LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  -- (the projects whose lots are not all alike: an expiry, a scope or a held refund)
+  LEFT JOIN (SELECT DISTINCT l.project_id FROM credits.credit_lots l
+              WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                  OR l.held > '0'::credits.credits)) AS unlike
+         ON unlike.project_id = a.project_id
+  CROSS JOIN LATERAL (
+      SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
+             -- (what the lots have left after the accrued usage, as credits.available_balance();
+             -- when they are all alike that is the balance less the accrued usage)
+             CASE WHEN unlike.project_id IS NULL
+                  THEN credits._available(a.balance, u.accumulating)
+                  ELSE credits._lots_available(a.project_id)
+             END AS available_balance,
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+-- The zero-balance trigger lifts a depleted project only when something that may pay for its
+-- instances or volumes is left (credits._lift_threshold; the library's credits_zero_balance_lots).
+-- ---------------------------------------------------------------------------------------------
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (src/zero_balance.c) lifts a depleted project whose new balance is above it; a new lot is
+-- written before the balance it raises.
+CREATE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+REVOKE ALL ON FUNCTION credits._lift_threshold(bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION credits._zero_balance_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;

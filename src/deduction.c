@@ -536,6 +536,21 @@ QueueBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
 }
 
 /*
+ * Raises (and so undoes the run) unless the last UPDATE changed all expected rows: their
+ * writers lock the accounts this run holds, so none can change; if one did, the next run starts
+ * over.
+ */
+static void
+RequireAllUpdated(int64 expected, const char *what)
+{
+	if (SPI_processed != (uint64) expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " %s changed during the deduction run",
+						expected - (int64) SPI_processed, expected, what)));
+}
+
+/*
  * Completes the queued booked hours in one UPDATE.  Each must still hold the units it was
  * read with: its writers lock the account this run holds, so it cannot change; if one did,
  * everything is undone and the next run starts over.
@@ -567,11 +582,7 @@ CompleteBookedHours(DeductionRun *run)
 			 "   AND t.resource_id = b.resource_id AND t.type = 'usage'"
 			 "   AND t.status = 'accumulating' AND t.accrued_units = b.booked_units",
 			 8, types, args, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != (uint64) run->booked_completions)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " booked usage hours changed during the deduction run",
-						run->booked_completions - (int64) SPI_processed, run->booked_completions)));
+	RequireAllUpdated(run->booked_completions, "booked usage hours");
 }
 
 /*
@@ -682,11 +693,7 @@ UpdateLots(DeductionRun *run)
 			 "  FROM unnest($1, $2) AS d(transaction_id, drawn)"
 			 " WHERE l.transaction_id = d.transaction_id AND l.active",
 			 2, types, args, NULL, SPI_OK_UPDATE);
-	if (SPI_processed != (uint64) run->drawn_lots)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " credit lots changed during the deduction run",
-						run->drawn_lots - (int64) SPI_processed, run->drawn_lots)));
+	RequireAllUpdated(run->drawn_lots, "credit lots");
 }
 
 /* Takes hour h's charge from the lots that may pay for it, and queues it to be written. */

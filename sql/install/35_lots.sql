@@ -79,6 +79,15 @@ BEGIN
     RETURN new_balance;
 END $$;
 
+-- Raises 23505: idempotency_key names the earlier transaction, made with other arguments.
+CREATE FUNCTION credits._key_reused(idempotency_key text, earlier credits.transactions) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
+        USING ERRCODE = 'unique_violation',
+              DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+END $$;
+
 -- The grant an earlier grant_credits made with this idempotency key, if any; raises when that
 -- call had other arguments.
 CREATE FUNCTION credits._grant_by_key(project_id bigint, amount credits.credits, expires_at timestamptz,
@@ -97,9 +106,7 @@ BEGIN
     IF earlier.type::text <> 'grant' OR earlier.amount <> amount
        OR lot.expires_at IS DISTINCT FROM _grant_by_key.expires_at OR lot.priority <> _grant_by_key.priority
        OR lot.applies_to IS DISTINCT FROM _grant_by_key.applies_to THEN
-        RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
-            USING ERRCODE = 'unique_violation',
-                  DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+        PERFORM credits._key_reused(idempotency_key, earlier);
     END IF;
     RETURN earlier.transaction_id;
 END $$;

@@ -22,9 +22,7 @@ BEGIN
     END IF;
     IF earlier.type::text <> 'refund' OR earlier.lot_id <> deposit_id
        OR (amount IS NOT NULL AND -earlier.amount <> amount) THEN
-        RAISE EXCEPTION 'idempotency key "%" was already used with other arguments', idempotency_key
-            USING ERRCODE = 'unique_violation',
-                  DETAIL = format('Transaction %s is a %s of %s.', earlier.transaction_id, earlier.type, earlier.amount);
+        PERFORM credits._key_reused(idempotency_key, earlier);
     END IF;
     RETURN earlier.transaction_id;
 END $$;

@@ -74,7 +74,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION credits._zero_balance_trigger() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'credits_zero_balance' LANGUAGE C;
+    AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;
 
 CREATE TRIGGER zero_balance_decide
     BEFORE UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW

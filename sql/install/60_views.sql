@@ -64,18 +64,26 @@ BEGIN ATOMIC
       FROM credits._burn_rate_inputs b WHERE b.project_id = _burn_rate_of.project_id;
 END;
 
--- What each project consumes per hour now, for every project with inputs.
-CREATE VIEW credits._burn_rate_by_project AS
-SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
-  FROM credits._burn_rate_inputs b GROUP BY b.project_id;
+-- Each project's usage accrued and not yet deducted, and what it consumes per hour now, for
+-- every project with either: one grouping of both, so that a read of one project is one small
+-- grouped subquery joined to its account whatever the statistics say, and a read of every
+-- project is one set-based pass.
+CREATE VIEW credits._usage_by_project AS
+SELECT x.project_id,
+       coalesce(-credits._usage_total(x.amount) FILTER (WHERE x.accrued), '0'::credits.credits) AS accumulating,
+       coalesce(credits.burn_rate(x.amount, interval '1 hour') FILTER (WHERE NOT x.accrued),
+                '0'::credits.credits) AS burn_rate
+  FROM (SELECT u.project_id, true AS accrued, u.amount FROM credits.usage_in_progress u
+        UNION ALL
+        SELECT b.project_id, false, b.amount FROM credits._burn_rate_inputs b) AS x
+ GROUP BY x.project_id;
 
 -- One row per project: balance, usage accumulating, what is available, burn rate and runway.
 -- hours_remaining is rounded to 0.01 h; runs_out_at uses the exact quotient, to the second.
--- The accrued usage and the burn rate are joined per project from views grouped by project:
--- read with a project_id filter, the filter reaches inside them (one project's rows through
--- its indexes); read for every project, each is one set-based pass (hash joins), not a plan
--- run once per project.  (The view reads the tables with its owner's rights, so readers need
--- no SECURITY DEFINER.)
+-- Read with a project_id filter, the filter reaches inside credits._usage_by_project (one
+-- project's rows through its indexes); read for every project, it is one set-based pass, not
+-- a plan run once per project.  (The view reads the tables with its owner's rights, so
+-- readers need no SECURITY DEFINER.)
 CREATE VIEW credits.balance_overview AS
 SELECT a.project_id,
        a.balance AS current_balance,
@@ -90,20 +98,21 @@ SELECT a.project_id,
        coalesce(r.enabled, false) AS auto_recharge_enabled
   FROM credits.accounts a
   LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
-  LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
-  LEFT JOIN credits._burn_rate_by_project b ON b.project_id = a.project_id
+  LEFT JOIN credits._usage_by_project u ON u.project_id = a.project_id
+  -- (the projects whose lots are not all alike: an expiry, a scope or a held refund)
+  LEFT JOIN (SELECT DISTINCT l.project_id FROM credits.credit_lots l
+              WHERE l.active AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
+                                  OR l.held > '0'::credits.credits)) AS unlike
+         ON unlike.project_id = a.project_id
   CROSS JOIN LATERAL (
       SELECT coalesce(u.accumulating, '0'::credits.credits) AS accumulating,
              -- (what the lots have left after the accrued usage, as credits.available_balance();
              -- when they are all alike that is the balance less the accrued usage)
-             CASE WHEN NOT EXISTS (SELECT FROM credits.credit_lots l
-                                    WHERE l.project_id = a.project_id AND l.active
-                                      AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
-                                           OR l.held > '0'::credits.credits))
+             CASE WHEN unlike.project_id IS NULL
                   THEN credits._available(a.balance, u.accumulating)
                   ELSE credits._lots_available(a.project_id)
              END AS available_balance,
-             coalesce(b.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
+             coalesce(u.burn_rate, '0'::credits.credits) AS burn_rate) AS v;
 
 -- One row per transaction, newest first; usage hours not yet deducted show as accumulating
 -- (with a null transaction_id while they have no stored row yet).  Amounts add up: over the

@@ -16,9 +16,9 @@
 #      that updates and deletes of any table can be filtered and sent); a table without
 #      project_id stops the script before anything is changed;
 #   2. the new shard subscribes (initial copy, then streaming), its periodic runs held;
-#   3. the write freeze: the router sends the partitions to the old shard read-only (reads go
-#      on, writes fail with 25006 and can be retried), in-flight calls finish, the old shard's
-#      periodic runs are held, a marker row committed after them reaches the new shard, the new
+#   3. the old shard's periodic runs are held; the write freeze: the router sends the
+#      partitions to the old shard read-only (reads go on, writes fail with 25006 and can be
+#      retried), in-flight calls finish, a marker row committed after them reaches the new shard, the new
 #      shard's sequences are set past the old shard's, and the router's map switches to the new
 #      shard.  The script prints how long writes were frozen;
 #   4. the subscription and publication are dropped, the replica identities restored, and the
@@ -101,8 +101,7 @@ no_xact_before() {
 }
 # set_partitions CONNSTR: the router sends the moved partitions to CONNSTR.
 set_partitions() {
-  local lit sets=
-  lit=$(echo "SELECT quote_literal(:'c')" | q "$router" -v c="$1")
+  local lit="'${1//\'/\'\'}'" sets=
   for k in "${parts[@]}"; do sets+="${sets:+, }SET p$k $lit"; done
   q "$router" -c "ALTER SERVER credits OPTIONS ($sets)"
 }
@@ -129,12 +128,12 @@ say "initial copy done: $(q "$new" -c 'SELECT count(*) FROM credits.accounts') a
 
 # 3. The write freeze.  (Router clients run in autocommit, as through PgBouncer: a router
 # session sees the new map at its next transaction.)
+hold old "$old" 9 held_old               # (a periodic run there finishes first)
 frozen_at=$(now_ms)
 set_partitions "$old options='-c default_transaction_read_only=on'"
 altered_at=$(now_ms)
 no_xact_before "$router" "$altered_at"   # router calls that may still use the old map
 no_xact_before "$old" "$altered_at"      # and anything else writing on the old shard
-hold old "$old" 9 held_old               # (and a periodic run there finishes)
 token=$frozen_at-$$
 q "$old" -c "INSERT INTO public.credits_move_marker VALUES (1, '$token')
              ON CONFLICT (id) DO UPDATE SET token = excluded.token"

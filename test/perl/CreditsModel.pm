@@ -90,6 +90,8 @@ sub new
 		methods     => {},    # method id -> { mid, pid, ref, default, removed }
 		txns        => {},    # deposit/auto-recharge tid -> { tid, pid, type, status, amount, method, created, key }
 		dep_keys    => {},    # pid -> key -> tid
+		grant_keys  => {},    # pid -> key -> tid (grants)
+		lots        => {},    # pid -> [ { tid, kind, amount, remaining, used, prio, created } ], oldest first
 		usage_keys  => {},    # pid -> key -> [rid, amount]
 		res         => {},    # pid -> rid -> { rid, kind, state, rate, since, live_from }
 		active      => {},    # pid -> rid -> the same, for those not terminated or deleted
@@ -325,6 +327,56 @@ sub burn_rate
 		$burn += $x->{amount} if $x->{h} == $last && !$self->{res}{$pid}{ $x->{rid} };
 	}
 	return $burn;
+}
+
+# ----------------------------------------------------------------------------------------------
+# credit lots (README "Credit lots and refunds"): every completed deposit and auto-recharge is
+# a paid lot, every grant a promotional one; each usage hour is paid from them in order:
+# lowest priority, then (no expiry here) promotional before paid, then the oldest.
+
+sub _add_lot
+{
+	my ($self, $pid, $tid, $kind, $amount, $prio) = @_;
+	push @{ $self->{lots}{$pid} },
+	  { tid => $tid, kind => $kind, amount => $amount, remaining => $amount, used => 0, prio => $prio,
+		created => $self->{now} };
+}
+
+sub _lots_in_order
+{
+	my ($self, $pid) = @_;
+	return sort {
+		$a->{prio} <=> $b->{prio} || ($a->{kind} eq 'paid') <=> ($b->{kind} eq 'paid')
+		  || $a->{created} <=> $b->{created} || $a->{tid} <=> $b->{tid}
+	} @{ $self->{lots}{$pid} // [] };
+}
+
+# Pays charge from the project's lots in order; returns what they paid.
+sub _draw
+{
+	my ($self, $pid, $charge) = @_;
+	my $paid = 0;
+	for my $l ($self->_lots_in_order($pid))
+	{
+		last if $paid >= $charge;
+		next unless $l->{remaining} > 0;
+		my $take = $l->{remaining} < $charge - $paid ? $l->{remaining} : $charge - $paid;
+		$l->{remaining} -= $take;
+		$l->{used} += $take;
+		$paid += $take;
+	}
+	return $paid;
+}
+
+# The lots view: project|transaction|kind|amount|remaining|state.
+sub lot_lines
+{
+	my $self = shift;
+	return map {
+		my $pid = $_;
+		map { join('|', $pid, $_->{tid}, $_->{kind}, $_->{amount}, $_->{remaining}, $_->{remaining} > 0 ? 'active' : 'used') }
+		  @{ $self->{lots}{$pid} }
+	} keys %{ $self->{lots} };
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -787,6 +839,38 @@ sub op_add_credits
 	return { value => $tid };
 }
 
+# grant_credits(pid, amount, NULL, priority, NULL, description, key): a promotional lot, completed
+# at once, paying for everything (the model grants no expiry and no kinds).
+sub op_grant_credits
+{
+	my ($self, $op, $ret) = @_;
+	my ($pid, $amount, $prio, $key) = @{$op}{qw(pid amount priority key)};
+	my $e = $self->_account_err($pid) // _positive_err('amount', $amount);
+	return $e if $e;
+	return _err('22004', 'priority is null') unless defined $prio;
+	$e = _text_err('description', $op->{description}, 200, 1) // _text_err('idempotency_key', $key, 200, 1);
+	return $e if $e;
+	return _err('22023', 'priority outside 0-100') if $prio < 0 || $prio > 100;
+	if (defined $key && defined(my $tid = $self->{grant_keys}{$pid}{$key}))
+	{
+		my $t = $self->{txns}{$tid};
+		return _err('23505', "key $key was used with other arguments")
+		  if $t->{amount} != $amount || $t->{prio} != $prio;
+		return { value => $tid };
+	}
+	my $tid = defined $ret && !$self->{txns}{$ret} && !$self->{usage_tids}{$ret} ? $ret : ++$self->{synthetic};
+	$self->{txns}{$tid} = { tid => $tid, pid => $pid, type => 'grant', status => 'completed', amount => $amount,
+		method => undef, created => $self->{now}, key => $key, prio => $prio };
+	$self->{touched}{$tid} = 1;
+	$self->{grant_keys}{$pid}{$key} = $tid if defined $key;
+	my $acct = $self->{acct}{$pid};
+	$acct->{balance} += $amount;
+	$self->_add_lot($pid, $tid, 'promotional', $amount, $prio);
+	$self->_restore($pid) if $acct->{depleted} && $acct->{balance} > $self->accumulating($pid);
+	$self->{stats}{grants}++;
+	return { value => $tid };
+}
+
 sub _settle_err
 {
 	my ($self, $op, $textname, $max) = @_;
@@ -796,7 +880,8 @@ sub _settle_err
 	my $e = _text_err($textname, $op->{text}, $max, 1);
 	return $e if $e;
 	my $t = $self->{txns}{$tid};
-	return _err('P0002', "project $pid has no deposit $tid") unless $t && $t->{pid} == $pid;
+	return _err('P0002', "project $pid has no deposit $tid")
+	  unless $t && $t->{pid} == $pid && ($t->{type} eq 'deposit' || $t->{type} eq 'auto_recharge');
 	return _err('55000', "deposit $tid is $t->{status}") unless $t->{status} eq 'pending';
 	return undef;
 }
@@ -814,6 +899,7 @@ sub op_complete_deposit
 	delete $self->{pending}{ $t->{tid} };
 	$self->{touched}{ $t->{tid} } = 1;
 	$acct->{balance} += $t->{amount};
+	$self->_add_lot($pid, $t->{tid}, 'paid', $t->{amount}, 50);
 	$self->{auto}{$pid}{armed} = 1 if $self->{auto}{$pid};
 	$self->_restore($pid) if $acct->{depleted} && $acct->{balance} > $self->accumulating($pid);
 	$self->_act_on_spending($pid);
@@ -994,7 +1080,7 @@ sub op_run_hourly_deductions
 		for my $r (sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} } @due)
 		{
 			my $charge    = row_amount($r);
-			my $collected = $charge < $bal ? $charge : $bal;
+			my $collected = $self->_draw($pid, $charge);
 			$bal -= $collected;
 			$self->{stats}{'hours rounded half to even'}++ if $r->{units} % $HOUR * 2 == $HOUR;
 			$self->{stats}{'hours partly uncollected'}++ if $collected < $charge && $collected > 0;
@@ -1372,7 +1458,7 @@ sub next_op
 		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
 		record_usage => 8, late_usage => 3, record_usage_batch => 3, advance_clock => 13,
 		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
-		configure_limits => 1.5, configure_alerts => 1.5,
+		configure_limits => 1.5, configure_alerts => 1.5, grant_credits => 2,
 		claim_events => 2, ack_event => 2, set_minimum_deposit => 0.5);
 	my $g = "gen_$kind";
 	return $s->$g;
@@ -1419,6 +1505,30 @@ sub gen_remove_payment_method
 	my $mid = _chance(0.85) ? _pick($s->_methods($pid)) : undef;
 	$mid //= $s->_other_method($pid);
 	return { op => 'remove_payment_method', pid => $pid, mid => $mid };
+}
+
+sub gen_grant_credits
+{
+	my $s   = shift;
+	my $m   = $s->{model};
+	my $pid = $s->_pid;
+	my $op  = { op => 'grant_credits', pid => $pid, amount => 100_000 * (1 + int(rand(300))),
+		priority => int(rand(101)), description => _chance(0.5) ? 'Promotion ' . int(rand(100)) : undef };
+	my $keys = [ sort keys %{ $m->{grant_keys}{$pid} // {} } ];
+	my $v = rand();
+	if ($v < 0.15 && @$keys)
+	{
+		# a retry: the same key with the same arguments, or with other ones
+		$op->{key} = _pick($keys);
+		my $t = $m->{txns}{ $m->{grant_keys}{$pid}{ $op->{key} } };
+		@{$op}{qw(amount priority)} = ($t->{amount}, $t->{prio});
+		$op->{amount} += 1 if _chance(0.3);
+	}
+	elsif ($v < 0.5) { $op->{key} = $s->_key('grant'); }
+	elsif ($v < 0.56) { $op->{amount} = _pick([ 0, -1_000_000, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	elsif ($v < 0.62) { $op->{priority} = _pick([ -1, 101, undef ]); }
+	elsif ($v < 0.64) { $op->{description} = _pick([ '', $s->{long} ]); }
+	return $op;
 }
 
 sub gen_add_credits

@@ -1,7 +1,8 @@
 
 # Model-based randomized test: random operation sequences over several projects, run against
 # the extension and against test/perl/CreditsModel.pm (a reference model written from README.md,
-# the user contract), compared after every step.
+# the user contract), compared after every step.  Grants (promotional lots with a priority) are
+# among the operations; the lots, each one's remaining amount, are compared in the full checks.
 #
 #   CREDITS_MODEL_SEED=N         replay a run (default: random; printed at the start and in
 #                                every failure message)
@@ -112,6 +113,8 @@ my %Q = (
 	                       WHERE type = \'usage\' AND position(resource_id IN description) = 0',
 	available => 'SELECT project_id, ' . micro('credits.available_balance(project_id)') . ' FROM credits.accounts',
 	verify => 'SELECT project_id, problem FROM credits.verify()',
+	lots => 'SELECT project_id, transaction_id, kind, ' . micro('amount') . ', ' . micro('remaining') . ', state
+	           FROM credits.lots',
 	spending => 'SELECT project_id, ' . micro('spent_today') . ', ' . micro('spent_this_month') . ',
 	                    CASE WHEN budget_reached THEN \'t\' ELSE \'f\' END, alert_state
 	               FROM credits.spending_overview',
@@ -177,6 +180,9 @@ sub op_sql
 	  if $o eq 'complete_deposit';
 	return sprintf('SELECT credits.fail_deposit(%s, %s, %s)', num($op->{pid}), num($op->{tid}), lit($op->{text}))
 	  if $o eq 'fail_deposit';
+	return sprintf('SELECT credits.grant_credits(%s, %s, NULL, %s, NULL, %s, %s)', num($op->{pid}), cr($op->{amount}),
+		num($op->{priority}), lit($op->{description}), lit($op->{key}))
+	  if $o eq 'grant_credits';
 	return sprintf("SELECT credits.$o(%s, %s, %s)", num($op->{pid}), lit($op->{rid}), cr($op->{rate}))
 	  if $o eq 'start_instance' || $o eq 'attach_volume';
 	return sprintf("SELECT credits.$o(%s, %s)", num($op->{pid}), lit($op->{rid}))
@@ -302,7 +308,7 @@ sub compare_step
 	}
 	else
 	{
-		my %valued = map { $_ => 1 } qw(add_payment_method add_credits complete_deposit record_usage_batch
+		my %valued = map { $_ => 1 } qw(add_payment_method add_credits grant_credits complete_deposit record_usage_batch
 		  run_hourly_deductions run_balance_checks claim_events);
 		if ($valued{ $op->{op} })
 		{
@@ -458,6 +464,8 @@ sub compare_all
 		[ 'usage transactions whose description does not name the resource', [ 0 ],
 			[ q_rows('usage_description')->[0][0] ] ],
 		[ 'verify()', [], [ map { tx_line($_) } @{ q_rows('verify') } ] ],
+		[ 'lots (project|transaction|kind|amount|remaining|state)', [ $model->lot_lines ],
+			[ map { tx_line($_) } @{ q_rows('lots') } ] ],
 		[ 'spending_overview (project|spent_today|spent_this_month|budget_reached|alert_state)',
 			[ $model->spending_lines ], [ map { tx_line($_) } @{ q_rows('spending') } ] ],
 	);

@@ -102,15 +102,25 @@ for my $p (@projects)
 	for my $d (1 .. $deposits)
 	{
 		push @phase1, "SELECT credits.add_credits($p, " . amount(5, 40) . ", :m_$p, 'key-$p-$d') AS d \\gset";
-		push @phase1, rand() < 0.8
-		  ? "SELECT credits.complete_deposit($p, :d, 'https://invoices.example/$p-$d');"
-		  : "SELECT credits.fail_deposit($p, :d, 'card declined');";
+		if (rand() < 0.8)
+		{
+			push @phase1, "SELECT credits.complete_deposit($p, :d, 'https://invoices.example/$p-$d');";
+			push @phase1, "SELECT credits.complete_refund($p, credits.refund_deposit($p, :d, '1.00', 'goodwill'));"
+			  if $d == 1 && rand() < 0.4;
+		}
+		else
+		{
+			push @phase1, "SELECT credits.fail_deposit($p, :d, 'card declined');";
+		}
 	}
 	push @phase1, "SELECT credits.start_instance($p, 'gpu-$_', " . amount(1, 9) . ");" for 1 .. int(rand(3));
 	push @phase1, "SELECT credits.attach_volume($p, 'vol-1', " . amount(0, 1) . ");" if rand() < 0.7;
 	push @phase1, "SELECT credits.record_usage($p, 'api:" . pick('chat', 'embed') . "', " . amount(0, 2) . ");"
 	  for 1 .. int(rand(4));
 	push @phase1, "SELECT credits.configure_auto_recharge($p, true, '10.00', '25.00');" if rand() < 0.3;
+	push @phase1, "SELECT credits.grant_credits($p, " . amount(1, 5) . ", expires_at => '2026-07-01 10:30+00');" if rand() < 0.4;
+	push @phase1, "SELECT credits.grant_credits($p, " . amount(1, 5) . ", description => 'promo');" if rand() < 0.3;
+	push @phase1, "SELECT credits.configure_limits($p, max_burn_rate => '50.00');" if rand() < 0.3;
 }
 # A batch across every project (and so across both shards), with and without keys.
 my $batch = join(',', map { ($_) x 2 } @projects);
@@ -155,13 +165,19 @@ for my $p (@projects)
 }
 
 # Through the router, the same as on the single server.
-my %reads = (
-	balance_overview => 'project_id, current_balance, accumulating, available_balance, burn_rate, hours_remaining, runs_out_at, auto_recharge_enabled',
-	transaction_history => 'project_id, date, type, description, invoice_url, amount, status, uncollected',
-	resource_overview => 'project_id, resource_id, kind, state, rate_per_hour, state_since');
-for my $view (sort keys %reads)
+# Every per-project view, with the columns that do not hold ids (a shard numbers its own
+# transactions, methods and lots).
+my @views = split /\n/, $single->safe_psql('postgres', q{
+  SELECT c.relname || ' ' || string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+    FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+   WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind = 'v' AND c.relname !~ '^_'
+     AND (a.attname !~ '_id$' OR a.attname IN ('project_id', 'resource_id'))
+     AND EXISTS (SELECT FROM pg_attribute p WHERE p.attrelid = c.oid AND p.attname = 'project_id')
+   GROUP BY c.relname ORDER BY c.relname});
+ok(scalar(@views) >= 5, 'views compared: ' . join(', ', map { (split / /)[0] } @views));
+for my $view_cols (@views)
 {
-	my $cols = $reads{$view};
+	my ($view, $cols) = split / /, $view_cols, 2;
 	my $order = "ORDER BY $cols";
 	my (@via_router, @direct);
 	for my $p (@projects)
@@ -171,6 +187,18 @@ for my $view (sort keys %reads)
 	}
 	is(join("\n", @via_router), join("\n", @direct), "$view: the same through the router as on one server");
 }
+# A per-project function returning rows: the month's statement.
+my (@st_router, @st_single);
+for my $p (@projects)
+{
+	my $q = "SELECT * FROM credits.statement($p, '2026-07-01', '2026-08-01')";
+	push @st_router, $router->safe_psql('postgres', $q);
+	push @st_single, $single->safe_psql('postgres', $q);
+}
+is(join("\n", @st_router), join("\n", @st_single), 'statement(): the same through the router');
+ok((grep { /refund_deposit/ } @phase1) && (grep { /grant_credits/ } @phase1) && (grep { /fail_deposit/ } @phase1),
+	'the calls included refunds, grants and failed deposits');
+
 my $fleet = $router->safe_psql('postgres', 'SELECT * FROM credits.fleet_overview() ORDER BY project_id');
 is($fleet, $single->safe_psql('postgres', 'SELECT * FROM credits.balance_overview ORDER BY project_id'),
 	'fleet_overview() returns every shard\'s balance_overview rows');
