@@ -4857,3 +4857,241 @@ END;
 REVOKE ALL ON FUNCTION credits._lift_threshold(bigint) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION credits._zero_balance_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;
+
+-- ---------------------------------------------------------------------------------------------
+-- deduct: one home for each rule of the deduction's side.  "Usage has used up the balance" is
+-- credits._used_up, on credits._available, in the balance check and in the zero-balance
+-- triggers' WHEN clause and function; verify() asks credits._api_usage_hour whether a
+-- rolled-up hour is already deducted.  The zero-balance triggers are plpgsql: the C trigger
+-- only called SQL back through SPI (its symbols stay in the library for the scripts that name
+-- them).
+-- ---------------------------------------------------------------------------------------------
+
+-- The checks of credits.verify() for the project scope_id, or for all when it is null.  An
+-- unknown project is an error (P0002), not a clean result.  For one project its transactions
+-- are read through the indexes (deposits by the history index, usage hour by hour); for all,
+-- the whole table.  Planned for each call with scope_id's value (a custom plan): the branches
+-- of the other scope are gone before the planner sees the query, and a generic plan, which
+-- statistics skewed by other projects could turn into a scan of every project's rows, is never
+-- used.  (jit = off: compiling the plan over every project cost more than running it.)
+CREATE OR REPLACE FUNCTION credits._verify(scope_id bigint)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH scope AS (
+        SELECT a.* FROM credits.accounts a WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT a.* FROM credits.accounts a
+         WHERE _verify.scope_id IS NOT NULL
+           AND a.project_id = (SELECT credits._require_account(_verify.scope_id))),
+    -- the transactions of the one project asked about, read once (completed usage hour by
+    -- hour, over its deducted hours)
+    project_rows AS MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE t.type <> 'usage' AND t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits._completed_usage t
+         WHERE t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits.transactions t
+         WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the lots of the accounts in scope
+    lot_rows AS (
+        SELECT l.* FROM credits.credit_lots l WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT l.* FROM credits.credit_lots l WHERE l.project_id = _verify.scope_id),
+    -- the transactions of the accounts in scope (all of them: read by each check)
+    scoped AS NOT MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE _verify.scope_id IS NULL
+           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+        UNION ALL
+        SELECT * FROM project_rows),
+    -- (summed per project before the join: a join first sorted every transaction)
+    -- (and the first and last completed usage hour, which must lie in its deducted hours)
+    ledger AS (
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total, x.first_hour, x.last_hour
+          FROM scope s
+          LEFT JOIN (SELECT t.project_id, sum(t.amount) AS total,
+                            min(t.usage_hour) AS first_hour, max(t.usage_hour) AS last_hour
+                       FROM scoped t WHERE t.status = 'completed'
+                      GROUP BY t.project_id) AS x USING (project_id))
+    SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id,
+           format('completed usage hours span [%s, %s), ', l.first_hour, l.last_hour + interval '1 hour')
+           || CASE WHEN s.deducted_from IS NULL THEN 'but the project has no deducted hours'
+                   ELSE format('not within its deducted hours [%s, %s)', s.deducted_from, s.deducted_until) END
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE l.first_hour IS NOT NULL
+       AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
+    UNION ALL
+    -- (rolled-up API usage of an hour already completed would be charged again)
+    SELECT u.project_id, format('API usage of %s in the hour %s is rolled up, but that hour is completed',
+                                u.resource_id, u.usage_hour)
+      FROM scope s JOIN credits.usage_rollup u USING (project_id)
+     -- (its hour is already deducted when credits._api_usage_hour, the one place that asks,
+     -- would count it in another hour; asked as of a time after every hour)
+     WHERE credits._api_usage_hour(u.project_id, u.resource_id, u.usage_hour, 'infinity') <> u.usage_hour
+    UNION ALL
+    SELECT s.project_id, format('balance %s is negative', s.balance)
+      FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL
+       AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+    UNION ALL
+    SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
+                                t.transaction_id, t.method_id)
+      FROM scoped t
+     WHERE t.method_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                        WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
+    UNION ALL
+    -- (for all projects, grouped in the order of the usage index, as it streams: orphans,
+    -- reported above, are counted too)
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL AND t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM project_rows t
+     WHERE t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
+      FROM scoped t
+     WHERE (t.type = 'usage' AND t.status NOT IN ('accumulating', 'completed'))
+        OR (t.type <> 'usage' AND t.status = 'accumulating')
+        OR (t.status = 'completed') <> (t.completed_at IS NOT NULL)
+        OR (t.status = 'failed') <> (t.failed_at IS NOT NULL)
+        -- (a usage hour's charge is -amount + uncollected; only a completed one has uncollected)
+        OR (t.type = 'usage'
+            AND t.uncollected::numeric - t.amount::numeric <> credits._accrued_amount(t.accrued_units)::numeric)
+        OR (t.type = 'usage' AND t.status = 'completed' AND t.usage_hour + interval '1 hour' > t.completed_at)
+        OR t.uncollected < '0'::credits.credits
+        OR (NOT (t.type = 'usage' AND t.status = 'completed') AND t.uncollected <> '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('project is at zero balance but %s %s is %s', r.kind, r.resource_id, r.state)
+      FROM scope s JOIN credits.resources r USING (project_id)
+     WHERE (s.depleted OR s.balance = '0'::credits.credits) AND r.state IN ('running', 'available')
+    UNION ALL
+    SELECT t.project_id, format('%s auto-recharges are pending', count(*))
+      FROM scoped t
+     WHERE t.type = 'auto_recharge' AND t.status = 'pending'
+     GROUP BY t.project_id HAVING count(*) > 1
+    UNION ALL
+    -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
+    -- added in 0.2.0 are compared as text)
+    SELECT l.project_id,
+           format('the lot of transaction %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+                  l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
+                  l.held, coalesce(x.pending, '0'::credits.credits))
+      FROM lot_rows l
+      LEFT JOIN (SELECT t.lot_id, -sum(t.amount) FILTER (WHERE t.status = 'completed') AS taken,
+                        -sum(t.amount) FILTER (WHERE t.status = 'pending') AS pending
+                   FROM scoped t WHERE t.lot_id IS NOT NULL GROUP BY t.lot_id) AS x ON x.lot_id = l.transaction_id
+     WHERE l.remaining < '0'::credits.credits OR l.remaining > l.amount
+        OR l.remaining + l.used + coalesce(x.taken, '0'::credits.credits) <> l.amount
+        OR l.held <> coalesce(x.pending, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('its lots hold %s, not the balance %s', coalesce(x.total, '0'::credits.credits), s.balance)
+      FROM scope s
+      LEFT JOIN (SELECT l.project_id, sum(l.remaining) AS total FROM lot_rows l GROUP BY l.project_id) AS x
+        USING (project_id)
+     WHERE coalesce(x.total, '0'::credits.credits) <> s.balance
+    UNION ALL
+    SELECT t.project_id, format('completed %s %s of %s is not a lot of that amount', t.type, t.transaction_id, t.amount)
+      FROM scoped t
+      LEFT JOIN lot_rows l ON l.transaction_id = t.transaction_id
+     WHERE t.status = 'completed' AND t.type::text IN ('deposit', 'auto_recharge', 'grant')
+       AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
+            OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
+    UNION ALL
+    SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
+      FROM lot_rows l
+     WHERE NOT EXISTS (SELECT FROM scoped t
+                        WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'
+                          AND t.type::text IN ('deposit', 'auto_recharge', 'grant'));
+END $$;
+
+-- Whether usage accrued and not yet deducted (accrued) has used up a balance: nothing of it is
+-- available (credits._available).  The one rule of every cut-off, by the balance check and by
+-- the zero-balance trigger (inlined wherever it is called).
+CREATE OR REPLACE FUNCTION credits._used_up(balance credits.credits, accrued credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN credits._available(balance, accrued) = '0'::credits.credits;
+
+
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (sql/install/44_zero_balance.sql) lifts a depleted project whose new balance is above it; a
+-- new lot is written before the balance it raises.
+CREATE OR REPLACE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+
+DROP TRIGGER zero_balance_decide ON credits.accounts;
+DROP TRIGGER zero_balance_enforce ON credits.accounts;
+DROP FUNCTION credits._zero_balance_trigger();
+
+
+-- BEFORE UPDATE of an account, called only when its WHEN clause finds a balance that reached
+-- zero from above (used up with nothing accrued; an account never funded has not reached
+-- zero) or a deposit or grant into a depleted account: sets depleted as the balance demands.
+-- A balance that reached zero is depleted; a depleted account stays so until something that
+-- may pay for instances or volumes is left of its lots after the usage accrued and not yet
+-- deducted: until the balance is no longer used up by credits._lift_threshold (without grants
+-- or refunds, the accrued usage).
+CREATE FUNCTION credits._zero_balance_decide() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT NEW.depleted THEN
+        NEW.depleted := true;
+    ELSE
+        NEW.depleted := credits._used_up(NEW.balance, credits._lift_threshold(NEW.project_id));
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- AFTER UPDATE of an account whose depleted flag changed: carries it out in the same
+-- transaction (set: credits._cut_off; cleared: credits._restore_volumes).
+CREATE FUNCTION credits._zero_balance_enforce() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.depleted THEN
+        PERFORM credits._cut_off(NEW.project_id, credits.now());
+    ELSE
+        PERFORM credits._restore_volumes(NEW.project_id, credits.now());
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (the WHEN clauses keep every ordinary balance change, such as the deduction's debit of every
+-- account, off the trigger functions; _used_up is inlined there)
+CREATE TRIGGER zero_balance_decide
+    BEFORE UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
+    WHEN ((NOT NEW.depleted AND OLD.balance > '0'::credits.credits
+           AND credits._used_up(NEW.balance, '0'::credits.credits))
+          OR (NEW.depleted AND NEW.balance > OLD.balance))
+    EXECUTE FUNCTION credits._zero_balance_decide();
+
+CREATE TRIGGER zero_balance_enforce
+    AFTER UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
+    WHEN (OLD.depleted IS DISTINCT FROM NEW.depleted)
+    EXECUTE FUNCTION credits._zero_balance_enforce();
+
+REVOKE ALL ON FUNCTION credits._zero_balance_decide() FROM PUBLIC;
+REVOKE ALL ON FUNCTION credits._zero_balance_enforce() FROM PUBLIC;
