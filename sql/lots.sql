@@ -140,6 +140,16 @@ SELECT * FROM pg_temp.usage(9020);
 SELECT * FROM pg_temp.lots(9020);
 SELECT current_balance, available_balance FROM credits.balance_overview WHERE project_id = 9020;
 SELECT * FROM credits.verify(9020);
+-- Cut off with only API credit left, it stays cut off when more API credit comes (nothing may
+-- pay for its instances or volumes: no volume comes back only to be locked again); a deposit
+-- lifts it.
+SET credits.clock = '2026-06-03 11:30+00';
+SELECT credits.grant_credits(9020, '5.00', applies_to => ARRAY['api']) IS NOT NULL AS granted;
+SELECT a.depleted FROM credits.accounts a WHERE a.project_id = 9020;
+SELECT credits.complete_deposit(9020, credits.add_credits(9020, '10.00')) AS balance;
+SELECT a.depleted FROM credits.accounts a WHERE a.project_id = 9020;
+SELECT kind, resource_id FROM credits.events WHERE project_id = 9020 AND kind <> 'charge_requested' ORDER BY event_id;
+SELECT * FROM credits.verify(9020);
 
 -- A volume-only grant: volumes stay while instances are cut off; nothing left for either
 -- kind depletes the project as at zero balance.

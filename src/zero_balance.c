@@ -1,14 +1,21 @@
 /*
- * zero_balance.c — the trigger that enforces "no one ever owes money".
+ * zero_balance.c — the zero-balance trigger in C, kept for the scripts that name it: a
+ * database still at 0.1.0 (credits_zero_balance, 0.1.0's rule) and a step of the update to
+ * 0.2.0 (credits_zero_balance_lots, the rule with credit lots), which then replaces the
+ * triggers with plpgsql ones (sql/install/44_zero_balance.sql): this C only called SQL back
+ * through SPI, so it added two crossings of the language boundary and no speed (the WHEN
+ * clauses keep it off the hot path).  0.2.0's plpgsql triggers follow the rule described here.
  *
  * accounts.depleted records that zero-balance enforcement is in force.  Two row triggers on
  * credits.accounts, both this function, keep it and act on it (sql/install/44_zero_balance.sql
  * gives each a WHEN clause, so an ordinary balance change never calls in here):
  *
  *   BEFORE UPDATE  decides the flag: a balance that reaches zero from above sets it (an
- *                  account never funded has not reached zero); a deposit into a depleted
- *                  account clears it once the available balance (balance minus usage
- *                  accrued and not yet deducted) is positive again.
+ *                  account never funded has not reached zero); a deposit or grant into a
+ *                  depleted account clears it once something that may pay for instances or
+ *                  volumes is left of its credit lots after the usage accrued and not yet
+ *                  deducted (credits._lift_threshold; without grants or refunds: once the
+ *                  balance minus that usage is positive again).
  *   AFTER UPDATE   acts on a change of the flag, in the same transaction: when set, running
  *                  instances are terminated, available volumes made inaccessible and the events
  *                  queued (credits._cut_off); when cleared, inaccessible volumes become
@@ -28,6 +35,7 @@
 static SPIPlanPtr cut_off_plan = NULL;
 static SPIPlanPtr restore_plan = NULL;
 static SPIPlanPtr accumulating_plan = NULL;
+static SPIPlanPtr lift_threshold_plan = NULL;
 
 /* Prepares (once per backend) and returns a plan taking the project id as $1. */
 static SPIPlanPtr
@@ -79,9 +87,14 @@ AccountAttr(HeapTuple tuple, TupleDesc desc, const char *name)
 	return value;
 }
 
-/* BEFORE UPDATE: returns the new row with depleted set or cleared as the balance demands. */
+/*
+ * BEFORE UPDATE: returns the new row with depleted set or cleared as the balance demands.  A
+ * depleted account is lifted when its new balance is above what the threshold query gives for
+ * the project (with_lots: credits._lift_threshold, what of the balance nothing may spend on
+ * instances or volumes; 0.1.0: credits._accumulating, the usage accrued).
+ */
 static HeapTuple
-DecideDepleted(TriggerData *trigdata)
+DecideDepleted(TriggerData *trigdata, bool with_lots)
 {
 	TupleDesc	desc = trigdata->tg_relation->rd_att;
 	HeapTuple	old_row = trigdata->tg_trigtuple;
@@ -103,9 +116,11 @@ DecideDepleted(TriggerData *trigdata)
 		bool		acc_null;
 		int64		accumulating;
 
-		accumulating = DatumGetInt64(RunForProject(&accumulating_plan,
-												   "SELECT credits._accumulating($1)",
-												   project_id, &acc_null));
+		accumulating = with_lots
+			? DatumGetInt64(RunForProject(&lift_threshold_plan, "SELECT credits._lift_threshold($1)",
+										  project_id, &acc_null))
+			: DatumGetInt64(RunForProject(&accumulating_plan, "SELECT credits._accumulating($1)",
+										  project_id, &acc_null));
 		if (acc_null)
 			accumulating = 0;
 		decided = !(new_balance > accumulating);
@@ -134,11 +149,9 @@ ActOnDepleted(TriggerData *trigdata)
 					  project_id, &isnull);
 }
 
-PG_FUNCTION_INFO_V1(credits_zero_balance);
-
-/* Trigger function for credits.accounts: see the comment at the top of this file. */
-Datum
-credits_zero_balance(PG_FUNCTION_ARGS)
+/* The trigger: see the comment at the top of this file. */
+static Datum
+ZeroBalanceTrigger(FunctionCallInfo fcinfo, bool with_lots)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	result = NULL;
@@ -150,9 +163,27 @@ credits_zero_balance(PG_FUNCTION_ARGS)
 				 errmsg("credits_zero_balance must be fired as a row trigger for UPDATE")));
 
 	if (TRIGGER_FIRED_BEFORE(trigdata->tg_event))
-		result = DecideDepleted(trigdata);
+		result = DecideDepleted(trigdata, with_lots);
 	else
 		ActOnDepleted(trigdata);
 
 	return PointerGetDatum(result);
+}
+
+PG_FUNCTION_INFO_V1(credits_zero_balance_lots);
+
+/* Trigger function for credits.accounts (0.2.0: a balance of credit lots). */
+Datum
+credits_zero_balance_lots(PG_FUNCTION_ARGS)
+{
+	return ZeroBalanceTrigger(fcinfo, true);
+}
+
+PG_FUNCTION_INFO_V1(credits_zero_balance);
+
+/* The same under the symbol credits 0.1.0 names, for a database not yet updated (no lots). */
+Datum
+credits_zero_balance(PG_FUNCTION_ARGS)
+{
+	return ZeroBalanceTrigger(fcinfo, false);
 }

@@ -55,6 +55,20 @@ BEGIN ATOMIC
        AND (x.kinds & _spendable.kind_bits) <> 0 AND (x.expires_at IS NULL OR x.expires_at > _spendable.as_of);
 END;
 
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (sql/install/44_zero_balance.sql) lifts a depleted project whose new balance is above it; a
+-- new lot is written before the balance it raises.
+CREATE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+
 -- What a project can spend on anything now, lot by lot (credits._spendable).  SECURITY DEFINER:
 -- balance_overview calls it for projects whose lots are not all alike, for readers who may not
 -- read the tables (and, never inlined, its plan stays out of the view's).
