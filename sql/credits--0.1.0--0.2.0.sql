@@ -4460,6 +4460,256 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- limits: a start reads its project's spending position with a generic plan.
+-- ---------------------------------------------------------------------------------------------
+-- Refuses (55000) a start, attach or rate change of project_id's resource to rate_per_hour
+-- (old_rate: its rate while it is billing, else null) that breaks a spending limit: the rates
+-- of running instances and accessible volumes above max_burn_rate; an available balance that
+-- does not cover the new burn rate for min_runway; an instance start while a budget with
+-- on_budget 'stop' is reached.  A change that lowers the rate is never refused.  Called by
+-- credits._activate after it locked the account, before it writes anything; it locks the
+-- project's controls row, so that concurrent starts of one project check one after the other,
+-- each seeing what the one before started.  Under on_budget 'alert' a start that finds a
+-- budget reached queues its budget_reached event.  (Generic plans: the position of one project
+-- is read through its indexes whatever the project, and planning it for every start cost
+-- more than reading it.)
+CREATE OR REPLACE FUNCTION credits._check_start_limits(project_id bigint, resource_id text, kind text,
+                                            rate_per_hour credits.credits, old_rate credits.credits)
+    RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    c credits.spending_controls;
+    pos record;
+    rates credits.credits;
+    new_burn credits.credits;
+    raises boolean := rate_per_hour > coalesce(old_rate, '0'::credits.credits);
+BEGIN
+    SELECT * INTO c FROM credits.spending_controls x
+     WHERE x.project_id = _check_start_limits.project_id FOR UPDATE;
+    IF NOT FOUND OR num_nonnulls(c.max_burn_rate, c.min_runway, c.daily_budget, c.monthly_budget) = 0 THEN
+        RETURN;
+    END IF;
+
+    IF c.max_burn_rate IS NOT NULL AND raises THEN
+        SELECT coalesce(sum(r.rate_per_hour), '0'::credits.credits) INTO rates FROM credits.resources r
+         WHERE r.project_id = _check_start_limits.project_id AND r.state IN ('running', 'available')
+           AND r.resource_id <> _check_start_limits.resource_id;
+        IF rates + rate_per_hour > c.max_burn_rate THEN
+            RAISE EXCEPTION 'project % would burn % per hour, above its max_burn_rate of %',
+                project_id, rates + rate_per_hour, c.max_burn_rate
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('Running instances and accessible volumes burn %s per hour; %s %s adds %s.',
+                                      rates, kind, resource_id, rate_per_hour),
+                      HINT = 'Stop something first, or raise the limit with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF c.min_runway IS NULL AND c.daily_budget IS NULL AND c.monthly_budget IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO pos FROM credits._spending_positions(ARRAY[project_id]);
+
+    IF c.min_runway IS NOT NULL AND raises THEN
+        new_burn := pos.burn_rate - coalesce(old_rate, '0'::credits.credits) + rate_per_hour;
+        IF credits._below_runway(pos.available_balance, new_burn, c.min_runway) THEN
+            RAISE EXCEPTION 'project % would have less than its min_runway of % left', project_id, c.min_runway
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The available balance of %s lasts %s h at the new burn rate of %s per hour.',
+                                      pos.available_balance, round(pos.available_balance / new_burn, 2), new_burn),
+                      HINT = 'Add credits first, or lower min_runway with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF kind = 'instance' AND c.on_budget = 'stop' AND raises
+       AND (credits._budget_hit(pos.spent_today, c.daily_budget)
+           OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)) THEN
+        RAISE EXCEPTION 'project % has reached its % budget', project_id,
+            CASE WHEN credits._budget_hit(pos.spent_today, c.daily_budget) THEN 'daily' ELSE 'monthly' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Spent today %s of a daily budget of %s; this month %s of a monthly budget of %s.',
+                                  pos.spent_today, coalesce(c.daily_budget::text, 'none'),
+                                  pos.spent_this_month, coalesce(c.monthly_budget::text, 'none')),
+                  HINT = 'Instances may start again when the UTC period ends or the budget is raised.';
+    END IF;
+    IF credits._budget_hit(pos.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM pos.day_start
+       OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)
+          AND c.monthly_reached IS DISTINCT FROM pos.month_start THEN
+        PERFORM credits._act_on_spending(ARRAY[project_id]);
+    END IF;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- limits: the periodic check writes the watched projects into its statements as a constant
+-- (tested through a hash in every scan), and acts on its candidates with custom plans.
+-- ---------------------------------------------------------------------------------------------
+DROP FUNCTION credits._count_spending();
+-- Brings spending_totals up to each watched project's deducted hours and to the current UTC
+-- day and month: only projects deducted since they were counted, or whose period changed,
+-- are rewritten.  ids: every watched project, written into the statement as a constant so that
+-- each scan tests it through a hash (as a parameter it is searched element by element, for
+-- every row).  Called by the periodic runs, which hold the periodic-run lock; rows locked by
+-- another transaction are left for the next run.
+CREATE OR REPLACE FUNCTION credits._count_spending(ids bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM credits._recount_late_usage();
+    EXECUTE format($count$
+    WITH due AS (
+        SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
+               p.completed_today, p.completed_this_month
+          FROM credits._completed_spending(%L::bigint[]) p
+          JOIN credits.spending_totals s ON s.project_id = p.project_id
+          JOIN credits.accounts a ON a.project_id = p.project_id
+         WHERE a.deducted_until > s.counted_until
+            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
+    locked AS (
+        SELECT s.project_id FROM credits.spending_totals s
+         WHERE s.project_id IN (SELECT d.project_id FROM due d)
+         ORDER BY s.project_id FOR UPDATE SKIP LOCKED)
+    UPDATE credits.spending_totals s
+       SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
+           month_start = d.month_start, month_spent = d.completed_this_month
+      FROM due d
+     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
+    $count$, ids);
+END $$;
+
+-- Acts on the watched projects among ids: queues the events their controls call for, records
+-- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
+-- balance is read again under the account's lock (when the project's lots are all alike).
+-- Returns the projects acted on.  (Custom plans: ids is then a constant, which every scan tests
+-- through a hash; a generic plan searches it element by element for every row.)
+CREATE OR REPLACE FUNCTION credits._act_on_spending(ids bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    at timestamptz := credits.now();
+    queued_ids bigint[];
+    stop_ids bigint[];
+    stop_budgets text[];
+BEGIN
+    WITH pos AS (
+        SELECT * FROM credits._spending_positions(ids)),
+    locked_accounts AS (
+        SELECT a.project_id, a.balance FROM credits.accounts a
+         WHERE a.project_id = ANY (ids)
+         ORDER BY a.project_id FOR SHARE OF a SKIP LOCKED),
+    locked AS (
+        SELECT c.*, la.balance FROM credits.spending_controls c JOIN locked_accounts la USING (project_id)
+         ORDER BY c.project_id FOR UPDATE OF c SKIP LOCKED),
+    judged AS (
+        SELECT l.project_id, l.balance_low AS was_balance_low, l.runway_low AS was_runway_low,
+               l.daily_reached, l.monthly_reached, l.daily_budget, l.monthly_budget, l.on_budget,
+               l.below_balance, l.below_runway, v.available, p.burn_rate, p.spent_today,
+               p.spent_this_month, p.day_start, p.month_start,
+               credits._below_balance(v.available, l.below_balance) AS balance_low,
+               credits._below_runway(v.available, p.burn_rate, l.below_runway) AS runway_low,
+               credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
+               credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
+          FROM locked l JOIN pos p USING (project_id)
+          -- (the balance as locked; lots that are not all alike as the positions read them)
+          CROSS JOIN LATERAL (SELECT CASE WHEN p.lots_alike THEN credits._available(l.balance, p.accumulating)
+                                          ELSE p.available_balance END AS available) AS v),
+    changed AS (
+        UPDATE credits.spending_controls c
+           SET balance_low = j.balance_low, runway_low = j.runway_low,
+               daily_reached = CASE WHEN j.daily_hit THEN j.day_start ELSE c.daily_reached END,
+               monthly_reached = CASE WHEN j.monthly_hit THEN j.month_start ELSE c.monthly_reached END
+          FROM judged j
+         WHERE c.project_id = j.project_id
+           AND (c.balance_low <> j.balance_low OR c.runway_low <> j.runway_low
+                OR (j.daily_hit AND c.daily_reached IS DISTINCT FROM j.day_start)
+                OR (j.monthly_hit AND c.monthly_reached IS DISTINCT FROM j.month_start))
+        RETURNING j.*),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT ch.project_id, e.kind, NULL, NULL, e.payload || jsonb_build_object('at', at), at
+          FROM changed ch
+          CROSS JOIN LATERAL (VALUES
+              (1, 'budget_reached', ch.daily_hit AND ch.daily_reached IS DISTINCT FROM ch.day_start,
+               jsonb_build_object('budget', 'daily', 'limit', ch.daily_budget::text,
+                                  'spent', ch.spent_today::text, 'period_start', ch.day_start,
+                                  'on_budget', ch.on_budget)),
+              (2, 'budget_reached', ch.monthly_hit AND ch.monthly_reached IS DISTINCT FROM ch.month_start,
+               jsonb_build_object('budget', 'monthly', 'limit', ch.monthly_budget::text,
+                                  'spent', ch.spent_this_month::text, 'period_start', ch.month_start,
+                                  'on_budget', ch.on_budget)),
+              (3, 'balance_low', ch.balance_low AND NOT ch.was_balance_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'below_balance', ch.below_balance::text)),
+              (4, 'runway_low', ch.runway_low AND NOT ch.was_runway_low,
+               jsonb_build_object('available_balance', ch.available::text, 'burn_rate', ch.burn_rate::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate),
+                                  'below_runway', ch.below_runway::text)),
+              (5, 'balance_recovered',
+               (ch.was_balance_low OR ch.was_runway_low) AND NOT ch.balance_low AND NOT ch.runway_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate))))
+              AS e(n, kind, due, payload)
+         WHERE e.due
+         ORDER BY ch.project_id, e.n
+        RETURNING project_id)
+    SELECT (SELECT coalesce(array_agg(DISTINCT q.project_id), '{}') FROM queued q),
+           coalesce(array_agg(j.project_id ORDER BY j.project_id), '{}'),
+           coalesce(array_agg(CASE WHEN j.daily_hit THEN 'daily' ELSE 'monthly' END ORDER BY j.project_id), '{}')
+      INTO queued_ids, stop_ids, stop_budgets
+      FROM judged j
+     WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit);
+    IF cardinality(queued_ids) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+
+    -- (a new statement, after the locks: an instance a start committed meanwhile is stopped too)
+    SELECT coalesce(array_agg(x.project_id ORDER BY x.project_id), '{}'), coalesce(array_agg(x.budget ORDER BY x.project_id), '{}')
+      INTO stop_ids, stop_budgets
+      FROM unnest(stop_ids, stop_budgets) AS x(project_id, budget)
+     WHERE EXISTS (SELECT FROM credits.resources r
+                    WHERE r.project_id = x.project_id AND r.kind = 'instance' AND r.state = 'running');
+    IF cardinality(stop_ids) > 0 THEN
+        PERFORM credits._stop_for_budget(stop_ids, stop_budgets, at);
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN ARRAY(SELECT unnest(queued_ids) UNION SELECT unnest(stop_ids) ORDER BY 1);
+END $$;
+
+-- Checks every watched project, set-based: counts the hours deducted since the last run,
+-- computes every position once, and acts on the projects where something is due (an alert
+-- line crossed either way, a budget reached and not yet announced this period, or running
+-- instances over a budget that stops).  Returns the projects acted on.  The caller holds the
+-- periodic-run lock.  (enable_nestloop = off: the planner expects a few hundred watched
+-- projects and loops over each part once per project, recomputing it: at 20,000 projects
+-- 10 s instead of 0.1 s.  The per-project probes are lateral and stay loops.)
+CREATE OR REPLACE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
+    LANGUAGE plpgsql SET enable_nestloop = off AS $$
+DECLARE
+    ids bigint[];
+    due bigint[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
+        RETURN '{}';
+    END IF;
+    ids := credits._watched_projects();
+    PERFORM credits._count_spending(ids);
+    -- (ids as a constant: see credits._count_spending)
+    EXECUTE format($due$
+    SELECT array_agg(p.project_id ORDER BY p.project_id)
+      FROM credits._spending_positions(%L::bigint[]) p
+      JOIN credits.spending_controls c ON c.project_id = p.project_id
+     WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
+        OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
+        OR (credits._budget_hit(p.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM p.day_start)
+        OR (credits._budget_hit(p.spent_this_month, c.monthly_budget)
+            AND c.monthly_reached IS DISTINCT FROM p.month_start)
+        OR (c.on_budget = 'stop'
+            AND (credits._budget_hit(p.spent_today, c.daily_budget)
+                 OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
+            AND EXISTS (SELECT FROM credits.resources r
+                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'))
+    $due$, ids) INTO due;
+    IF due IS NULL THEN
+        RETURN '{}';
+    END IF;
+    RETURN credits._act_on_spending(due);
+END $$;
+REVOKE ALL ON FUNCTION credits._count_spending(bigint[]) FROM PUBLIC;
 -- balance_overview groups the accrued usage and the burn rate once per project
 -- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
 -- ---------------------------------------------------------------------------------------------
@@ -4845,3 +5095,75 @@ CREATE TRIGGER zero_balance_enforce
 
 REVOKE ALL ON FUNCTION credits._zero_balance_decide() FROM PUBLIC;
 REVOKE ALL ON FUNCTION credits._zero_balance_enforce() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- A rate change that makes the start check act on a budget stop leaves the stopped instance
+-- stopped.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
+                                  rate_per_hour credits.credits) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
+    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
+    -- The account first, then the resource: the order every path locks them in (the periodic
+    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
+    PERFORM credits._require_available_balance(project_id, kind);
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
+    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
+                                                  AND r.rate_per_hour <> rate_per_hour) THEN
+        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
+                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+        -- The check acts on a budget reached since the last balance check; under on_budget
+        -- 'stop' that stops the project's running instances, this one too: the stop stands,
+        -- and a rate change of an instance it stopped does nothing more.
+        IF r.state = active_state AND NOT EXISTS (
+               SELECT FROM credits.resources x
+                WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id
+                  AND x.state = active_state) THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    IF r.project_id IS NULL THEN
+        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
+                                       accrued_until, created_at)
+        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
+                credits._billing_start(project_id, at), at)
+        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            -- A concurrent call created it first (and has committed): act on its row.
+            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
+        END IF;
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
+            USING ERRCODE = 'wrong_object_type';
+    ELSIF r.state = active_state THEN
+        IF r.rate_per_hour <> rate_per_hour THEN
+            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
+                                           accrued_until = credits._billing_start(_activate.project_id, at)
+             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+        END IF;
+    ELSIF r.state = 'stopped' THEN
+        UPDATE credits.resources x
+           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
+               accrued_until = credits._billing_start(_activate.project_id, at)
+         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+    ELSE
+        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
+                           'inaccessible volumes come back when the balance is positive again.';
+    END IF;
+END $$;
+
