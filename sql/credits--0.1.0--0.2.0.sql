@@ -4460,6 +4460,256 @@ BEGIN
 END $$;
 
 -- ---------------------------------------------------------------------------------------------
+-- limits: a start reads its project's spending position with a generic plan.
+-- ---------------------------------------------------------------------------------------------
+-- Refuses (55000) a start, attach or rate change of project_id's resource to rate_per_hour
+-- (old_rate: its rate while it is billing, else null) that breaks a spending limit: the rates
+-- of running instances and accessible volumes above max_burn_rate; an available balance that
+-- does not cover the new burn rate for min_runway; an instance start while a budget with
+-- on_budget 'stop' is reached.  A change that lowers the rate is never refused.  Called by
+-- credits._activate after it locked the account, before it writes anything; it locks the
+-- project's controls row, so that concurrent starts of one project check one after the other,
+-- each seeing what the one before started.  Under on_budget 'alert' a start that finds a
+-- budget reached queues its budget_reached event.  (Generic plans: the position of one project
+-- is read through its indexes whatever the project, and planning it for every start cost
+-- more than reading it.)
+CREATE OR REPLACE FUNCTION credits._check_start_limits(project_id bigint, resource_id text, kind text,
+                                            rate_per_hour credits.credits, old_rate credits.credits)
+    RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    c credits.spending_controls;
+    pos record;
+    rates credits.credits;
+    new_burn credits.credits;
+    raises boolean := rate_per_hour > coalesce(old_rate, '0'::credits.credits);
+BEGIN
+    SELECT * INTO c FROM credits.spending_controls x
+     WHERE x.project_id = _check_start_limits.project_id FOR UPDATE;
+    IF NOT FOUND OR num_nonnulls(c.max_burn_rate, c.min_runway, c.daily_budget, c.monthly_budget) = 0 THEN
+        RETURN;
+    END IF;
+
+    IF c.max_burn_rate IS NOT NULL AND raises THEN
+        SELECT coalesce(sum(r.rate_per_hour), '0'::credits.credits) INTO rates FROM credits.resources r
+         WHERE r.project_id = _check_start_limits.project_id AND r.state IN ('running', 'available')
+           AND r.resource_id <> _check_start_limits.resource_id;
+        IF rates + rate_per_hour > c.max_burn_rate THEN
+            RAISE EXCEPTION 'project % would burn % per hour, above its max_burn_rate of %',
+                project_id, rates + rate_per_hour, c.max_burn_rate
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('Running instances and accessible volumes burn %s per hour; %s %s adds %s.',
+                                      rates, kind, resource_id, rate_per_hour),
+                      HINT = 'Stop something first, or raise the limit with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF c.min_runway IS NULL AND c.daily_budget IS NULL AND c.monthly_budget IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO pos FROM credits._spending_positions(ARRAY[project_id]);
+
+    IF c.min_runway IS NOT NULL AND raises THEN
+        new_burn := pos.burn_rate - coalesce(old_rate, '0'::credits.credits) + rate_per_hour;
+        IF credits._below_runway(pos.available_balance, new_burn, c.min_runway) THEN
+            RAISE EXCEPTION 'project % would have less than its min_runway of % left', project_id, c.min_runway
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('The available balance of %s lasts %s h at the new burn rate of %s per hour.',
+                                      pos.available_balance, round(pos.available_balance / new_burn, 2), new_burn),
+                      HINT = 'Add credits first, or lower min_runway with credits.configure_limits().';
+        END IF;
+    END IF;
+
+    IF kind = 'instance' AND c.on_budget = 'stop' AND raises
+       AND (credits._budget_hit(pos.spent_today, c.daily_budget)
+           OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)) THEN
+        RAISE EXCEPTION 'project % has reached its % budget', project_id,
+            CASE WHEN credits._budget_hit(pos.spent_today, c.daily_budget) THEN 'daily' ELSE 'monthly' END
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Spent today %s of a daily budget of %s; this month %s of a monthly budget of %s.',
+                                  pos.spent_today, coalesce(c.daily_budget::text, 'none'),
+                                  pos.spent_this_month, coalesce(c.monthly_budget::text, 'none')),
+                  HINT = 'Instances may start again when the UTC period ends or the budget is raised.';
+    END IF;
+    IF credits._budget_hit(pos.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM pos.day_start
+       OR credits._budget_hit(pos.spent_this_month, c.monthly_budget)
+          AND c.monthly_reached IS DISTINCT FROM pos.month_start THEN
+        PERFORM credits._act_on_spending(ARRAY[project_id]);
+    END IF;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- limits: the periodic check writes the watched projects into its statements as a constant
+-- (tested through a hash in every scan), and acts on its candidates with custom plans.
+-- ---------------------------------------------------------------------------------------------
+DROP FUNCTION credits._count_spending();
+-- Brings spending_totals up to each watched project's deducted hours and to the current UTC
+-- day and month: only projects deducted since they were counted, or whose period changed,
+-- are rewritten.  ids: every watched project, written into the statement as a constant so that
+-- each scan tests it through a hash (as a parameter it is searched element by element, for
+-- every row).  Called by the periodic runs, which hold the periodic-run lock; rows locked by
+-- another transaction are left for the next run.
+CREATE OR REPLACE FUNCTION credits._count_spending(ids bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM credits._recount_late_usage();
+    EXECUTE format($count$
+    WITH due AS (
+        SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
+               p.completed_today, p.completed_this_month
+          FROM credits._completed_spending(%L::bigint[]) p
+          JOIN credits.spending_totals s ON s.project_id = p.project_id
+          JOIN credits.accounts a ON a.project_id = p.project_id
+         WHERE a.deducted_until > s.counted_until
+            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
+    locked AS (
+        SELECT s.project_id FROM credits.spending_totals s
+         WHERE s.project_id IN (SELECT d.project_id FROM due d)
+         ORDER BY s.project_id FOR UPDATE SKIP LOCKED)
+    UPDATE credits.spending_totals s
+       SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
+           month_start = d.month_start, month_spent = d.completed_this_month
+      FROM due d
+     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
+    $count$, ids);
+END $$;
+
+-- Acts on the watched projects among ids: queues the events their controls call for, records
+-- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
+-- balance is read again under the account's lock (when the project's lots are all alike).
+-- Returns the projects acted on.  (Custom plans: ids is then a constant, which every scan tests
+-- through a hash; a generic plan searches it element by element for every row.)
+CREATE OR REPLACE FUNCTION credits._act_on_spending(ids bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+    at timestamptz := credits.now();
+    queued_ids bigint[];
+    stop_ids bigint[];
+    stop_budgets text[];
+BEGIN
+    WITH pos AS (
+        SELECT * FROM credits._spending_positions(ids)),
+    locked_accounts AS (
+        SELECT a.project_id, a.balance FROM credits.accounts a
+         WHERE a.project_id = ANY (ids)
+         ORDER BY a.project_id FOR SHARE OF a SKIP LOCKED),
+    locked AS (
+        SELECT c.*, la.balance FROM credits.spending_controls c JOIN locked_accounts la USING (project_id)
+         ORDER BY c.project_id FOR UPDATE OF c SKIP LOCKED),
+    judged AS (
+        SELECT l.project_id, l.balance_low AS was_balance_low, l.runway_low AS was_runway_low,
+               l.daily_reached, l.monthly_reached, l.daily_budget, l.monthly_budget, l.on_budget,
+               l.below_balance, l.below_runway, v.available, p.burn_rate, p.spent_today,
+               p.spent_this_month, p.day_start, p.month_start,
+               credits._below_balance(v.available, l.below_balance) AS balance_low,
+               credits._below_runway(v.available, p.burn_rate, l.below_runway) AS runway_low,
+               credits._budget_hit(p.spent_today, l.daily_budget) AS daily_hit,
+               credits._budget_hit(p.spent_this_month, l.monthly_budget) AS monthly_hit
+          FROM locked l JOIN pos p USING (project_id)
+          -- (the balance as locked; lots that are not all alike as the positions read them)
+          CROSS JOIN LATERAL (SELECT CASE WHEN p.lots_alike THEN credits._available(l.balance, p.accumulating)
+                                          ELSE p.available_balance END AS available) AS v),
+    changed AS (
+        UPDATE credits.spending_controls c
+           SET balance_low = j.balance_low, runway_low = j.runway_low,
+               daily_reached = CASE WHEN j.daily_hit THEN j.day_start ELSE c.daily_reached END,
+               monthly_reached = CASE WHEN j.monthly_hit THEN j.month_start ELSE c.monthly_reached END
+          FROM judged j
+         WHERE c.project_id = j.project_id
+           AND (c.balance_low <> j.balance_low OR c.runway_low <> j.runway_low
+                OR (j.daily_hit AND c.daily_reached IS DISTINCT FROM j.day_start)
+                OR (j.monthly_hit AND c.monthly_reached IS DISTINCT FROM j.month_start))
+        RETURNING j.*),
+    queued AS (
+        INSERT INTO credits.events (project_id, kind, resource_id, transaction_id, payload, created_at)
+        SELECT ch.project_id, e.kind, NULL, NULL, e.payload || jsonb_build_object('at', at), at
+          FROM changed ch
+          CROSS JOIN LATERAL (VALUES
+              (1, 'budget_reached', ch.daily_hit AND ch.daily_reached IS DISTINCT FROM ch.day_start,
+               jsonb_build_object('budget', 'daily', 'limit', ch.daily_budget::text,
+                                  'spent', ch.spent_today::text, 'period_start', ch.day_start,
+                                  'on_budget', ch.on_budget)),
+              (2, 'budget_reached', ch.monthly_hit AND ch.monthly_reached IS DISTINCT FROM ch.month_start,
+               jsonb_build_object('budget', 'monthly', 'limit', ch.monthly_budget::text,
+                                  'spent', ch.spent_this_month::text, 'period_start', ch.month_start,
+                                  'on_budget', ch.on_budget)),
+              (3, 'balance_low', ch.balance_low AND NOT ch.was_balance_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'below_balance', ch.below_balance::text)),
+              (4, 'runway_low', ch.runway_low AND NOT ch.was_runway_low,
+               jsonb_build_object('available_balance', ch.available::text, 'burn_rate', ch.burn_rate::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate),
+                                  'below_runway', ch.below_runway::text)),
+              (5, 'balance_recovered',
+               (ch.was_balance_low OR ch.was_runway_low) AND NOT ch.balance_low AND NOT ch.runway_low,
+               jsonb_build_object('available_balance', ch.available::text,
+                                  'hours_remaining', credits._hours_remaining(ch.available, ch.burn_rate))))
+              AS e(n, kind, due, payload)
+         WHERE e.due
+         ORDER BY ch.project_id, e.n
+        RETURNING project_id)
+    SELECT (SELECT coalesce(array_agg(DISTINCT q.project_id), '{}') FROM queued q),
+           coalesce(array_agg(j.project_id ORDER BY j.project_id), '{}'),
+           coalesce(array_agg(CASE WHEN j.daily_hit THEN 'daily' ELSE 'monthly' END ORDER BY j.project_id), '{}')
+      INTO queued_ids, stop_ids, stop_budgets
+      FROM judged j
+     WHERE j.on_budget = 'stop' AND (j.daily_hit OR j.monthly_hit);
+    IF cardinality(queued_ids) > 0 THEN
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+
+    -- (a new statement, after the locks: an instance a start committed meanwhile is stopped too)
+    SELECT coalesce(array_agg(x.project_id ORDER BY x.project_id), '{}'), coalesce(array_agg(x.budget ORDER BY x.project_id), '{}')
+      INTO stop_ids, stop_budgets
+      FROM unnest(stop_ids, stop_budgets) AS x(project_id, budget)
+     WHERE EXISTS (SELECT FROM credits.resources r
+                    WHERE r.project_id = x.project_id AND r.kind = 'instance' AND r.state = 'running');
+    IF cardinality(stop_ids) > 0 THEN
+        PERFORM credits._stop_for_budget(stop_ids, stop_budgets, at);
+        PERFORM pg_notify('credits_events', '');
+    END IF;
+    RETURN ARRAY(SELECT unnest(queued_ids) UNION SELECT unnest(stop_ids) ORDER BY 1);
+END $$;
+
+-- Checks every watched project, set-based: counts the hours deducted since the last run,
+-- computes every position once, and acts on the projects where something is due (an alert
+-- line crossed either way, a budget reached and not yet announced this period, or running
+-- instances over a budget that stops).  Returns the projects acted on.  The caller holds the
+-- periodic-run lock.  (enable_nestloop = off: the planner expects a few hundred watched
+-- projects and loops over each part once per project, recomputing it: at 20,000 projects
+-- 10 s instead of 0.1 s.  The per-project probes are lateral and stay loops.)
+CREATE OR REPLACE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
+    LANGUAGE plpgsql SET enable_nestloop = off AS $$
+DECLARE
+    ids bigint[];
+    due bigint[];
+BEGIN
+    IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
+        RETURN '{}';
+    END IF;
+    ids := credits._watched_projects();
+    PERFORM credits._count_spending(ids);
+    -- (ids as a constant: see credits._count_spending)
+    EXECUTE format($due$
+    SELECT array_agg(p.project_id ORDER BY p.project_id)
+      FROM credits._spending_positions(%L::bigint[]) p
+      JOIN credits.spending_controls c ON c.project_id = p.project_id
+     WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
+        OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
+        OR (credits._budget_hit(p.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM p.day_start)
+        OR (credits._budget_hit(p.spent_this_month, c.monthly_budget)
+            AND c.monthly_reached IS DISTINCT FROM p.month_start)
+        OR (c.on_budget = 'stop'
+            AND (credits._budget_hit(p.spent_today, c.daily_budget)
+                 OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
+            AND EXISTS (SELECT FROM credits.resources r
+                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'))
+    $due$, ids) INTO due;
+    IF due IS NULL THEN
+        RETURN '{}';
+    END IF;
+    RETURN credits._act_on_spending(due);
+END $$;
+REVOKE ALL ON FUNCTION credits._count_spending(bigint[]) FROM PUBLIC;
 -- balance_overview groups the accrued usage and the burn rate once per project
 -- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
 -- ---------------------------------------------------------------------------------------------
@@ -4607,3 +4857,313 @@ END;
 REVOKE ALL ON FUNCTION credits._lift_threshold(bigint) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION credits._zero_balance_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;
+
+-- ---------------------------------------------------------------------------------------------
+-- deduct: one home for each rule of the deduction's side.  "Usage has used up the balance" is
+-- credits._used_up, on credits._available, in the balance check and in the zero-balance
+-- triggers' WHEN clause and function; verify() asks credits._api_usage_hour whether a
+-- rolled-up hour is already deducted.  The zero-balance triggers are plpgsql: the C trigger
+-- only called SQL back through SPI (its symbols stay in the library for the scripts that name
+-- them).
+-- ---------------------------------------------------------------------------------------------
+
+-- The checks of credits.verify() for the project scope_id, or for all when it is null.  An
+-- unknown project is an error (P0002), not a clean result.  For one project its transactions
+-- are read through the indexes (deposits by the history index, usage hour by hour); for all,
+-- the whole table.  Planned for each call with scope_id's value (a custom plan): the branches
+-- of the other scope are gone before the planner sees the query, and a generic plan, which
+-- statistics skewed by other projects could turn into a scan of every project's rows, is never
+-- used.  (jit = off: compiling the plan over every project cost more than running it.)
+CREATE OR REPLACE FUNCTION credits._verify(scope_id bigint)
+    RETURNS TABLE (project_id bigint, problem text)
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH scope AS (
+        SELECT a.* FROM credits.accounts a WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT a.* FROM credits.accounts a
+         WHERE _verify.scope_id IS NOT NULL
+           AND a.project_id = (SELECT credits._require_account(_verify.scope_id))),
+    -- the transactions of the one project asked about, read once (completed usage hour by
+    -- hour, over its deducted hours)
+    project_rows AS MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE t.type <> 'usage' AND t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits._completed_usage t
+         WHERE t.project_id = _verify.scope_id
+        UNION ALL
+        SELECT t.* FROM credits.transactions t
+         WHERE t.status = 'accumulating' AND t.project_id = _verify.scope_id),
+    -- the lots of the accounts in scope
+    lot_rows AS (
+        SELECT l.* FROM credits.credit_lots l WHERE _verify.scope_id IS NULL
+        UNION ALL
+        SELECT l.* FROM credits.credit_lots l WHERE l.project_id = _verify.scope_id),
+    -- the transactions of the accounts in scope (all of them: read by each check)
+    scoped AS NOT MATERIALIZED (
+        SELECT t.* FROM credits.transactions t
+         WHERE _verify.scope_id IS NULL
+           AND EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+        UNION ALL
+        SELECT * FROM project_rows),
+    -- (summed per project before the join: a join first sorted every transaction)
+    -- (and the first and last completed usage hour, which must lie in its deducted hours)
+    ledger AS (
+        SELECT s.project_id, coalesce(x.total, '0'::credits.credits) AS total, x.first_hour, x.last_hour
+          FROM scope s
+          LEFT JOIN (SELECT t.project_id, sum(t.amount) AS total,
+                            min(t.usage_hour) AS first_hour, max(t.usage_hour) AS last_hour
+                       FROM scoped t WHERE t.status = 'completed'
+                      GROUP BY t.project_id) AS x USING (project_id))
+    SELECT s.project_id, format('balance %s differs from the sum of completed transactions %s', s.balance, l.total)
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE s.balance <> l.total
+    UNION ALL
+    SELECT s.project_id,
+           format('completed usage hours span [%s, %s), ', l.first_hour, l.last_hour + interval '1 hour')
+           || CASE WHEN s.deducted_from IS NULL THEN 'but the project has no deducted hours'
+                   ELSE format('not within its deducted hours [%s, %s)', s.deducted_from, s.deducted_until) END
+      FROM scope s JOIN ledger l USING (project_id)
+     WHERE l.first_hour IS NOT NULL
+       AND (s.deducted_from IS NULL OR l.first_hour < s.deducted_from OR l.last_hour >= s.deducted_until)
+    UNION ALL
+    -- (rolled-up API usage of an hour already completed would be charged again)
+    SELECT u.project_id, format('API usage of %s in the hour %s is rolled up, but that hour is completed',
+                                u.resource_id, u.usage_hour)
+      FROM scope s JOIN credits.usage_rollup u USING (project_id)
+     -- (its hour is already deducted when credits._api_usage_hour, the one place that asks,
+     -- would count it in another hour; asked as of a time after every hour)
+     WHERE credits._api_usage_hour(u.project_id, u.resource_id, u.usage_hour, 'infinity') <> u.usage_hour
+    UNION ALL
+    SELECT s.project_id, format('balance %s is negative', s.balance)
+      FROM scope s WHERE s.balance < '0'::credits.credits
+    UNION ALL
+    SELECT t.project_id, format('transaction %s belongs to no account', t.transaction_id)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL
+       AND NOT EXISTS (SELECT FROM credits.accounts a WHERE a.project_id = t.project_id)
+    UNION ALL
+    SELECT t.project_id, format('transaction %s names payment method %s of another project or none',
+                                t.transaction_id, t.method_id)
+      FROM scoped t
+     WHERE t.method_id IS NOT NULL
+       AND NOT EXISTS (SELECT FROM credits.payment_methods m
+                        WHERE m.method_id = t.method_id AND m.project_id = t.project_id)
+    UNION ALL
+    -- (for all projects, grouped in the order of the usage index, as it streams: orphans,
+    -- reported above, are counted too)
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM credits.transactions t
+     WHERE _verify.scope_id IS NULL AND t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('resource %s is charged %s times for the hour %s', t.resource_id, count(*), t.usage_hour)
+      FROM project_rows t
+     WHERE t.type = 'usage'
+     GROUP BY t.usage_hour, t.project_id, t.resource_id HAVING count(*) > 1
+    UNION ALL
+    SELECT t.project_id, format('transaction %s: %s %s is illegal', t.transaction_id, t.status, t.type)
+      FROM scoped t
+     WHERE (t.type = 'usage' AND t.status NOT IN ('accumulating', 'completed'))
+        OR (t.type <> 'usage' AND t.status = 'accumulating')
+        OR (t.status = 'completed') <> (t.completed_at IS NOT NULL)
+        OR (t.status = 'failed') <> (t.failed_at IS NOT NULL)
+        -- (a usage hour's charge is -amount + uncollected; only a completed one has uncollected)
+        OR (t.type = 'usage'
+            AND t.uncollected::numeric - t.amount::numeric <> credits._accrued_amount(t.accrued_units)::numeric)
+        OR (t.type = 'usage' AND t.status = 'completed' AND t.usage_hour + interval '1 hour' > t.completed_at)
+        OR t.uncollected < '0'::credits.credits
+        OR (NOT (t.type = 'usage' AND t.status = 'completed') AND t.uncollected <> '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('project is at zero balance but %s %s is %s', r.kind, r.resource_id, r.state)
+      FROM scope s JOIN credits.resources r USING (project_id)
+     WHERE (s.depleted OR s.balance = '0'::credits.credits) AND r.state IN ('running', 'available')
+    UNION ALL
+    SELECT t.project_id, format('%s auto-recharges are pending', count(*))
+      FROM scoped t
+     WHERE t.type = 'auto_recharge' AND t.status = 'pending'
+     GROUP BY t.project_id HAVING count(*) > 1
+    UNION ALL
+    -- (lots: each adds up, what they hold is the balance, each credit added is one; the labels
+    -- added in 0.2.0 are compared as text)
+    SELECT l.project_id,
+           format('the lot of transaction %s: amount %s is not remaining %s + used %s + refunded and expired %s, or held %s is not its pending refunds %s',
+                  l.transaction_id, l.amount, l.remaining, l.used, coalesce(x.taken, '0'::credits.credits),
+                  l.held, coalesce(x.pending, '0'::credits.credits))
+      FROM lot_rows l
+      LEFT JOIN (SELECT t.lot_id, -sum(t.amount) FILTER (WHERE t.status = 'completed') AS taken,
+                        -sum(t.amount) FILTER (WHERE t.status = 'pending') AS pending
+                   FROM scoped t WHERE t.lot_id IS NOT NULL GROUP BY t.lot_id) AS x ON x.lot_id = l.transaction_id
+     WHERE l.remaining < '0'::credits.credits OR l.remaining > l.amount
+        OR l.remaining + l.used + coalesce(x.taken, '0'::credits.credits) <> l.amount
+        OR l.held <> coalesce(x.pending, '0'::credits.credits)
+    UNION ALL
+    SELECT s.project_id, format('its lots hold %s, not the balance %s', coalesce(x.total, '0'::credits.credits), s.balance)
+      FROM scope s
+      LEFT JOIN (SELECT l.project_id, sum(l.remaining) AS total FROM lot_rows l GROUP BY l.project_id) AS x
+        USING (project_id)
+     WHERE coalesce(x.total, '0'::credits.credits) <> s.balance
+    UNION ALL
+    SELECT t.project_id, format('completed %s %s of %s is not a lot of that amount', t.type, t.transaction_id, t.amount)
+      FROM scoped t
+      LEFT JOIN lot_rows l ON l.transaction_id = t.transaction_id
+     WHERE t.status = 'completed' AND t.type::text IN ('deposit', 'auto_recharge', 'grant')
+       AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
+            OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
+    UNION ALL
+    SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
+      FROM lot_rows l
+     WHERE NOT EXISTS (SELECT FROM scoped t
+                        WHERE t.transaction_id = l.transaction_id AND t.status = 'completed'
+                          AND t.type::text IN ('deposit', 'auto_recharge', 'grant'));
+END $$;
+
+-- Whether usage accrued and not yet deducted (accrued) has used up a balance: nothing of it is
+-- available (credits._available).  The one rule of every cut-off, by the balance check and by
+-- the zero-balance trigger (inlined wherever it is called).
+CREATE OR REPLACE FUNCTION credits._used_up(balance credits.credits, accrued credits.credits) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN credits._available(balance, accrued) = '0'::credits.credits;
+
+
+-- What of a project's balance nothing may spend on its instances or volumes now: what its lots
+-- hold less what those that may pay for them (this hour) have left after the accrued usage
+-- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
+-- (sql/install/44_zero_balance.sql) lifts a depleted project whose new balance is above it; a
+-- new lot is written before the balance it raises.
+CREATE OR REPLACE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
+    LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(sum(l.remaining), '0'::credits.credits)
+           - credits._spendable(_lift_threshold.project_id, 3, credits.hour_of(credits.now()))
+      FROM credits.credit_lots l
+     WHERE l.project_id = _lift_threshold.project_id AND l.active;
+END;
+
+DROP TRIGGER zero_balance_decide ON credits.accounts;
+DROP TRIGGER zero_balance_enforce ON credits.accounts;
+DROP FUNCTION credits._zero_balance_trigger();
+
+
+-- BEFORE UPDATE of an account, called only when its WHEN clause finds a balance that reached
+-- zero from above (used up with nothing accrued; an account never funded has not reached
+-- zero) or a deposit or grant into a depleted account: sets depleted as the balance demands.
+-- A balance that reached zero is depleted; a depleted account stays so until something that
+-- may pay for instances or volumes is left of its lots after the usage accrued and not yet
+-- deducted: until the balance is no longer used up by credits._lift_threshold (without grants
+-- or refunds, the accrued usage).
+CREATE FUNCTION credits._zero_balance_decide() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT NEW.depleted THEN
+        NEW.depleted := true;
+    ELSE
+        NEW.depleted := credits._used_up(NEW.balance, credits._lift_threshold(NEW.project_id));
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- AFTER UPDATE of an account whose depleted flag changed: carries it out in the same
+-- transaction (set: credits._cut_off; cleared: credits._restore_volumes).
+CREATE FUNCTION credits._zero_balance_enforce() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.depleted THEN
+        PERFORM credits._cut_off(NEW.project_id, credits.now());
+    ELSE
+        PERFORM credits._restore_volumes(NEW.project_id, credits.now());
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (the WHEN clauses keep every ordinary balance change, such as the deduction's debit of every
+-- account, off the trigger functions; _used_up is inlined there)
+CREATE TRIGGER zero_balance_decide
+    BEFORE UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
+    WHEN ((NOT NEW.depleted AND OLD.balance > '0'::credits.credits
+           AND credits._used_up(NEW.balance, '0'::credits.credits))
+          OR (NEW.depleted AND NEW.balance > OLD.balance))
+    EXECUTE FUNCTION credits._zero_balance_decide();
+
+CREATE TRIGGER zero_balance_enforce
+    AFTER UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
+    WHEN (OLD.depleted IS DISTINCT FROM NEW.depleted)
+    EXECUTE FUNCTION credits._zero_balance_enforce();
+
+REVOKE ALL ON FUNCTION credits._zero_balance_decide() FROM PUBLIC;
+REVOKE ALL ON FUNCTION credits._zero_balance_enforce() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- A rate change that makes the start check act on a budget stop leaves the stopped instance
+-- stopped.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
+                                  rate_per_hour credits.credits) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
+    at timestamptz := credits.now();
+    r credits.resources;
+BEGIN
+    PERFORM credits._require_account(project_id);
+    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
+    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
+    -- The account first, then the resource: the order every path locks them in (the periodic
+    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
+    PERFORM credits._require_available_balance(project_id, kind);
+    SELECT * INTO r FROM credits.resources x
+     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
+    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
+    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
+                                                  AND r.rate_per_hour <> rate_per_hour) THEN
+        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
+                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+        -- The check acts on a budget reached since the last balance check; under on_budget
+        -- 'stop' that stops the project's running instances, this one too: the stop stands,
+        -- and a rate change of an instance it stopped does nothing more.
+        IF r.state = active_state AND NOT EXISTS (
+               SELECT FROM credits.resources x
+                WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id
+                  AND x.state = active_state) THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    IF r.project_id IS NULL THEN
+        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
+                                       accrued_until, created_at)
+        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
+                credits._billing_start(project_id, at), at)
+        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
+        IF NOT FOUND THEN
+            -- A concurrent call created it first (and has committed): act on its row.
+            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
+        END IF;
+    ELSIF r.kind <> kind THEN
+        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
+            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
+            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
+            USING ERRCODE = 'wrong_object_type';
+    ELSIF r.state = active_state THEN
+        IF r.rate_per_hour <> rate_per_hour THEN
+            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
+            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
+                                           accrued_until = credits._billing_start(_activate.project_id, at)
+             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+        END IF;
+    ELSIF r.state = 'stopped' THEN
+        UPDATE credits.resources x
+           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
+               accrued_until = credits._billing_start(_activate.project_id, at)
+         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
+    ELSE
+        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
+                           'inaccessible volumes come back when the balance is positive again.';
+    END IF;
+END $$;
+

@@ -101,7 +101,7 @@ INSERT INTO calls (what, stmt) VALUES
     ('_deduct_ended_hours',        'SELECT credits._deduct_ended_hours(now(), now())'),
     ('_enqueue_event',             'SELECT credits._enqueue_event(7100, ''balance_depleted'', NULL, NULL, ''{}'')'),
     ('_lock_periodic_runs',        'SELECT credits._lock_periodic_runs()'),
-    ('_zero_balance_trigger',      'SELECT credits._zero_balance_trigger()'),
+    ('_zero_balance_decide',       'SELECT credits._zero_balance_decide()'),
     -- the superuser-only settings, and the ways around them
     ('SET credits.clock',          'SET credits.clock = ''2030-01-01 00:00+00'''),
     ('set_config credits.clock',   'SELECT set_config(''credits.clock'', ''2030-01-01 00:00+00'', false)'),

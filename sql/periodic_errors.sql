@@ -82,3 +82,23 @@ SELECT * FROM verify(5704) UNION ALL SELECT * FROM verify(5705);
 SET ROLE credits_reader;
 SELECT count(*) AS billing_errors FROM credits.billing_errors;
 RESET ROLE;
+
+--
+-- Rows written without an INSERT statement fire no trigger (src/bulk_insert.h): a trigger
+-- added by hand to INSERT on credits.transactions makes the deduction refuse (0A000) rather
+-- than skip it; the project is listed until the trigger goes, then billed.
+--
+SET credits.clock = '2026-07-03 09:00+00';
+SELECT pg_temp.funded(5706, '50.00');
+SELECT start_instance(5706, 'gpu-1', '1.00');
+CREATE FUNCTION pg_temp.pass() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER test_insert_trigger BEFORE INSERT ON credits.transactions FOR EACH ROW
+    EXECUTE FUNCTION pg_temp.pass();
+SET credits.clock = '2026-07-03 10:00:05+00';
+SELECT pg_temp.deduct(5706, 5706);
+SELECT project_id, run, sqlstate, message FROM billing_errors WHERE project_id = 5706;
+DROP TRIGGER test_insert_trigger ON credits.transactions;
+SET credits.clock = '2026-07-03 11:00:05+00';
+SELECT pg_temp.deduct(5706, 5706);
+SELECT count(*) AS billing_errors FROM billing_errors WHERE project_id = 5706;
+SELECT * FROM verify(5706);

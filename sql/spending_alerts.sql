@@ -13,9 +13,6 @@ CREATE FUNCTION pg_temp.events(p bigint) RETURNS TABLE (kind text, payload jsonb
     SELECT e.kind, e.payload - 'at' FROM credits.events e
      WHERE e.project_id = p AND e.kind <> 'charge_requested' ORDER BY e.event_id;
 $$;
-CREATE FUNCTION pg_temp.deposit(p bigint, amount credits) RETURNS credits LANGUAGE sql AS $$
-    SELECT credits.complete_deposit(p, credits.add_credits(p, amount), 'https://invoices.example/' || p);
-$$;
 
 -- Project 8101: 20.00, an instance at 2.00 per hour from 10:00; alerts below 8.00 and below
 -- 5 hours of runway (available below 10.00).

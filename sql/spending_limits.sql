@@ -244,3 +244,21 @@ SELECT spent_today FROM credits.spending_overview WHERE project_id = 8008;
 SET ROLE credits_reader;
 SELECT project_id, spent_today, budget_reached FROM credits.spending_overview WHERE project_id = 8008;
 RESET ROLE;
+
+--
+-- A lower rate for a running instance, on the first call of a day whose budget its usage has
+-- already reached (on_budget 'stop'): the check acts on the budget, which stops the instance;
+-- the stop stands and the call changes nothing more (neither the rate nor the state), and a
+-- start is then refused.
+--
+SET credits.clock = '2026-09-04 10:00+00';
+SELECT pg_temp.funded(8009, '500.00');
+SELECT credits.configure_limits(8009, daily_budget => '5.00', on_budget => 'stop');
+SELECT credits.start_instance(8009, 'gpu-1', '10.00');
+SET credits.clock = '2026-09-04 10:40+00';
+SELECT credits.start_instance(8009, 'gpu-1', '3.00');         -- spent 6.67 of 5.00 today
+SELECT resource_id, state, rate_per_hour, accrued_until FROM credits.resources WHERE project_id = 8009;
+SELECT kind, payload->>'budget' AS budget FROM credits.events
+ WHERE project_id = 8009 AND kind IN ('budget_reached', 'instance_stopped') ORDER BY event_id;
+SELECT pg_temp.fails($$SELECT credits.start_instance(8009, 'gpu-1', '3.00')$$) AS restart;
+SELECT * FROM credits.verify(8009);

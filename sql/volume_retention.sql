@@ -16,9 +16,6 @@ CREATE FUNCTION pg_temp.events(p bigint) RETURNS TABLE (kind text, resource_id t
                                            'volume_deletion_warning', 'volume_deleted')
      ORDER BY e.event_id;
 $$;
-CREATE FUNCTION pg_temp.deposit(p bigint, amount credits) RETURNS credits LANGUAGE sql AS $$
-    SELECT credits.complete_deposit(p, credits.add_credits(p, amount), 'https://invoices.example/' || p);
-$$;
 -- A project with 5.00 and a volume at 2.50 per hour from 10:00, cut off at 12:00 on day d of
 -- November by the balance check (its accrued usage used the balance up).
 CREATE FUNCTION pg_temp.cut_off_volume(p bigint, d int) RETURNS text LANGUAGE plpgsql AS $$

@@ -16,10 +16,6 @@ CREATE FUNCTION pg_temp.events(p bigint) RETURNS TABLE (kind text, resource_id t
      WHERE e.project_id = p AND e.kind <> 'charge_requested' ORDER BY e.event_id;
 $$;
 
--- Completes a deposit of amount for project p at the current clock; returns the new balance.
-CREATE FUNCTION pg_temp.deposit(p bigint, amount credits) RETURNS credits LANGUAGE sql AS $$
-    SELECT credits.complete_deposit(p, credits.add_credits(p, amount), 'https://invoices.example/' || p);
-$$;
 
 --
 -- A deduction reaches zero: running instances are terminated, available volumes become

@@ -277,6 +277,21 @@ RunQuery(const char *query, int nargs, Oid *types, Datum *values, const char *nu
 		elog(ERROR, "credits: \"%s\" failed: %s", query, SPI_result_code_string(rc));
 }
 
+/*
+ * Raises (and so undoes the run) unless the last UPDATE changed all expected rows: their
+ * writers lock the accounts this run holds, so none can change; if one did, the next run starts
+ * over.
+ */
+static void
+RequireAllUpdated(int64 expected, const char *what)
+{
+	if (SPI_processed != (uint64) expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " %s changed during the deduction run",
+						expected - (int64) SPI_processed, expected, what)));
+}
+
 /* Looks up the attribute number of a column of credits.transactions. */
 static AttrNumber
 Column(TupleDesc desc, const char *name)
@@ -425,6 +440,9 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		int64		rate;
 		TimestampTz from;
 		int			kind;
+		HourSegments split;
+		TimestampTz hour;
+		int64		usecs;
 
 		if (project > project_id)
 			break;
@@ -436,18 +454,10 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull)), deducted_until);
 		kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
-		if (TIMESTAMP_NOT_FINITE(from))
-			elog(ERROR, "credits: resource %s of project " INT64_FORMAT " bills from an infinite time",
-				 resource_id, project_id);
 		/* hour by hour from the hour of from up to cur */
-		for (TimestampTz hour = HourOf(from); hour < run->cur; hour += USECS_PER_HOUR)
-		{
-			TimestampTz start = Max(from, hour);
-			TimestampTz end = Min(run->cur, hour + USECS_PER_HOUR);
-
-			if (end > start)
-				AddUnits(ph, hour, resource_id, description, kind, (int128) rate * (int128) (end - start), false);
-		}
+		HourSegmentsBegin(&split, from, run->cur);
+		while (HourSegmentsNext(&split, &hour, &usecs))
+			AddUnits(ph, hour, resource_id, description, kind, (int128) rate * (int128) usecs, false);
 	}
 }
 
@@ -469,11 +479,7 @@ DeleteRolledUpHours(DeductionRun *run)
 	RunQuery("DELETE FROM credits.usage_rollup u USING unnest($2::bigint[]) AS d(project_id)"
 			 " WHERE u.project_id = d.project_id AND u.usage_hour < $1",
 			 2, types, args, NULL, SPI_OK_DELETE);
-	if (SPI_processed != run->rolled_up_taken)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " UINT64_FORMAT " rolled-up API usage rows were taken but " UINT64_FORMAT " deleted",
-						run->rolled_up_taken, SPI_processed)));
+	RequireAllUpdated(run->rolled_up_taken, "rolled-up API usage rows");
 }
 
 /* A deducted hour's amount, negated: what it took from the balance (0.1.0: its whole charge). */
@@ -533,21 +539,6 @@ QueueBookedHour(DeductionRun *run, int64 project_id, UsageHour *h)
 	Collect(run, &run->booked_amounts, CreditsGetDatum(-UsageHourAmount(run, h)), run->credits_type);
 	Collect(run, &run->booked_uncollected, CreditsGetDatum(h->charge - h->collected), run->credits_type);
 	run->booked_completions++;
-}
-
-/*
- * Raises (and so undoes the run) unless the last UPDATE changed all expected rows: their
- * writers lock the accounts this run holds, so none can change; if one did, the next run starts
- * over.
- */
-static void
-RequireAllUpdated(int64 expected, const char *what)
-{
-	if (SPI_processed != (uint64) expected)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("credits: " INT64_FORMAT " of " INT64_FORMAT " %s changed during the deduction run",
-						expected - (int64) SPI_processed, expected, what)));
 }
 
 /*
@@ -867,7 +858,17 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 		" ORDER BY r.project_id",
 		2, arg_types, args, nulls, false, 0);
 	/* 3. project by project: the hours, oldest first, against the lots */
-	run.bulk = BulkInsertOpen(relid);
+	/*
+	 * (no trigger fires on the new hours, bulk_insert.h: the one INSERT trigger of
+	 * credits.transactions, transactions_known_references, checks that each row's project has
+	 * an account, and every row written here belongs to an account locked in step 1)
+	 */
+	run.bulk = BulkInsertOpen(relid, false, "transactions_known_references");
+	if (run.bulk == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("credits.transactions has an INSERT trigger the hourly deduction cannot fire"),
+				 errhint("The deduction writes usage rows without an INSERT statement; drop or disable the trigger.")));
 	run.project_cxt = AllocSetContextCreate(CurrentMemoryContext, "credits deduction project",
 											ALLOCSET_DEFAULT_SIZES);
 	for (uint64 i = 0; i < naccounts; i++)

@@ -36,6 +36,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "bulk_insert.h"
 #include "credits.h"
 #include "credits_limits.h"
 #include "usage_math.h"
@@ -72,48 +73,29 @@ AccountExists(Oid accounts_relid, int64 project_id)
 
 /*
  * Appends one row to credits.usage_events and its index entries, as an INSERT would (its
- * CHECK and NOT NULL constraints are checked), and makes it visible to what the caller does
- * next.  Returns false, writing nothing, if the table has a trigger (none is installed; one
- * added by hand fires on the plpgsql path instead).
+ * CHECK and NOT NULL constraints are checked: bulk_insert.h), and makes it visible to what the
+ * caller does next.  Returns false, writing nothing, if the table has an INSERT trigger (none
+ * is installed; one added by hand fires on the plpgsql path instead).
  */
 static bool
 AppendUsageEvent(Oid events_relid, int64 project_id, text *resource_id, TimestampTz usage_hour,
 				 Credits amount)
 {
-	Relation	events = table_open(events_relid, RowExclusiveLock);
-	EState	   *estate;
-	ResultRelInfo *rri;
+	BulkInsert *insert = BulkInsertOpen(events_relid, true, NULL);
 	TupleTableSlot *slot;
 
-	if (RelationGetDescr(events)->natts != EVENT_NATTS)
-		elog(ERROR, "credits: credits.usage_events does not have the columns record_usage writes");
-	if (events->trigdesc != NULL)
-	{
-		table_close(events, RowExclusiveLock);
+	if (insert == NULL)
 		return false;
-	}
-	estate = CreateExecutorState();
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, events, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(events), &TTSOpsVirtual);
-	ExecClearTuple(slot);
+	slot = BulkInsertNextSlot(insert);
+	if (slot->tts_tupleDescriptor->natts != EVENT_NATTS)
+		elog(ERROR, "credits: credits.usage_events does not have the columns record_usage writes");
 	slot->tts_values[EVENT_PROJECT_ID] = Int64GetDatum(project_id);
 	slot->tts_values[EVENT_RESOURCE_ID] = PointerGetDatum(resource_id);
 	slot->tts_values[EVENT_USAGE_HOUR] = TimestampTzGetDatum(usage_hour);
 	slot->tts_values[EVENT_AMOUNT] = CreditsGetDatum(amount);
 	memset(slot->tts_isnull, false, EVENT_NATTS * sizeof(bool));
-	ExecStoreVirtualTuple(slot);
-	ExecConstraints(rri, slot, estate);
-
-	table_tuple_insert(events, slot, GetCurrentCommandId(true), 0, NULL);
-	list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
-
-	ExecDropSingleTupleTableSlot(slot);
-	ExecCloseIndices(rri);
-	FreeExecutorState(estate);
-	table_close(events, RowExclusiveLock);
+	BulkInsertAdd(insert);
+	BulkInsertClose(insert);
 	CommandCounterIncrement();
 	return true;
 }

@@ -1,5 +1,10 @@
 /*
- * zero_balance.c — the trigger that enforces "no one ever owes money".
+ * zero_balance.c — the zero-balance trigger in C, kept for the scripts that name it: a
+ * database still at 0.1.0 (credits_zero_balance, 0.1.0's rule) and a step of the update to
+ * 0.2.0 (credits_zero_balance_lots, the rule with credit lots), which then replaces the
+ * triggers with plpgsql ones (sql/install/44_zero_balance.sql): this C only called SQL back
+ * through SPI, so it added two crossings of the language boundary and no speed (the WHEN
+ * clauses keep it off the hot path).  0.2.0's plpgsql triggers follow the rule described here.
  *
  * accounts.depleted records that zero-balance enforcement is in force.  Two row triggers on
  * credits.accounts, both this function, keep it and act on it (sql/install/44_zero_balance.sql

@@ -53,6 +53,15 @@ BEGIN
                                                   AND r.rate_per_hour <> rate_per_hour) THEN
         PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
                                             CASE WHEN r.state = active_state THEN r.rate_per_hour END);
+        -- The check acts on a budget reached since the last balance check; under on_budget
+        -- 'stop' that stops the project's running instances, this one too: the stop stands,
+        -- and a rate change of an instance it stopped does nothing more.
+        IF r.state = active_state AND NOT EXISTS (
+               SELECT FROM credits.resources x
+                WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id
+                  AND x.state = active_state) THEN
+            RETURN;
+        END IF;
     END IF;
 
     IF r.project_id IS NULL THEN

@@ -1,5 +1,5 @@
 -- ---------------------------------------------------------------------------------------------
--- Zero balance (src/zero_balance.c decides; these functions carry it out).
+-- Zero balance: two triggers on credits.accounts decide and carry it out.
 -- When a project's balance reaches zero, or accrued usage uses up its available balance, in
 -- the same transaction: running instances are terminated, available volumes become
 -- inaccessible, and instance_terminated / volume_inaccessible / balance_depleted (once per
@@ -7,11 +7,12 @@
 -- volumes available again (volume_available queued); terminated instances stay terminated.
 -- ---------------------------------------------------------------------------------------------
 
--- Whether usage accrued and not yet deducted (accrued) has used up a balance: the one rule of
--- every cut-off, by the balance check and by the zero-balance trigger.
+-- Whether usage accrued and not yet deducted (accrued) has used up a balance: nothing of it is
+-- available (credits._available).  The one rule of every cut-off, by the balance check and by
+-- the zero-balance trigger (inlined wherever it is called).
 CREATE FUNCTION credits._used_up(balance credits.credits, accrued credits.credits) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN balance <= accrued;
+    RETURN credits._available(balance, accrued) = '0'::credits.credits;
 
 -- Cuts a project's resources of the kinds given off at time at: books every billing one's time up
 -- to at, terminates instances, locks volumes, queues the events.  A resource locked by another
@@ -73,16 +74,47 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE FUNCTION credits._zero_balance_trigger() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'credits_zero_balance_lots' LANGUAGE C;
+-- BEFORE UPDATE of an account, called only when its WHEN clause finds a balance that reached
+-- zero from above (used up with nothing accrued; an account never funded has not reached
+-- zero) or a deposit or grant into a depleted account: sets depleted as the balance demands.
+-- A balance that reached zero is depleted; a depleted account stays so until something that
+-- may pay for instances or volumes is left of its lots after the usage accrued and not yet
+-- deducted: until the balance is no longer used up by credits._lift_threshold (without grants
+-- or refunds, the accrued usage).
+CREATE FUNCTION credits._zero_balance_decide() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT NEW.depleted THEN
+        NEW.depleted := true;
+    ELSE
+        NEW.depleted := credits._used_up(NEW.balance, credits._lift_threshold(NEW.project_id));
+    END IF;
+    RETURN NEW;
+END $$;
 
+-- AFTER UPDATE of an account whose depleted flag changed: carries it out in the same
+-- transaction (set: credits._cut_off; cleared: credits._restore_volumes).
+CREATE FUNCTION credits._zero_balance_enforce() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.depleted THEN
+        PERFORM credits._cut_off(NEW.project_id, credits.now());
+    ELSE
+        PERFORM credits._restore_volumes(NEW.project_id, credits.now());
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- (the WHEN clauses keep every ordinary balance change, such as the deduction's debit of every
+-- account, off the trigger functions; _used_up is inlined there)
 CREATE TRIGGER zero_balance_decide
     BEFORE UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
-    WHEN ((NEW.balance = '0'::credits.credits AND OLD.balance > '0'::credits.credits AND NOT NEW.depleted)
+    WHEN ((NOT NEW.depleted AND OLD.balance > '0'::credits.credits
+           AND credits._used_up(NEW.balance, '0'::credits.credits))
           OR (NEW.depleted AND NEW.balance > OLD.balance))
-    EXECUTE FUNCTION credits._zero_balance_trigger();
+    EXECUTE FUNCTION credits._zero_balance_decide();
 
 CREATE TRIGGER zero_balance_enforce
     AFTER UPDATE OF balance, depleted ON credits.accounts FOR EACH ROW
     WHEN (OLD.depleted IS DISTINCT FROM NEW.depleted)
-    EXECUTE FUNCTION credits._zero_balance_trigger();
+    EXECUTE FUNCTION credits._zero_balance_enforce();

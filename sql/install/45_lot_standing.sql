@@ -58,8 +58,8 @@ END;
 -- What of a project's balance nothing may spend on its instances or volumes now: what its lots
 -- hold less what those that may pay for them (this hour) have left after the accrued usage
 -- (with lots all alike: the accrued usage, up to the balance).  The zero-balance trigger
--- (src/zero_balance.c) lifts a depleted project whose new balance is above it; a new lot is
--- written before the balance it raises.
+-- (sql/install/44_zero_balance.sql) lifts a depleted project whose new balance is above it; a
+-- new lot is written before the balance it raises.
 CREATE FUNCTION credits._lift_threshold(project_id bigint) RETURNS credits.credits
     LANGUAGE sql STABLE
 BEGIN ATOMIC

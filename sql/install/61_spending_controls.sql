@@ -164,15 +164,19 @@ $$;
 
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
 -- day and month: only projects deducted since they were counted, or whose period changed,
--- are rewritten.  Called by the periodic runs, which hold the periodic-run lock; rows locked
--- by another transaction are left for the next run.
-CREATE FUNCTION credits._count_spending() RETURNS void
-    LANGUAGE sql AS $$
-    SELECT credits._recount_late_usage();
+-- are rewritten.  ids: every watched project, written into the statement as a constant so that
+-- each scan tests it through a hash (as a parameter it is searched element by element, for
+-- every row).  Called by the periodic runs, which hold the periodic-run lock; rows locked by
+-- another transaction are left for the next run.
+CREATE FUNCTION credits._count_spending(ids bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM credits._recount_late_usage();
+    EXECUTE format($count$
     WITH due AS (
         SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
-          FROM credits._completed_spending(credits._watched_projects()) p
+          FROM credits._completed_spending(%L::bigint[]) p
           JOIN credits.spending_totals s ON s.project_id = p.project_id
           JOIN credits.accounts a ON a.project_id = p.project_id
          WHERE a.deducted_until > s.counted_until
@@ -185,5 +189,6 @@ CREATE FUNCTION credits._count_spending() RETURNS void
        SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
            month_start = d.month_start, month_spent = d.completed_this_month
       FROM due d
-     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l);
-$$;
+     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
+    $count$, ids);
+END $$;

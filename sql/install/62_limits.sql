@@ -95,10 +95,12 @@ END $$;
 -- credits._activate after it locked the account, before it writes anything; it locks the
 -- project's controls row, so that concurrent starts of one project check one after the other,
 -- each seeing what the one before started.  Under on_budget 'alert' a start that finds a
--- budget reached queues its budget_reached event.
+-- budget reached queues its budget_reached event.  (Generic plans: the position of one project
+-- is read through its indexes whatever the project, and planning it for every start cost
+-- more than reading it.)
 CREATE FUNCTION credits._check_start_limits(project_id bigint, resource_id text, kind text,
                                             rate_per_hour credits.credits, old_rate credits.credits)
-    RETURNS void LANGUAGE plpgsql AS $$
+    RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     c credits.spending_controls;
     pos record;

@@ -71,9 +71,10 @@ $$;
 -- Acts on the watched projects among ids: queues the events their controls call for, records
 -- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
 -- balance is read again under the account's lock (when the project's lots are all alike).
--- Returns the projects acted on.
+-- Returns the projects acted on.  (Custom plans: ids is then a constant, which every scan tests
+-- through a hash; a generic plan searches it element by element for every row.)
 CREATE FUNCTION credits._act_on_spending(ids bigint[]) RETURNS bigint[]
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     at timestamptz := credits.now();
     queued_ids bigint[];
@@ -183,14 +184,18 @@ END $$;
 CREATE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
     LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
+    ids bigint[];
     due bigint[];
 BEGIN
     IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
         RETURN '{}';
     END IF;
-    PERFORM credits._count_spending();
-    SELECT array_agg(p.project_id ORDER BY p.project_id) INTO due
-      FROM credits._spending_positions(credits._watched_projects()) p
+    ids := credits._watched_projects();
+    PERFORM credits._count_spending(ids);
+    -- (ids as a constant: see credits._count_spending)
+    EXECUTE format($due$
+    SELECT array_agg(p.project_id ORDER BY p.project_id)
+      FROM credits._spending_positions(%L::bigint[]) p
       JOIN credits.spending_controls c ON c.project_id = p.project_id
      WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
         OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
@@ -201,7 +206,8 @@ BEGIN
             AND (credits._budget_hit(p.spent_today, c.daily_budget)
                  OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
             AND EXISTS (SELECT FROM credits.resources r
-                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'));
+                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'))
+    $due$, ids) INTO due;
     IF due IS NULL THEN
         RETURN '{}';
     END IF;

@@ -11,6 +11,7 @@
 #   one, HOURS hours   that project, HOURS hours missed, one run
 #
 #   test/bench/catchup_bench.sh [PROJECTS] [RESOURCES] [HOURS]     (default 1000 10 168)
+#   DEDUCT=run test/bench/catchup_bench.sh                         (the whole hourly run)
 #
 # Prints the microseconds per resource-hour of each shape and each one's ratio to the first
 # (the baseline, measured in the same run).  Target: all within 1.3x of each other.  The data
@@ -49,14 +50,18 @@ CHECKPOINT;
 SQL
 }
 
-# deduct DB AFTER_HOURS -> "completed seconds": one run at the hour boundary AFTER_HOURS after
-# the start (+ 5 s)
+# deduct DB AFTER_HOURS -> "completed seconds": one deduction at the hour boundary AFTER_HOURS
+# after the start (+ 5 s).  DEDUCT=run times credits.run_hourly_deductions() whole (with the
+# per-run work of the other features: lot expiry, spending checks); by default the deduction
+# itself, credits._deduct_ended_hours, as the run calls it.
 deduct() {
+  local call="credits._deduct_ended_hours(credits.hour_of(credits.now()), credits.now())"
+  [ "${DEDUCT:-}" = run ] && call="credits.run_hourly_deductions()"
   psql -d "$1" -At <<SQL | tail -2 | paste -sd' '
 SET credits.clock TO DEFAULT;
 SELECT set_config('credits.clock', ($start + $2 * interval '1 hour' + interval '5 seconds')::text, false);
 SELECT clock_timestamp() AS t0 \gset
-SELECT credits.run_hourly_deductions();
+SELECT $call;
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
 SQL
 }

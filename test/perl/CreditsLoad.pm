@@ -37,6 +37,16 @@ use Time::HiRes qw(time sleep);
 # method gone (P0002); method used by auto-recharge (55006).
 our %EXPECTED = map { $_ => 1 } qw(55000 P0002 55006);
 
+# The history adds up: the projects whose completed amounts in transaction_history are not
+# their balance (a usage hour's amount is what it took from the balance): a count, and the
+# first of them.
+our $HISTORY_MISMATCHES = q{SELECT count(*) FROM credits.accounts a
+    WHERE a.balance <> (SELECT coalesce(sum(h.amount), '0') FROM credits.transaction_history h
+                         WHERE h.project_id = a.project_id AND h.status = 'completed')};
+our $HISTORY_MISMATCH_ROWS = q{SELECT a.project_id, a.balance, sum(h.amount) FROM credits.accounts a
+      JOIN credits.transaction_history h ON h.project_id = a.project_id AND h.status = 'completed'
+     GROUP BY a.project_id, a.balance HAVING a.balance <> sum(h.amount) LIMIT 10};
+
 # Starts server $name with the load's projects set up; returns it and this test's emptied log dir.
 sub start_loaded_node
 {

@@ -933,9 +933,11 @@ sub _activate
 	if (!$r || $r->{kind} eq $kind
 		&& ($r->{state} eq 'stopped' || $r->{state} eq $active && $r->{rate} != $rate))
 	{
-		$e = $self->_start_limits_err($pid, $rid, $kind, $rate,
-			$r && $r->{state} eq $active ? $r->{rate} : undef);
+		my $was_active = $r && $r->{state} eq $active;
+		$e = $self->_start_limits_err($pid, $rid, $kind, $rate, $was_active ? $r->{rate} : undef);
 		return $e if $e;
+		# (a budget stop the check acted on stands: the call changes nothing more)
+		return { value => undef } if $was_active && $r->{state} ne $active;
 	}
 	if (!$r)
 	{

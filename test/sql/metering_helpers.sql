@@ -48,3 +48,8 @@ CREATE FUNCTION pg_temp.totals(p bigint) RETURNS text LANGUAGE sql AS $$
                   credits._accumulating(p))
       FROM credits.accounts a WHERE a.project_id = p;
 $$;
+
+-- Completes a deposit of amount for project p at the current clock; returns the new balance.
+CREATE FUNCTION pg_temp.deposit(p bigint, amount credits) RETURNS credits LANGUAGE sql AS $$
+    SELECT credits.complete_deposit(p, credits.add_credits(p, amount), 'https://invoices.example/' || p);
+$$;
