@@ -329,6 +329,19 @@ SELECT resource_id, state FROM credits.resource_overview WHERE project_id = 6016
 SELECT kind, resource_id FROM pg_temp.events(6016);
 SELECT credits.delete_volume(6016, 'vol-g');
 
+-- A project never funded, with auto-recharge configured and nothing accruing, has used nothing
+-- up: the check requests the first recharge and does not cut the project off (no
+-- balance_depleted); the recharge's completion funds it.
+SET credits.clock = '2026-03-09 09:00+00';
+SELECT credits.open_account(6017);
+SELECT credits.add_payment_method(6017, 'pm_card_6017', 'Visa 6017') > 0 AS method_added;
+SELECT credits.configure_auto_recharge(6017, true, '16.00', '40.00');
+SELECT credits.run_balance_checks() >= 1 AS checked;
+SELECT * FROM pg_temp.position(6017);
+SELECT kind, payload->>'amount' AS amount FROM pg_temp.events(6017);
+SELECT credits.complete_deposit(6017, pg_temp.pending_recharge(6017)) AS new_balance;
+SELECT * FROM pg_temp.position(6017);
+
 --
 -- Everything this test did keeps the ledger's invariants; leave nothing billing or armed.
 --

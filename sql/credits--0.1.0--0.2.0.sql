@@ -3701,7 +3701,10 @@ BEGIN ATOMIC
           FROM positions p),
     flagged AS (
         SELECT p.project_id, p.effective_accrued AS accrued,
-               NOT p.special AND NOT p.depleted AND credits._used_up(p.balance, p.accumulating) AS used_up,
+               -- (a project with no usage accruing has used nothing up: one at zero that was
+               -- never funded is not cut off for having auto-recharge configured)
+               p.accumulating IS NOT NULL AND NOT p.special AND NOT p.depleted
+                 AND credits._used_up(p.balance, p.accumulating) AS used_up,
                p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
                -- (its lots for a kind cannot all be left over when the accrued usage, whatever
                -- its kind, is at least what they hold)
