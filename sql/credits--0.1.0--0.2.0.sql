@@ -4505,13 +4505,15 @@ BEGIN
 END $$;
 
 -- AFTER UPDATE of an account whose depleted flag changed: carries it out in the same
--- transaction (set: credits._cut_off; cleared: credits._restore_volumes).
+-- transaction (set: credits._cut_off; cleared: credits._restore_volumes, once something may pay
+-- for this hour of a volume: credit for instances only lifts the project and leaves its volumes
+-- locked).
 CREATE FUNCTION credits._zero_balance_enforce() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.depleted THEN
         PERFORM credits._cut_off(NEW.project_id, credits.now());
-    ELSE
+    ELSIF credits._spendable(NEW.project_id, 2, credits.hour_of(credits.now())) > '0'::credits.credits THEN
         PERFORM credits._restore_volumes(NEW.project_id, credits.now());
     END IF;
     RETURN NULL;

@@ -165,6 +165,23 @@ SELECT resource_id, state FROM credits.resource_overview WHERE project_id = 9021
 SELECT a.depleted, a.balance FROM credits.accounts a WHERE a.project_id = 9021;
 SELECT * FROM credits.verify(9021);
 
+-- Lifted by credit that may pay for instances only, a cut-off project's volumes stay locked (no
+-- volume comes back only to be locked again); credit that may pay for volumes brings them back.
+SET credits.clock = '2026-06-03 09:00+00';
+SELECT pg_temp.funded(9022, '5.00');
+SELECT credits.attach_volume(9022, 'vol-1', '5.00');
+SET credits.clock = '2026-06-03 10:00+00';
+SELECT pg_temp.deduct(9000, 9099);
+SELECT a.depleted, a.balance FROM credits.accounts a WHERE a.project_id = 9022;
+SELECT credits.grant_credits(9022, '3.00', applies_to => ARRAY['instance']) IS NOT NULL AS granted;
+SELECT a.depleted FROM credits.accounts a WHERE a.project_id = 9022;
+SELECT resource_id, state FROM credits.resource_overview WHERE project_id = 9022;
+SELECT credits.grant_credits(9022, '2.00', applies_to => ARRAY['volume']) IS NOT NULL AS granted;
+SELECT resource_id, state FROM credits.resource_overview WHERE project_id = 9022;
+SELECT kind, resource_id FROM credits.events WHERE project_id = 9022 AND kind <> 'charge_requested' ORDER BY event_id;
+SELECT credits.delete_volume(9022, 'vol-1');
+SELECT * FROM credits.verify(9022);
+
 --
 -- 4. Refunds: only a paid lot, only its unused part; pending holds it; the worker completes or
 --    fails it.

@@ -91,7 +91,9 @@ sub new
 		txns        => {},    # deposit/auto-recharge tid -> { tid, pid, type, status, amount, method, created, key }
 		dep_keys    => {},    # pid -> key -> tid
 		grant_keys  => {},    # pid -> key -> tid (grants)
-		lots        => {},    # pid -> [ { tid, kind, amount, remaining, used, prio, created } ], oldest first
+		refund_keys => {},    # pid -> key -> tid (refunds)
+		lots        => {},    # pid -> [ { tid, kind, amount, remaining, used, held, prio, expires, kinds,
+		                      #          all_kinds, created, ended } ], oldest first
 		usage_keys  => {},    # pid -> key -> [rid, amount]
 		res         => {},    # pid -> rid -> { rid, kind, state, rate, since, live_from }
 		active      => {},    # pid -> rid -> the same, for those not terminated or deleted
@@ -300,8 +302,13 @@ sub accumulating
 sub available
 {
 	my ($self, $pid) = @_;
-	my $left = $self->{acct}{$pid}{balance} - $self->accumulating($pid);
-	return $left > 0 ? $left : 0;
+	my ($lots, $left) = $self->standing($pid);
+	my $sum = 0;
+	for my $l (@$lots)
+	{
+		$sum += $left->{ $l->{tid} } if !defined $l->{expires} || $l->{expires} > $self->{now};
+	}
+	return $sum;
 }
 
 # Credits per hour: rates of running instances and accessible volumes, plus the API usage of
@@ -331,51 +338,196 @@ sub burn_rate
 
 # ----------------------------------------------------------------------------------------------
 # credit lots (README "Credit lots and refunds"): every completed deposit and auto-recharge is
-# a paid lot, every grant a promotional one; each usage hour is paid from them in order:
-# lowest priority, then (no expiry here) promotional before paid, then the oldest.
+# a paid lot (priority 50, no expiry, every kind), every grant a promotional one.  A usage hour is
+# paid from the lots that may pay for it (its kind among theirs, not expired when the hour
+# began) in draw-down order: lowest priority, soonest expiry (none last), promotional before
+# paid, oldest.  What pending refunds hold of a lot no usage draws on.
+
+our @KINDS = qw(instance volume api);
 
 sub _add_lot
 {
-	my ($self, $pid, $tid, $kind, $amount, $prio) = @_;
+	my ($self, $pid, $tid, $kind, $amount, $prio, $expires, $kinds) = @_;
 	push @{ $self->{lots}{$pid} },
-	  { tid => $tid, kind => $kind, amount => $amount, remaining => $amount, used => 0, prio => $prio,
+	  { tid => $tid, kind => $kind, amount => $amount, remaining => $amount, used => 0, held => 0, prio => $prio,
+		expires => $expires, kinds => { map { $_ => 1 } @{ $kinds // \@KINDS } }, all_kinds => !$kinds,
 		created => $self->{now} };
 }
+
+sub _lot { my ($self, $pid, $tid) = @_; return (grep { $_->{tid} == $tid } @{ $self->{lots}{$pid} // [] })[0]; }
 
 sub _lots_in_order
 {
 	my ($self, $pid) = @_;
+	my $inf = 9**99;
 	return sort {
-		$a->{prio} <=> $b->{prio} || ($a->{kind} eq 'paid') <=> ($b->{kind} eq 'paid')
+		$a->{prio} <=> $b->{prio} || ($a->{expires} // $inf) <=> ($b->{expires} // $inf)
+		  || ($a->{kind} eq 'paid') <=> ($b->{kind} eq 'paid')
 		  || $a->{created} <=> $b->{created} || $a->{tid} <=> $b->{tid}
-	} @{ $self->{lots}{$pid} // [] };
+	} grep { $_->{remaining} > 0 } @{ $self->{lots}{$pid} // [] };
 }
 
-# Pays charge from the project's lots in order; returns what they paid.
-sub _draw
+# The kind of usage a resource id stands for: its instance or volume, else API.
+sub _kind_of
 {
-	my ($self, $pid, $charge) = @_;
+	my ($self, $pid, $rid) = @_;
+	my $r = $self->{res}{$pid}{$rid};
+	return $r ? $r->{kind} : 'api';
+}
+
+# Takes charge, an hour (beginning at h) of usage of kind, from the lots (in order) whose
+# left amounts are in %$left; returns what they paid and, per lot, what it gave.
+sub _draw_from
+{
+	my ($lots, $left, $h, $kind, $charge) = @_;
 	my $paid = 0;
-	for my $l ($self->_lots_in_order($pid))
+	my %gave;
+	for my $l (@$lots)
 	{
 		last if $paid >= $charge;
-		next unless $l->{remaining} > 0;
-		my $take = $l->{remaining} < $charge - $paid ? $l->{remaining} : $charge - $paid;
-		$l->{remaining} -= $take;
-		$l->{used} += $take;
+		next unless $l->{kinds}{$kind} && (!defined $l->{expires} || $l->{expires} > $h) && $left->{ $l->{tid} } > 0;
+		my $take = $left->{ $l->{tid} } < $charge - $paid ? $left->{ $l->{tid} } : $charge - $paid;
+		$left->{ $l->{tid} } -= $take;
+		$gave{ $l->{tid} } = $take;
 		$paid += $take;
+	}
+	return ($paid, \%gave);
+}
+
+# The hourly deduction's draw: pays a usage hour from the project's lots; returns what they paid.
+sub _draw
+{
+	my ($self, $pid, $h, $kind, $charge) = @_;
+	my @lots = $self->_lots_in_order($pid);
+	my %left = map { $_->{tid} => $_->{remaining} - $_->{held} } @lots;
+	my ($paid, $gave) = _draw_from(\@lots, \%left, $h, $kind, $charge);
+	for my $l (@lots)
+	{
+		my $g = $gave->{ $l->{tid} } or next;
+		$l->{remaining} -= $g;
+		$l->{used} += $g;
+		$l->{ended} = 'used' if $l->{remaining} == 0;
 	}
 	return $paid;
 }
 
-# The lots view: project|transaction|kind|amount|remaining|state.
+# A project's active lots in order, and what each has left for usage once the usage accrued and
+# not yet deducted has drawn on them as the deduction will ("tid -> left").
+sub standing
+{
+	my ($self, $pid) = @_;
+	my @lots = $self->_lots_in_order($pid);
+	my %left = map { $_->{tid} => $_->{remaining} - $_->{held} } @lots;
+	for my $x ($self->_accrued_in_order($pid))
+	{
+		_draw_from(\@lots, \%left, $x->{h}, $self->_kind_of($pid, $x->{rid}), $x->{amount}) if $x->{amount} > 0;
+	}
+	return (\@lots, \%left);
+}
+
+# What the lots that may pay for usage of kind beginning at as_of have left after the accrued usage.
+sub spendable
+{
+	my ($self, $pid, $kind, $as_of) = @_;
+	my ($lots, $left) = $self->standing($pid);
+	my $sum = 0;
+	for my $l (@$lots)
+	{
+		$sum += $left->{ $l->{tid} } if $l->{kinds}{$kind} && (!defined $l->{expires} || $l->{expires} > $as_of);
+	}
+	return $sum;
+}
+
+# Whether some active lot expires, pays only for some kinds or is held by a refund.
+sub special
+{
+	my ($self, $pid) = @_;
+	return scalar grep { $_->{remaining} > 0 && (defined $_->{expires} || !$_->{all_kinds} || $_->{held} > 0) }
+	  @{ $self->{lots}{$pid} // [] };
+}
+
+# Expiry: once every usage hour that began before a lot's expires_at is deducted (its last
+# such hour has ended and nothing accrued of those hours is left), what is left of it leaves the
+# balance as one expiry transaction dated expires_at.  A balance that reaches zero so is cut off.
+sub _expire_lots
+{
+	my $self = shift;
+	my $cur  = hour_of($self->{now});
+	my @cut;
+	for my $pid (sort { $a <=> $b } keys %{ $self->{lots} })
+	{
+		my @due = grep { $_->{remaining} > 0 && defined $_->{expires} && hour_of($_->{expires} - 1) + $HOUR <= $cur }
+		  @{ $self->{lots}{$pid} };
+		next unless @due;
+		my @accrued = values %{ $self->in_progress($pid) };
+		my $acct   = $self->{acct}{$pid};
+		my $before = $acct->{balance};
+		for my $l (sort { $a->{tid} <=> $b->{tid} } @due)
+		{
+			my $until = hour_of($l->{expires} - 1) + $HOUR;
+			next if grep { $_->{h} < $until } @accrued;
+			my $tid = $self->_new_tid('expiry', $pid, $l->{tid});
+			$self->{txns}{$tid} = { tid => $tid, pid => $pid, type => 'expiry', status => 'completed',
+				amount => -$l->{remaining}, method => undef, created => $l->{expires}, lot => $l->{tid} };
+			$self->{touched}{$tid} = 1;
+			$acct->{balance} -= $l->{remaining};
+			$l->{expired} = $l->{remaining};
+			$l->{remaining} = 0;
+			$l->{ended} = 'expired';
+			$self->{stats}{'lots expired'}++;
+		}
+		next unless $before > 0 && $acct->{balance} == 0 && !$acct->{depleted};
+		$self->_cut_off($pid);
+		push @cut, $pid;
+	}
+	return @cut;
+}
+
+# Zero balance kind by kind, as of now, for a project whose lots are not all alike or that is
+# cut off: instances are cut off when nothing that may pay for this hour of an instance is left
+# after the accrued usage, volumes likewise (and locked volumes are made available again when
+# something is); with nothing left for either, the project is cut off (balance_depleted); a cut
+# off project is lifted once something is left for its instances or volumes.  Returns whether
+# it acted.
+sub _judge_kinds
+{
+	my ($self, $pid) = @_;
+	my $acct = $self->{acct}{$pid};
+	return 0 unless $acct->{depleted} || $self->special($pid);
+	my $h  = hour_of($self->{now});
+	my $fi = $self->spendable($pid, 'instance', $h);
+	my $fv = $self->spendable($pid, 'volume', $h);
+	if ($acct->{depleted})
+	{
+		return 0 unless $fi > 0 || $fv > 0;
+		$acct->{depleted} = 0;
+		$self->{stats}{'cut-offs lifted'}++;
+		$self->_restore($pid) if $fv > 0;
+		return 1;
+	}
+	if ($fi <= 0 && $fv <= 0)
+	{
+		$self->_cut_off($pid);
+		$self->{stats}{'cut-offs by kind: whole project'}++;
+		return 1;
+	}
+	my $acted = 0;
+	$acted += $self->_cut_off_kind($pid, 'instance') if $fi <= 0;
+	if ($fv <= 0) { $acted += $self->_cut_off_kind($pid, 'volume'); }
+	else          { $acted += $self->_restore($pid); }
+	return $acted ? 1 : 0;
+}
+
+# The lots view: project|transaction|kind|amount|remaining|state|priority|expires_at|applies_to.
 sub lot_lines
 {
 	my $self = shift;
 	return map {
 		my $pid = $_;
-		map { join('|', $pid, $_->{tid}, $_->{kind}, $_->{amount}, $_->{remaining}, $_->{remaining} > 0 ? 'active' : 'used') }
-		  @{ $self->{lots}{$pid} }
+		map {
+			join('|', $pid, $_->{tid}, $_->{kind}, $_->{amount}, $_->{remaining}, $_->{ended} // 'active', $_->{prio},
+				$_->{expires} // '', $_->{all_kinds} ? '' : join(',', sort keys %{ $_->{kinds} }))
+		} @{ $self->{lots}{$pid} }
 	} keys %{ $self->{lots} };
 }
 
@@ -385,10 +537,23 @@ sub lot_lines
 sub _cut_off
 {
 	my ($self, $pid) = @_;
+	$self->_cut_off_kind($pid, 'instance', 'volume');
+	$self->_event($pid, 'balance_depleted');
+	$self->{acct}{$pid}{depleted} = 1;
+	$self->{stats}{'cut-offs'}++;
+}
+
+# Cuts off the project's billing resources of the kinds given (their time booked): instances
+# terminated, volumes locked.  Returns how many.
+sub _cut_off_kind
+{
+	my ($self, $pid, @kinds) = @_;
+	my %k = map { $_ => 1 } @kinds;
+	my $n = 0;
 	for my $rid (sort keys %{ $self->{live}{$pid} })
 	{
 		my $r = $self->{live}{$pid}{$rid};
-		next unless $r->{state} eq 'running' || $r->{state} eq 'available';
+		next unless ($r->{state} eq 'running' || $r->{state} eq 'available') && $k{ $r->{kind} };
 		$self->_book($pid, $r, $self->{now});
 		if ($r->{kind} eq 'instance')
 		{
@@ -400,24 +565,26 @@ sub _cut_off
 			$self->_set_state($pid, $r, 'inaccessible');
 			$self->_event($pid, 'volume_inaccessible', $rid);
 		}
+		$n++;
 	}
-	$self->_event($pid, 'balance_depleted');
-	$self->{acct}{$pid}{depleted} = 1;
-	$self->{stats}{'cut-offs'}++;
+	$self->{stats}{'cut-offs by kind: resources'} += $n if @kinds == 1;
+	return $n;
 }
 
+# Makes the project's locked volumes available again; returns how many.
 sub _restore
 {
 	my ($self, $pid) = @_;
-	$self->{acct}{$pid}{depleted} = 0;
-	$self->{stats}{'cut-offs lifted by a deposit'}++;
+	my $n = 0;
 	for my $rid (sort keys %{ $self->{live}{$pid} })
 	{
 		my $r = $self->{live}{$pid}{$rid};
 		next unless $r->{state} eq 'inaccessible';
 		$self->_set_state($pid, $r, 'available');
 		$self->_event($pid, 'volume_available', $rid);
+		$n++;
 	}
+	return $n;
 }
 
 # Moves a resource to a new state as of now: it bills (from now) while running or available.
@@ -817,11 +984,11 @@ sub op_add_credits
 	my $e = $self->_account_err($pid) // _positive_err('amount', $amount)
 	  // _text_err('idempotency_key', $key, 200, 1);
 	return $e if $e;
-	if (defined $key && defined(my $tid = $self->{dep_keys}{$pid}{$key}))
+	if (defined(my $tid = $self->_key_tid($pid, $key)))
 	{
 		my $t = $self->{txns}{$tid};
 		return _err('23505', "key $key was used with other arguments")
-		  if $t->{amount} != $amount || (defined $mid && $t->{method} != $mid);
+		  if $t->{type} ne 'deposit' || $t->{amount} != $amount || (defined $mid && $t->{method} != $mid);
 		return { value => $tid };
 	}
 	return _err('22023', 'below the minimum deposit') if $amount < $self->{min_deposit};
@@ -839,37 +1006,152 @@ sub op_add_credits
 	return { value => $tid };
 }
 
-# grant_credits(pid, amount, NULL, priority, NULL, description, key): a promotional lot, completed
-# at once, paying for everything (the model grants no expiry and no kinds).
+# The transaction an idempotency key of the project names (deposits, grants and refunds share
+# the keys of a project).
+sub _key_tid
+{
+	my ($self, $pid, $key) = @_;
+	return undef unless defined $key;
+	return $self->{dep_keys}{$pid}{$key} // $self->{grant_keys}{$pid}{$key} // $self->{refund_keys}{$pid}{$key};
+}
+
+# The kinds of applies_to as a grant keeps them: sorted, no repeats; undef: all kinds.
+sub _norm_kinds
+{
+	my $k = shift;
+	return undef unless $k;
+	my %s = map { $_ => 1 } @$k;
+	return [ sort keys %s ];
+}
+
+# grant_credits(pid, amount, expires_at, priority, applies_to, description, key): a promotional
+# lot, completed at once, paying for the usage hours of the kinds in applies_to (null: all) that
+# begin before expires_at (null: never).
 sub op_grant_credits
 {
 	my ($self, $op, $ret) = @_;
-	my ($pid, $amount, $prio, $key) = @{$op}{qw(pid amount priority key)};
+	my ($pid, $amount, $prio, $key, $expires) = @{$op}{qw(pid amount priority key expires)};
 	my $e = $self->_account_err($pid) // _positive_err('amount', $amount);
 	return $e if $e;
 	return _err('22004', 'priority is null') unless defined $prio;
 	$e = _text_err('description', $op->{description}, 200, 1) // _text_err('idempotency_key', $key, 200, 1);
 	return $e if $e;
 	return _err('22023', 'priority outside 0-100') if $prio < 0 || $prio > 100;
-	if (defined $key && defined(my $tid = $self->{grant_keys}{$pid}{$key}))
+	if ($op->{applies_to})
+	{
+		return _err('22023', 'applies_to is empty') unless @{ $op->{applies_to} };
+		for my $k (@{ $op->{applies_to} })
+		{
+			return _err('22023', 'unknown kind in applies_to') unless defined $k && grep { $_ eq $k } @KINDS;
+		}
+	}
+	my $kinds = _norm_kinds($op->{applies_to});
+	if (defined(my $tid = $self->_key_tid($pid, $key)))
+	{
+		# (a retry: the key is looked up before expires_at is judged)
+		my $t = $self->{txns}{$tid};
+		return _err('23505', "key $key was used with other arguments")
+		  if $t->{type} ne 'grant' || $t->{amount} != $amount || $t->{prio} != $prio
+		  || ($t->{expires} // -1) != ($expires // -1)
+		  || join(',', @{ $t->{kinds} // [] }) ne join(',', @{ $kinds // [] }) || !$t->{kinds} != !$kinds;
+		return { value => $tid };
+	}
+	return _err('22023', 'expires_at is not in the future') if defined $expires && $expires <= $self->{now};
+	my $tid = defined $ret && !$self->{txns}{$ret} && !$self->{usage_tids}{$ret} ? $ret : ++$self->{synthetic};
+	$self->{txns}{$tid} = { tid => $tid, pid => $pid, type => 'grant', status => 'completed', amount => $amount,
+		method => undef, created => $self->{now}, key => $key, prio => $prio, expires => $expires, kinds => $kinds };
+	$self->{touched}{$tid} = 1;
+	$self->{grant_keys}{$pid}{$key} = $tid if defined $key;
+	$self->{acct}{$pid}{balance} += $amount;
+	$self->_add_lot($pid, $tid, 'promotional', $amount, $prio, $expires, $kinds);
+	$self->_judge_kinds($pid);
+	$self->{stats}{grants}++;
+	$self->{stats}{'grants: expiring'}++ if defined $expires;
+	$self->{stats}{'grants: for some kinds'}++ if $kinds;
+	return { value => $tid };
+}
+
+# refund_deposit(pid, deposit, amount, reason, key): a pending refund of the unused part of a paid
+# lot (amount null: all of it), which holds its amount on the lot until completed or failed.
+sub op_refund_deposit
+{
+	my ($self, $op, $ret) = @_;
+	my ($pid, $dep, $amount, $key) = @{$op}{qw(pid tid amount key)};
+	my $e = $self->_account_err($pid);
+	return $e if $e;
+	return _err('22004', 'transaction_id is null') unless defined $dep;
+	$e = (defined $amount ? _positive_err('amount', $amount) : undef) // _text_err('reason', $op->{text}, 200, 1)
+	  // _text_err('idempotency_key', $key, 200, 1);
+	return $e if $e;
+	if (defined(my $tid = $self->_key_tid($pid, $key)))
 	{
 		my $t = $self->{txns}{$tid};
 		return _err('23505', "key $key was used with other arguments")
-		  if $t->{amount} != $amount || $t->{prio} != $prio;
+		  if $t->{type} ne 'refund' || $t->{lot} != $dep || (defined $amount && -$t->{amount} != $amount);
 		return { value => $tid };
 	}
+	my $d = $self->{txns}{$dep};
+	return _err('P0002', "project $pid has no deposit $dep") unless $d && $d->{pid} == $pid;
+	return _err('55000', 'grants are not refundable') if $d->{type} eq 'grant';
+	return _err('55000', "cannot refund a $d->{status} $d->{type}")
+	  unless ($d->{type} eq 'deposit' || $d->{type} eq 'auto_recharge') && $d->{status} eq 'completed';
+	my $may = $self->refundable($pid, $dep);
+	return _err('55000', "deposit $dep has $may that may be refunded") if $may <= 0 || defined $amount && $amount > $may;
+	$amount //= $may;
 	my $tid = defined $ret && !$self->{txns}{$ret} && !$self->{usage_tids}{$ret} ? $ret : ++$self->{synthetic};
-	$self->{txns}{$tid} = { tid => $tid, pid => $pid, type => 'grant', status => 'completed', amount => $amount,
-		method => undef, created => $self->{now}, key => $key, prio => $prio };
+	$self->{txns}{$tid} = $self->{pending}{$tid} = { tid => $tid, pid => $pid, type => 'refund', status => 'pending',
+		amount => -$amount, method => $d->{method}, created => $self->{now}, key => $key, lot => $dep };
 	$self->{touched}{$tid} = 1;
-	$self->{grant_keys}{$pid}{$key} = $tid if defined $key;
-	my $acct = $self->{acct}{$pid};
-	$acct->{balance} += $amount;
-	$self->_add_lot($pid, $tid, 'promotional', $amount, $prio);
-	$self->_restore($pid) if $acct->{depleted} && $acct->{balance} > $self->accumulating($pid);
-	$self->{stats}{grants}++;
+	$self->{refund_keys}{$pid}{$key} = $tid if defined $key;
+	$self->_lot($pid, $dep)->{held} += $amount;
+	$self->_event($pid, 'refund_requested', undef, $tid, "$amount/$dep/$d->{method}/$self->{methods}{ $d->{method} }{ref}");
+	$self->_judge_kinds($pid);
+	$self->{stats}{'refunds requested'}++;
+	$self->{stats}{'refunds requested: all that may be'}++ if $amount == $may;
 	return { value => $tid };
 }
+
+# What may be refunded of a paid lot: what it has left once the accrued usage has drawn on it.
+sub refundable
+{
+	my ($self, $pid, $tid) = @_;
+	my ($lots, $left) = $self->standing($pid);
+	return $left->{$tid} // 0;
+}
+
+sub _settle_refund
+{
+	my ($self, $op, $complete) = @_;
+	my ($pid, $tid) = @{$op}{qw(pid tid)};
+	return _err('22004', 'project_id is null') unless defined $pid;
+	return _err('22004', 'transaction_id is null') unless defined $tid;
+	my $e = _text_err('reason', $op->{text}, 2000, 1);
+	return $e if $e;
+	my $t = $self->{txns}{$tid};
+	return _err('P0002', "project $pid has no refund $tid") unless $t && $t->{type} eq 'refund' && $t->{pid} == $pid;
+	return _err('55000', "refund $tid is $t->{status}") unless $t->{status} eq 'pending';
+	my $l = $self->_lot($pid, $t->{lot});
+	my $acct = $self->{acct}{$pid};
+	$t->{status} = $complete ? 'completed' : 'failed';
+	delete $self->{pending}{$tid};
+	$self->{touched}{$tid} = 1;
+	$l->{held} += $t->{amount};
+	if ($complete)
+	{
+		my $before = $acct->{balance};
+		$l->{remaining} += $t->{amount};
+		$l->{refunded} += -$t->{amount};
+		$l->{ended} = 'refunded' if $l->{remaining} == 0;
+		$acct->{balance} += $t->{amount};
+		$self->_cut_off($pid) if $before > 0 && $acct->{balance} == 0 && !$acct->{depleted};
+	}
+	$self->_judge_kinds($pid);
+	$self->{stats}{ $complete ? 'refunds completed' : 'refunds failed' }++;
+	return { value => $complete ? $acct->{balance} : undef };
+}
+
+sub op_complete_refund { my ($s, $op) = @_; return $s->_settle_refund($op, 1); }
+sub op_fail_refund     { my ($s, $op) = @_; return $s->_settle_refund($op, 0); }
 
 sub _settle_err
 {
@@ -901,7 +1183,7 @@ sub op_complete_deposit
 	$acct->{balance} += $t->{amount};
 	$self->_add_lot($pid, $t->{tid}, 'paid', $t->{amount}, 50);
 	$self->{auto}{$pid}{armed} = 1 if $self->{auto}{$pid};
-	$self->_restore($pid) if $acct->{depleted} && $acct->{balance} > $self->accumulating($pid);
+	$self->_judge_kinds($pid);
 	$self->_act_on_spending($pid);
 	return { value => $acct->{balance} };
 }
@@ -926,8 +1208,9 @@ sub _activate
 	my $e = $self->_account_err($pid) // _text_err('resource_id', $rid, 200, 0)
 	  // _positive_err('rate_per_hour', $rate);
 	return $e if $e;
+	# (README: refused while nothing available may pay for that kind)
 	return _err('55000', "project $pid has no available balance")
-	  if $self->{acct}{$pid}{depleted} || $self->available($pid) <= 0;
+	  if $self->{acct}{$pid}{depleted} || $self->spendable($pid, $kind, $self->{now}) <= 0;
 	my $active = $kind eq 'instance' ? 'running' : 'available';
 	my $r = $self->{res}{$pid}{$rid};
 	if (!$r || $r->{kind} eq $kind
@@ -1082,7 +1365,7 @@ sub op_run_hourly_deductions
 		for my $r (sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} } @due)
 		{
 			my $charge    = row_amount($r);
-			my $collected = $self->_draw($pid, $charge);
+			my $collected = $self->_draw($pid, $r->{h}, $self->_kind_of($pid, $r->{rid}), $charge);
 			$bal -= $collected;
 			$self->{stats}{'hours rounded half to even'}++ if $r->{units} % $HOUR * 2 == $HOUR;
 			$self->{stats}{'hours partly uncollected'}++ if $collected < $charge && $collected > 0;
@@ -1098,6 +1381,7 @@ sub op_run_hourly_deductions
 		$acct->{balance} = $bal;
 		$self->_cut_off($pid) if $before > 0 && $bal == 0 && !$acct->{depleted};
 	}
+	$self->_expire_lots;
 	$self->_auto_recharges;
 	$self->_act_on_spending(sort { $a <=> $b } keys %{ $self->{controls} });
 	return { value => $completed };
@@ -1107,22 +1391,32 @@ sub op_run_balance_checks
 {
 	my $self = shift;
 	$self->_fold;
+	# (an expiry that takes the balance to zero cuts the project off by the zero-balance rule, as
+	# a deduction does: not among the projects the checks acted on)
+	$self->_expire_lots;
 	my %acted;
 	for my $pid (sort { $a <=> $b } keys %{ $self->{acct} })
 	{
 		my $acct = $self->{acct}{$pid};
+		if ($self->special($pid))
+		{
+			$acted{$pid} = 'judged kind by kind' if $self->_judge_kinds($pid);
+			next;
+		}
 		next if $acct->{depleted};
 		my ($acc, $rows) = $self->accumulating($pid);
 		next unless $rows && $acct->{balance} <= $acc;
 		$self->_cut_off($pid);
-		$acted{$pid} = 1;
+		$acted{$pid} = 'used up';
 	}
 	my @recharged = $self->_auto_recharges;
 	my @controlled = $self->_act_on_spending(sort { $a <=> $b } keys %{ $self->{controls} });
 	my $actions = keys(%acted) + @recharged;
-	$acted{$_} = 1 for @recharged, @controlled;
+	$acted{$_} = join(', ', grep { defined } $acted{$_}, 'recharged') for @recharged;
+	$acted{$_} = join(', ', grep { defined } $acted{$_}, 'spending controls') for @controlled;
 	# README: run_balance_checks() returns the projects acted on
-	return { value => scalar(keys %acted), actions => $actions };
+	return { value => scalar(keys %acted), actions => $actions,
+		detail => 'the model acted on ' . join('; ', map { "$_: $acted{$_}" } sort { $a <=> $b } keys %acted) };
 }
 
 sub op_configure_auto_recharge
@@ -1262,10 +1556,7 @@ sub final_transaction_lines
 {
 	my $self = shift;
 	my @l;
-	for my $t (values %{ $self->{txns} })
-	{
-		push @l, join('|', $t->{tid}, $t->{pid}, $t->{type}, $t->{status}, $t->{amount}, 0, '', '', $t->{method});
-	}
+	push @l, deposit_line($_) for values %{ $self->{txns} };
 	for my $r (values %{ $self->{usage_tids} })
 	{
 		next unless $r->{status} eq 'completed';
@@ -1281,10 +1572,13 @@ sub usage_line
 		$r->{rid}, $r->{h}, '');
 }
 
+# A deposit, auto-recharge, grant, expiry or refund: tid|pid|type|status|amount|0|lot|''|method
+# (the harness reads an expiry's or a refund's lot where a usage row has its resource).
 sub deposit_line
 {
 	my $t = shift;
-	return join('|', $t->{tid}, $t->{pid}, $t->{type}, $t->{status}, $t->{amount}, 0, '', '', $t->{method});
+	return join('|', $t->{tid}, $t->{pid}, $t->{type}, $t->{status}, $t->{amount}, 0, $t->{lot} // '', '',
+		$t->{method} // '');
 }
 
 # transaction_history without transaction ids of accumulating rows:
@@ -1319,15 +1613,36 @@ sub would_take
 {
 	my ($self, $pid) = @_;
 	my $left = $self->{acct}{$pid}{balance};
-	my @hours = values %{ $self->in_progress($pid) };
-	my $inf = 9**99;
-	$_->{tid} = $self->{lookup}->('usage', $pid, $_->{rid}, $_->{h}) // $inf for @hours;
-	for my $x (sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} || $a->{rid} cmp $b->{rid} } @hours)
+	my @hours = $self->_accrued_in_order($pid);
+	for my $x (@hours)
 	{
 		$x->{taken} = $x->{amount} < $left ? $x->{amount} : $left;
 		$left -= $x->{taken};
 	}
 	return @hours;
+}
+
+# What the history's preview of the accumulating hours leaves of the balance (README: it takes
+# from the balance as a whole; with lots all alike that is the available balance).
+sub preview_left
+{
+	my ($self, $pid) = @_;
+	my $left = $self->{acct}{$pid}{balance};
+	$left -= $_->{taken} for $self->would_take($pid);
+	my $avail = $self->available($pid);
+	die "model: the preview leaves $left of project $pid, available is $avail" if !$self->special($pid) && $left != $avail;
+	return $left;
+}
+
+# The hours not yet deducted in the deduction's order: by hour; within an hour the hours stored
+# already, by transaction id, then the others by resource id.
+sub _accrued_in_order
+{
+	my ($self, $pid) = @_;
+	my @hours = values %{ $self->in_progress($pid) };
+	my $inf = 9**99;
+	$_->{tid} = $self->{lookup}->('usage', $pid, $_->{rid}, $_->{h}) // $inf for @hours;
+	return sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} || $a->{rid} cmp $b->{rid} } @hours;
 }
 
 sub event_lines
@@ -1460,7 +1775,8 @@ sub next_op
 		start_instance => 9, stop_instance => 4, attach_volume => 4, delete_volume => 2,
 		record_usage => 8, late_usage => 3, record_usage_batch => 3, advance_clock => 13,
 		run_hourly_deductions => 6, run_balance_checks => 8, configure_auto_recharge => 2,
-		configure_limits => 1.5, configure_alerts => 1.5, grant_credits => 2,
+		configure_limits => 1.5, configure_alerts => 1.5, grant_credits => 3, refund_deposit => 1.5,
+		complete_refund => 1, fail_refund => 0.5,
 		claim_events => 2, ack_event => 2, set_minimum_deposit => 0.5);
 	my $g = "gen_$kind";
 	return $s->$g;
@@ -1509,13 +1825,33 @@ sub gen_remove_payment_method
 	return { op => 'remove_payment_method', pid => $pid, mid => $mid };
 }
 
+# A grant: sometimes expiring (often within the hour, or exactly at an hour), sometimes only
+# for some kinds; now and then a retry with its key or a bad argument.
 sub gen_grant_credits
 {
 	my $s   = shift;
 	my $m   = $s->{model};
 	my $pid = $s->_pid;
+	my $now = $m->{now};
 	my $op  = { op => 'grant_credits', pid => $pid, amount => 100_000 * (1 + int(rand(300))),
-		priority => int(rand(101)), description => _chance(0.5) ? 'Promotion ' . int(rand(100)) : undef };
+		priority => _chance(0.3) ? 50 : int(rand(101)), description => _chance(0.5) ? 'Promotion ' . int(rand(100)) : undef };
+	if (_chance(0.45))
+	{
+		my $v = rand();
+		my $h = CreditsModel::hour_of($now);
+		$op->{expires} = $v < 0.3 ? $now + 1 + int(rand($h + $CreditsModel::HOUR - $now))    # within this hour
+		  : $v < 0.5 ? $h + (1 + int(rand(4))) * $CreditsModel::HOUR                        # at an hour
+		  : $v < 0.55 ? $h + $CreditsModel::HOUR + 1                                         # just after one
+		  : $now + (1 + int(rand(600))) * 60_000_000;                                        # up to 10 hours
+	}
+	if (_chance(0.45))
+	{
+		my @k = grep { _chance(0.45) } @CreditsModel::KINDS;
+		@k = (_pick(\@CreditsModel::KINDS)) unless @k;
+		push @k, $k[0] if _chance(0.1);    # a repeat
+		@k = reverse @k if _chance(0.3);
+		$op->{applies_to} = \@k;
+	}
 	my $keys = [ sort keys %{ $m->{grant_keys}{$pid} // {} } ];
 	my $v = rand();
 	if ($v < 0.15 && @$keys)
@@ -1523,15 +1859,101 @@ sub gen_grant_credits
 		# a retry: the same key with the same arguments, or with other ones
 		$op->{key} = _pick($keys);
 		my $t = $m->{txns}{ $m->{grant_keys}{$pid}{ $op->{key} } };
-		@{$op}{qw(amount priority)} = ($t->{amount}, $t->{prio});
-		$op->{amount} += 1 if _chance(0.3);
+		@{$op}{qw(amount priority expires)} = ($t->{amount}, $t->{prio}, $t->{expires});
+		$op->{applies_to} = $t->{kinds} ? [ reverse @{ $t->{kinds} } ] : undef;
+		my $w = rand();
+		if    ($w < 0.15) { $op->{amount} += 1; }
+		elsif ($w < 0.22) { $op->{expires} = defined $op->{expires} ? undef : $now + $CreditsModel::HOUR; }
+		elsif ($w < 0.29) { $op->{applies_to} = $op->{applies_to} ? undef : ['api']; }
+	}
+	elsif ($v < 0.17)
+	{
+		# another kind of transaction's key
+		$op->{key} = _pick([ sort keys %{ $m->{dep_keys}{$pid} // {} } ]) // $s->_key('grant');
 	}
 	elsif ($v < 0.5) { $op->{key} = $s->_key('grant'); }
-	elsif ($v < 0.56) { $op->{amount} = _pick([ 0, -1_000_000, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
-	elsif ($v < 0.62) { $op->{priority} = _pick([ -1, 101, undef ]); }
-	elsif ($v < 0.64) { $op->{description} = _pick([ '', $s->{long} ]); }
+	elsif ($v < 0.55) { $op->{amount} = _pick([ 0, -1_000_000, undef, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	elsif ($v < 0.59) { $op->{priority} = _pick([ -1, 101, undef ]); }
+	elsif ($v < 0.61) { $op->{description} = _pick([ '', $s->{long} ]); }
+	elsif ($v < 0.64) { $op->{expires} = _pick([ $now, $now - 1, $now - $CreditsModel::HOUR ]); }
+	elsif ($v < 0.67) { $op->{applies_to} = _pick([ [], ['gpu'], [ 'api', 'instances' ], [undef] ]); }
 	return $op;
 }
+
+# A refund request: mostly of a project's completed deposit, for part, all (null) or more than
+# may be refunded; now and then of a grant, a pending or failed deposit, another project's
+# deposit, a usage row, or with a bad argument or a reused key.
+sub gen_refund_deposit
+{
+	my $s   = shift;
+	my $m   = $s->{model};
+	my $pid = $s->_pid(0.01);
+	my @paid = grep { $_->{kind} eq 'paid' } @{ $m->{lots}{$pid} // [] };
+	my @live = grep { $_->{remaining} > 0 } @paid;
+	my $lot  = _chance(0.85) ? _pick(\@live) // _pick(\@paid) : _pick(\@paid);
+	my $op   = { op => 'refund_deposit', pid => $pid, tid => $lot ? $lot->{tid} : 77_777_777,
+		text => _chance(0.5) ? 'customer request' : undef };
+	if ($lot && $m->{acct}{$pid})
+	{
+		my $may = $m->refundable($pid, $lot->{tid});
+		my $v = rand();
+		$op->{amount} = $v < 0.25 ? undef
+		  : $v < 0.35 ? $may
+		  : $v < 0.45 ? $may + 1
+		  : $v < 0.5 ? $lot->{remaining} + 1_000_000
+		  : 1 + int(rand($may > 1 ? $may / 2 : 1));
+	}
+	my $v = rand();
+	my $keys = [ sort keys %{ $m->{refund_keys}{$pid} // {} } ];
+	if ($v < 0.12 && @$keys)
+	{
+		$op->{key} = _pick($keys);
+		my $t = $m->{txns}{ $m->{refund_keys}{$pid}{ $op->{key} } };
+		@{$op}{qw(tid amount)} = ($t->{lot}, _chance(0.3) ? undef : -$t->{amount});
+		$op->{amount} += 1 if defined $op->{amount} && _chance(0.25);
+	}
+	elsif ($v < 0.45) { $op->{key} = $s->_key('ref'); }
+	elsif ($v < 0.5)  { $op->{tid} = _pick([ map { $_->{tid} } grep { $_->{kind} eq 'promotional' } @{ $m->{lots}{$pid} // [] } ]) // $op->{tid}; }
+	elsif ($v < 0.55) { $op->{tid} = $s->_some_tid($pid, _pick([ 'pending', 'failed' ])) // $op->{tid}; }
+	elsif ($v < 0.58)
+	{
+		my @o = grep { $m->{txns}{$_}{pid} != $pid } keys %{ $m->{txns} };
+		$op->{tid} = _pick([ sort { $a <=> $b } @o ]) // $op->{tid};
+	}
+	elsif ($v < 0.6)
+	{
+		my @u = grep { $m->{usage_tids}{$_}{pid} == $pid } keys %{ $m->{usage_tids} };
+		$op->{tid} = _pick([ sort { $a <=> $b } @u ]) // $op->{tid};
+	}
+	elsif ($v < 0.62) { $op->{amount} = _pick([ 0, -1_000_000, $CreditsModel::MAX_AMOUNT + 1 ]); }
+	elsif ($v < 0.63) { $op->{tid} = undef; }
+	elsif ($v < 0.65) { $op->{text} = _pick([ '', $s->{long} ]); }
+	elsif ($v < 0.66) { $op->{key} = _pick([ sort keys %{ $m->{dep_keys}{$pid} // {} } ]); }
+	return $op;
+}
+
+sub _settle_refund
+{
+	my ($s, $op_name) = @_;
+	my $m = $s->{model};
+	my @pending = sort { $a <=> $b } grep { $m->{txns}{$_}{type} eq 'refund' } keys %{ $m->{pending} };
+	my @settled = sort { $a <=> $b } grep { $m->{txns}{$_}{type} eq 'refund' && $m->{txns}{$_}{status} ne 'pending' }
+	  keys %{ $m->{txns} };
+	my $v = rand();
+	my ($pid, $tid);
+	if    ($v < 0.8 && @pending) { $tid = _chance(0.5) ? $pending[-1] : _pick(\@pending); }
+	elsif ($v < 0.88 && @settled) { $tid = _pick(\@settled); }
+	elsif ($v < 0.93) { $tid = _pick([ sort { $a <=> $b } keys %{ $m->{pending} } ]); }
+	$pid = defined $tid ? $m->{txns}{$tid}{pid} : $s->_pid;
+	if (_chance(0.04)) { $pid = $s->_pid; }    # (another project's refund, mostly)
+	$tid //= _chance(0.9) ? 77_777_777 : undef;
+	my $text = $op_name eq 'fail_refund' && _chance(0.6) ? 'provider_declined' : undef;
+	$text = '' if $op_name eq 'fail_refund' && _chance(0.02);
+	return { op => $op_name, pid => $pid, tid => $tid, text => $text };
+}
+
+sub gen_complete_refund { return $_[0]->_settle_refund('complete_refund'); }
+sub gen_fail_refund     { return $_[0]->_settle_refund('fail_refund'); }
 
 sub gen_add_credits
 {
@@ -1596,7 +2018,7 @@ sub _settle
 	my $pid = $s->_pid(0.01);
 	my $tid;
 	my $v = rand();
-	my @pending = sort { $a <=> $b } keys %{ $m->{pending} };
+	my @pending = sort { $a <=> $b } grep { $m->{txns}{$_}{type} ne 'refund' } keys %{ $m->{pending} };
 	if ($v < 0.82 && @pending)
 	{
 		$tid = _chance(0.4) ? $pending[-1] : _pick(\@pending);    # often the newest

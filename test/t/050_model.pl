@@ -62,12 +62,13 @@ sub usec  { return "(extract(epoch from $_[0]) * 1000000)::bigint"; }
 
 my %Q = (
 	step_state_body => 'SELECT \'tx\', transaction_id::text, project_id::text, type::text, status::text, '
-	  . micro('amount') . '::text, ' . micro('uncollected') . '::text, resource_id, '
+	  . micro('amount') . '::text, ' . micro('uncollected') . '::text, coalesce(resource_id, lot_id::text), '
 	  . usec('usage_hour') . '::text, method_id::text
 	     FROM credits.transactions WHERE transaction_id > after_tid OR transaction_id = ANY (open_tids)
 	   UNION ALL
 	   SELECT \'ev\', event_id::text, project_id::text, kind, resource_id, transaction_id::text,
-	          payload->>\'type\', payload->>\'amount\', payload->>\'method_id\', payload->>\'provider_ref\'
+	          coalesce(payload->>\'type\', payload->>\'deposit_transaction_id\'), payload->>\'amount\',
+	          payload->>\'method_id\', payload->>\'provider_ref\'
 	     FROM credits.events WHERE event_id > after_event
 	   UNION ALL
 	   SELECT \'acct\', project_id::text, ' . micro('balance') . '::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL
@@ -83,9 +84,10 @@ my %Q = (
 	    WHERE state IN (\'running\', \'available\', \'inaccessible\') OR state_since >= since',
 	step_state => 'SELECT * FROM public.model_step_state($1, $2, $3, $4, $5)',
 	all_tx => 'SELECT transaction_id, project_id, type::text, status::text, ' . micro('amount') . ', '
-	  . micro('uncollected') . ', resource_id, ' . usec('usage_hour') . ', method_id
+	  . micro('uncollected') . ', coalesce(resource_id, lot_id::text), ' . usec('usage_hour') . ', method_id
 	     FROM credits.transactions',
-	all_events => 'SELECT event_id, project_id, kind, resource_id, transaction_id, payload->>\'type\',
+	all_events => 'SELECT event_id, project_id, kind, resource_id, transaction_id,
+	                      coalesce(payload->>\'type\', payload->>\'deposit_transaction_id\'),
 	                      payload->>\'amount\', payload->>\'method_id\', payload->>\'provider_ref\', claims,
 	                      CASE WHEN acked_at IS NULL THEN \'f\' ELSE \'t\' END
 	                 FROM credits.events',
@@ -113,7 +115,8 @@ my %Q = (
 	                       WHERE type = \'usage\' AND position(resource_id IN description) = 0',
 	available => 'SELECT project_id, ' . micro('credits.available_balance(project_id)') . ' FROM credits.accounts',
 	verify => 'SELECT project_id, problem FROM credits.verify()',
-	lots => 'SELECT project_id, transaction_id, kind, ' . micro('amount') . ', ' . micro('remaining') . ', state
+	lots => 'SELECT project_id, transaction_id, kind, ' . micro('amount') . ', ' . micro('remaining') . ', state,
+	                priority, ' . usec('expires_at') . ', array_to_string(applies_to, \',\')
 	           FROM credits.lots',
 	spending => 'SELECT project_id, ' . micro('spent_today') . ', ' . micro('spent_this_month') . ',
 	                    CASE WHEN budget_reached THEN \'t\' ELSE \'f\' END, alert_state
@@ -180,9 +183,17 @@ sub op_sql
 	  if $o eq 'complete_deposit';
 	return sprintf('SELECT credits.fail_deposit(%s, %s, %s)', num($op->{pid}), num($op->{tid}), lit($op->{text}))
 	  if $o eq 'fail_deposit';
-	return sprintf('SELECT credits.grant_credits(%s, %s, NULL, %s, NULL, %s, %s)', num($op->{pid}), cr($op->{amount}),
-		num($op->{priority}), lit($op->{description}), lit($op->{key}))
+	return sprintf('SELECT credits.grant_credits(%s, %s, %s, %s, %s, %s, %s)', num($op->{pid}), cr($op->{amount}),
+		defined $op->{expires} ? ts($op->{expires}) : 'NULL', num($op->{priority}), arr('text', \&lit, $op->{applies_to}),
+		lit($op->{description}), lit($op->{key}))
 	  if $o eq 'grant_credits';
+	return sprintf('SELECT credits.refund_deposit(%s, %s, %s, %s, %s)', num($op->{pid}), num($op->{tid}),
+		cr($op->{amount}), lit($op->{text}), lit($op->{key}))
+	  if $o eq 'refund_deposit';
+	return sprintf('SELECT %s', micro(sprintf('credits.complete_refund(%s, %s)', num($op->{pid}), num($op->{tid}))))
+	  if $o eq 'complete_refund';
+	return sprintf('SELECT credits.fail_refund(%s, %s, %s)', num($op->{pid}), num($op->{tid}), lit($op->{text}))
+	  if $o eq 'fail_refund';
 	return sprintf("SELECT credits.$o(%s, %s, %s)", num($op->{pid}), lit($op->{rid}), cr($op->{rate}))
 	  if $o eq 'start_instance' || $o eq 'attach_volume';
 	return sprintf("SELECT credits.$o(%s, %s)", num($op->{pid}), lit($op->{rid}))
@@ -266,6 +277,8 @@ sub db_event_key
 	my ($id, $pid, $kind, $rid, $tid, $type, $amount, $mid, $ref) = @_;
 	my $detail = $kind eq 'charge_requested'
 	  ? join('/', $type // '', CreditsModel::parse_credits($amount // '0'), $mid // '', $ref // '')
+	  : $kind eq 'refund_requested'    # (type: the deposit refunded)
+	  ? join('/', CreditsModel::parse_credits($amount // '0'), $type // '', $mid // '', $ref // '')
 	  : '';
 	return join('|', $pid, $kind, $rid // '', $tid // '', $detail);
 }
@@ -289,7 +302,7 @@ sub hours_remaining_ok
 	return abs(2 * $r - $burn) * 1_000_000_000 < $burn && abs($got - $want) == 1;
 }
 
-my (%usage_tid, %open_tids, $max_tid, $max_event, $db_clock, $model);
+my (%usage_tid, %expiry_tid, %open_tids, $max_tid, $max_event, $db_clock, $model);
 $max_tid   = 0;
 $max_event = 0;
 
@@ -309,6 +322,7 @@ sub compare_step
 	else
 	{
 		my %valued = map { $_ => 1 } qw(add_payment_method add_credits grant_credits complete_deposit record_usage_batch
+		  refund_deposit complete_refund
 		  run_hourly_deductions run_balance_checks claim_events);
 		if ($valued{ $op->{op} })
 		{
@@ -317,6 +331,7 @@ sub compare_step
 			  : $got->{rows}[0][0];
 			my $w = $op->{op} eq 'claim_events' ? join(',', @{ $exp->{value} }) : $exp->{value};
 			return "returned " . ($v // 'NULL') . ", expected " . ($w // 'NULL')
+			  . ($exp->{detail} ? " ($exp->{detail})" : '')
 			  if ($v // 'NULL') ne ($w // 'NULL');
 		}
 	}
@@ -454,9 +469,10 @@ sub compare_all
 		[ 'available_balance() (project|available)', [ map { join('|', $_, $model->available($_)) } $model->projects ],
 			[ map { tx_line($_) } @{ q_rows('available') } ] ],
 		# (the history adds up: its completed amounts to the balance, with the accumulating ones
-		# to the available balance)
+		# to what the preview leaves of the balance: the available balance when the lots are all
+		# alike)
 		[ 'transaction_history amounts (project|completed|completed and accumulating)',
-			[ map { join('|', $_, $model->{acct}{$_}{balance}, $model->available($_)) } $model->projects ],
+			[ map { join('|', $_, $model->{acct}{$_}{balance}, $model->preview_left($_)) } $model->projects ],
 			[ map { my $p = $_; my @h = grep { $_->[0] == $p } @$history;
 					join('|', $p, sum0(map { $_->[4] } grep { $_->[5] eq 'completed' } @h), sum0(map { $_->[4] } grep { $_->[5] ne 'pending' && $_->[5] ne 'failed' } @h)) }
 				$model->projects ] ],
@@ -535,6 +551,7 @@ for my $step (1 .. $steps)
 		my ($tid, $pid, $type, $status, undef, undef, $rid, $h) = @$r;
 		$open_tids{$tid} = 1 if $status eq 'pending' || $status eq 'accumulating';
 		$usage_tid{"$pid\0$rid\0$h"} = $tid if $type eq 'usage';
+		$expiry_tid{"$pid\0$rid"} = $tid if $type eq 'expiry';    # (rid: the lot expired)
 		$new_ar{$pid} = $tid if $type eq 'auto_recharge' && $status eq 'pending' && $tid > $prev_max;
 		$max_tid = $tid if $tid > $max_tid;
 	}
@@ -543,7 +560,7 @@ for my $step (1 .. $steps)
 	  if $ENV{CREDITS_MODEL_DEBUG};
 	my $lookup = sub {
 		my ($what, $pid, $rid, $h) = @_;
-		return $what eq 'usage' ? $usage_tid{"$pid\0$rid\0$h"} : $new_ar{$pid};
+		return $what eq 'usage' ? $usage_tid{"$pid\0$rid\0$h"} : $what eq 'expiry' ? $expiry_tid{"$pid\0$rid"} : $new_ar{$pid};
 	};
 	my $ret = $got->{rows} && @{ $got->{rows} } ? $got->{rows}[0][0] : undef;
 	$t = Time::HiRes::time();
