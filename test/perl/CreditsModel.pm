@@ -226,7 +226,9 @@ sub _book
 	return unless defined $r->{live_from} && $r->{live_from} < $upto;
 	for my $s (_segments($r->{rate}, $r->{live_from}, $upto))
 	{
-		$self->_row($pid, $r->{rid}, $s->[0])->{units} += $s->[1];
+		my $row = $self->_row($pid, $r->{rid}, $s->[0]);
+		$row->{units} += $s->[1];
+		$row->{stored} = 1;    # (a usage transaction accumulating; API usage alone has none)
 	}
 	$r->{live_from} = $upto;
 }
@@ -516,6 +518,25 @@ sub _judge_kinds
 	if ($fv <= 0) { $acted += $self->_cut_off_kind($pid, 'volume'); }
 	else          { $acted += $self->_restore($pid); }
 	return $acted ? 1 : 0;
+}
+
+# For a failure report: each active lot of a project (in order), what it has left after the
+# accrued usage, and the accrued hours.
+sub describe_lots
+{
+	my ($self, $pid) = @_;
+	my ($lots, $left) = $self->standing($pid);
+	my $h = hour_of($self->{now});
+	return "project $pid at " . fmt_ts($self->{now}) . ": balance $self->{acct}{$pid}{balance}, "
+	  . ($self->{acct}{$pid}{depleted} ? 'cut off' : 'not cut off')
+	  . ", left for instances " . $self->spendable($pid, 'instance', $h) . ', for volumes '
+	  . $self->spendable($pid, 'volume', $h) . ', available ' . $self->available($pid) . "\n"
+	  . join('', map {
+			"    lot $_->{tid} $_->{kind} prio $_->{prio} remaining $_->{remaining} held $_->{held} left $left->{ $_->{tid} }"
+			  . (defined $_->{expires} ? ' expires ' . fmt_ts($_->{expires}) : '')
+			  . ($_->{all_kinds} ? '' : ' for ' . join(',', sort keys %{ $_->{kinds} })) . "\n"
+		} @$lots)
+	  . join('', map { "    accrued " . fmt_ts($_->{h}) . " $_->{rid} ($_->{tid}) $_->{amount}\n" } $self->_accrued_in_order($pid));
 }
 
 # The lots view: project|transaction|kind|amount|remaining|state|priority|expires_at|applies_to.
@@ -1641,7 +1662,13 @@ sub _accrued_in_order
 	my ($self, $pid) = @_;
 	my @hours = values %{ $self->in_progress($pid) };
 	my $inf = 9**99;
-	$_->{tid} = $self->{lookup}->('usage', $pid, $_->{rid}, $_->{h}) // $inf for @hours;
+	for my $x (@hours)
+	{
+		# (the id of a row stored before now: the database's ids of the rows the current
+		# operation stores are known already)
+		my $row = $self->{acc}{$pid}{"$x->{rid}\0$x->{h}"};
+		$x->{tid} = $row && $row->{stored} ? $self->{lookup}->('usage', $pid, $x->{rid}, $x->{h}) // $inf : $inf;
+	}
 	return sort { $a->{h} <=> $b->{h} || $a->{tid} <=> $b->{tid} || $a->{rid} cmp $b->{rid} } @hours;
 }
 

@@ -513,6 +513,8 @@ sub failure
 	my ($step, $op, $msg) = @_;
 	my $sql = op_sql($op);
 	fail("step $step of $replay: $op->{op} disagrees with the model");
+	my %pids = map { $_ => 1 } grep { defined } $op->{pid}, @{ $op->{pids} // [] }, $msg =~ /^\s+(\d+)\|/mg;
+	$msg .= "\nthe model's lots (after the step):\n" . join('', map { '  ' . $model->describe_lots($_) } grep { $model->{acct}{$_} } sort keys %pids);
 	diag("$replay\nstep $step: $sql\n$msg\nthe last operations (all of them are in $ops_log_path):\n"
 		  . join('', map { "  $_\n" } @recent[ ($#recent > 30 ? $#recent - 30 : 0) .. $#recent ]));
 	$failed = 1;
