@@ -2413,7 +2413,7 @@ BEGIN
      WHERE a.project_id = _require_available_balance.project_id FOR SHARE;
     IF is_depleted OR credits._spendable(project_id, CASE kind WHEN 'instance' THEN 1 ELSE 2 END,
                                          credits.now()) <= '0'::credits.credits THEN
-        IF NOT is_depleted AND credits._spendable(project_id, 7, credits.now()) > '0'::credits.credits THEN
+        IF credits._spendable(project_id, 7, credits.now()) > '0'::credits.credits THEN
             RAISE EXCEPTION 'project % has no available balance', project_id
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       DETAIL = format('None of its credits may pay for %ss.', kind),
