@@ -647,17 +647,18 @@ sub _new_charge
 	$self->_event($pid, 'charge_requested', undef, $tid, "$type/$amount/$mid/$self->{methods}{$mid}{ref}");
 }
 
-# Starts the due auto-recharges; returns the projects recharged.
+# Starts the due auto-recharges; returns the projects recharged.  (%$avail: the available
+# balances to judge by, where not as of now.)
 sub _auto_recharges
 {
-	my $self = shift;
+	my ($self, $avail) = @_;
 	my @done;
 	for my $pid (sort { $a <=> $b } keys %{ $self->{auto} })
 	{
 		my $c = $self->{auto}{$pid};
 		next unless $c->{enabled} && $c->{armed};
 		next if $self->pending_auto_recharge($pid);
-		next unless $self->available($pid) < $c->{threshold};
+		next unless ($avail->{$pid} // $self->available($pid)) < $c->{threshold};
 		my $mid = $c->{method} // $self->default_method($pid);
 		next unless defined $mid;
 		$self->_new_charge($self->_new_tid('auto_recharge', $pid), $pid, 'auto_recharge', $c->{amount}, $mid);
@@ -1415,6 +1416,10 @@ sub op_run_balance_checks
 	# (an expiry that takes the balance to zero cuts the project off by the zero-balance rule, as
 	# a deduction does: not among the projects the checks acted on)
 	$self->_expire_lots;
+	# (the auto-recharges are judged by the available balances as the check found them, before
+	# its cut-offs: a cut-off books the resources' time, and an hour stored comes first in the
+	# draw-down of accrued usage, which may change what the lots have left)
+	my %avail = map { $_ => $self->available($_) } grep { $self->{auto}{$_}{enabled} } keys %{ $self->{auto} };
 	my %acted;
 	for my $pid (sort { $a <=> $b } keys %{ $self->{acct} })
 	{
@@ -1430,7 +1435,7 @@ sub op_run_balance_checks
 		$self->_cut_off($pid);
 		$acted{$pid} = 'used up';
 	}
-	my @recharged = $self->_auto_recharges;
+	my @recharged = $self->_auto_recharges(\%avail);
 	my @controlled = $self->_act_on_spending(sort { $a <=> $b } keys %{ $self->{controls} });
 	my $actions = keys(%acted) + @recharged;
 	$acted{$_} = join(', ', grep { defined } $acted{$_}, 'recharged') for @recharged;

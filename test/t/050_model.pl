@@ -513,8 +513,11 @@ sub failure
 	my ($step, $op, $msg) = @_;
 	my $sql = op_sql($op);
 	fail("step $step of $replay: $op->{op} disagrees with the model");
-	my %pids = map { $_ => 1 } grep { defined } $op->{pid}, @{ $op->{pids} // [] }, $msg =~ /^\s+(\d+)\|/mg;
-	$msg .= "\nthe model's lots (after the step):\n" . join('', map { '  ' . $model->describe_lots($_) } grep { $model->{acct}{$_} } sort keys %pids);
+	$msg .= "\nthe model's lots (after the step):\n" . join('', map { '  ' . $model->describe_lots($_) } $model->projects);
+	my $st = $dbh->selectall_arrayref('SELECT project_id, transaction_id, ' . micro('left_over')
+		  . ' FROM credits._lot_standing ORDER BY project_id') // [];
+	$msg .= "the database's lots, what each has left after the accrued usage (project|lot|left):\n"
+	  . join('', map { '  ' . join('|', @$_) . "\n" } @$st);
 	diag("$replay\nstep $step: $sql\n$msg\nthe last operations (all of them are in $ops_log_path):\n"
 		  . join('', map { "  $_\n" } @recent[ ($#recent > 30 ? $#recent - 30 : 0) .. $#recent ]));
 	$failed = 1;
