@@ -182,6 +182,21 @@ SELECT kind, resource_id FROM credits.events WHERE project_id = 9022 AND kind <>
 SELECT credits.delete_volume(9022, 'vol-1');
 SELECT * FROM credits.verify(9022);
 
+-- Nothing left that may pay for instances or volumes while nothing accrues: the balance check
+-- depletes the project as at zero balance (balance_depleted), though API-only credit remains.
+SET credits.clock = '2026-06-03 09:00+00';
+SELECT pg_temp.funded(9023, '5.00');
+SELECT credits.grant_credits(9023, '3.00', applies_to => ARRAY['api']) IS NOT NULL AS granted;
+SELECT credits.start_instance(9023, 'gpu-1', '5.00');
+SET credits.clock = '2026-06-03 10:00+00';
+SELECT credits.stop_instance(9023, 'gpu-1');
+SELECT pg_temp.deduct(9000, 9099);
+SELECT a.depleted, a.balance FROM credits.accounts a WHERE a.project_id = 9023;
+SELECT credits.run_balance_checks() >= 0 AS checked;
+SELECT a.depleted FROM credits.accounts a WHERE a.project_id = 9023;
+SELECT kind, resource_id FROM credits.events WHERE project_id = 9023 AND kind <> 'charge_requested' ORDER BY event_id;
+SELECT * FROM credits.verify(9023);
+
 --
 -- 4. Refunds: only a paid lot, only its unused part; pending holds it; the worker completes or
 --    fails it.

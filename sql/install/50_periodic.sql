@@ -146,9 +146,11 @@ SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating
 
 -- The projects a periodic run may have to act on, found in one pass over the accounts with
 -- their usage accrued and not yet deducted (the costly part, computed once per run): those
--- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
--- finds the available balance below its threshold.  Each list comes with the accrued usage of
--- its projects, in project order.  (BEGIN ATOMIC: bound at install time, whatever the
+-- not cut off whose accrued usage has used up the balance, those whose armed auto-recharge
+-- finds the available balance below its threshold, and those whose lots are not all alike that
+-- may have to be judged kind by kind (also with nothing accruing: nothing may be left for their
+-- instances and volumes).  Each list comes with the accrued usage of its projects, in project
+-- order.  (BEGIN ATOMIC: bound at install time, whatever the
 -- caller's search_path.  The planner expects 1000 hour segments per resource and 200
 -- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
 -- hash table for millions of groups; sorting in memory and no nested loops take a third of
@@ -179,7 +181,7 @@ BEGIN ATOMIC
                        FROM credits.credit_lots l
                       WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
                       GROUP BY l.project_id) AS s ON s.project_id = a.project_id
-         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed)),
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed) OR s.project_id IS NOT NULL),
     -- (a project whose lots are not all alike: what it can spend is what its lots have left,
     -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
     -- judges its cut-off)

@@ -450,7 +450,8 @@ sub special
 
 # Expiry: once every usage hour that began before a lot's expires_at is deducted (its last
 # such hour has ended and nothing accrued of those hours is left), what is left of it leaves the
-# balance as one expiry transaction dated expires_at.  A balance that reaches zero so is cut off.
+# balance as one expiry transaction dated expires_at.  A balance that reaches zero so is cut off;
+# returns those projects.
 sub _expire_lots
 {
 	my $self = shift;

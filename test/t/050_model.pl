@@ -1,8 +1,12 @@
 
 # Model-based randomized test: random operation sequences over several projects, run against
 # the extension and against test/perl/CreditsModel.pm (a reference model written from README.md,
-# the user contract), compared after every step.  Grants (promotional lots with a priority) are
-# among the operations; the lots, each one's remaining amount, are compared in the full checks.
+# the user contract), compared after every step.  Credit lots are among the operations: grants
+# (promotional lots with a priority, often an expires_at, often only for some kinds), refunds of
+# unused paid credit (requested, completed, failed, refused); the periodic runs expire lots, the
+# deduction draws each hour from the lots that may pay for it, and the zero-balance rule applies
+# kind by kind.  The lots (remaining amount, state, expiry, priority, kinds) are compared in the
+# full checks; a failure report shows each project's lots as the model and the database see them.
 #
 #   CREDITS_MODEL_SEED=N         replay a run (default: random; printed at the start and in
 #                                every failure message)
