@@ -406,6 +406,8 @@ sub _draw
 	for my $l (@lots)
 	{
 		my $g = $gave->{ $l->{tid} } or next;
+		$self->{stats}{'hours paid by a lot that expired during them'}++
+		  if defined $l->{expires} && $l->{expires} < $h + $HOUR;
 		$l->{remaining} -= $g;
 		$l->{used} += $g;
 		$l->{ended} = 'used' if $l->{remaining} == 0;
@@ -1232,8 +1234,12 @@ sub _activate
 	  // _positive_err('rate_per_hour', $rate);
 	return $e if $e;
 	# (README: refused while nothing available may pay for that kind)
-	return _err('55000', "project $pid has no available balance")
-	  if $self->{acct}{$pid}{depleted} || $self->spendable($pid, $kind, $self->{now}) <= 0;
+	return _err('55000', "project $pid has no available balance") if $self->{acct}{$pid}{depleted};
+	if ($self->spendable($pid, $kind, $self->{now}) <= 0)
+	{
+		$self->{stats}{'starts refused: nothing may pay for that kind'}++ if $self->available($pid) > 0;
+		return _err('55000', "project $pid has nothing available that may pay for a $kind");
+	}
 	my $active = $kind eq 'instance' ? 'running' : 'available';
 	my $r = $self->{res}{$pid}{$rid};
 	if (!$r || $r->{kind} eq $kind
