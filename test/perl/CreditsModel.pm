@@ -112,6 +112,7 @@ sub new
 		touched     => {},    # tid or "usage\0pid\0rid\0hour" -> 1: what the current operation changed
 		lookup      => sub { undef },    # ids the database gave to rows the operation created
 		synthetic   => 1_000_000_000_000_000,
+		charged     => {},    # pid -> hour -> the charges of its completed usage (the hours of this month)
 		stats       => {},
 	}, $class;
 	return $self;
@@ -694,12 +695,13 @@ sub spent_since
 {
 	my ($self, $pid, $since) = @_;
 	my $sum = 0;
-	for my $hours (values %{ $self->{rows}{$pid} // {} })
+	my $charged = $self->{charged}{$pid} // {};
+	my $month = month_start($self->{now});
+	for my $h (keys %$charged)
 	{
-		for my $r (values %$hours)
-		{
-			$sum += $r->{charge} if $r->{status} eq 'completed' && $r->{h} >= $since;
-		}
+		# (hours before this month never count again: since is this day or this month)
+		if ($h < $month) { delete $charged->{$h}; next; }
+		$sum += $charged->{$h} if $h >= $since;
 	}
 	for my $x (values %{ $self->in_progress($pid) })
 	{
@@ -1401,6 +1403,7 @@ sub op_run_hourly_deductions
 			$self->{stats}{'hours deducted'}++;
 			$r->{charge}      = $charge;
 			$r->{uncollected} = $charge - $collected;
+			$self->{charged}{$pid}{ $r->{h} } += $charge;
 			$r->{status}      = 'completed';
 			$r->{completed}   = $self->{now};
 			delete $self->{acc}{$pid}{"$r->{rid}\0$r->{h}"};
