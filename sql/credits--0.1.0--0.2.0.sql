@@ -2943,6 +2943,58 @@ SELECT s.project_id, p.day_start, p.month_start,
  WHERE s.project_id = ANY (ids);
 END;
 
+-- Usage not yet deducted, per project with any, as of credits.now(): in total, and of it the
+-- charges of the hours beginning in the current UTC day and month, and the API usage of the
+-- last ended hour (the open part of the burn rate).  One grouping of credits.usage_in_progress
+-- for the balance check's pass over every project (credits._due_projects) and for the position
+-- of the projects given (credits._spending_positions: a filter on project_id reaches the
+-- indexes).  (The hours compared with are scalar subqueries, computed once per statement
+-- rather than once per row.)
+CREATE VIEW credits._accrued_by_project AS
+SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour >= (SELECT date_trunc('day', credits.now(), 'UTC'))) AS today,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour >= (SELECT date_trunc('month', credits.now(), 'UTC'))) AS this_month,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour = (SELECT credits.hour_of(credits.now()) - interval '1 hour')
+                     AND NOT EXISTS (SELECT FROM credits.resources r
+                                      WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)) AS api_last_hour
+  FROM credits.usage_in_progress u
+ GROUP BY u.project_id;
+
+-- Whether a project's spending_totals row s counts every hour deducted before deducted_until
+-- (its account's) and is of the UTC day and month beginning at day_start and month_start (the
+-- current ones): then its day_spent and month_spent are what the project's completed hours
+-- charged in them.
+CREATE FUNCTION credits._totals_current(s credits.spending_totals, deducted_until timestamptz,
+                                        day_start timestamptz, month_start timestamptz) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    RETURN coalesce(s.counted_until >= deducted_until AND s.day_start = day_start
+                    AND s.month_start = month_start, false);
+REVOKE ALL ON FUNCTION credits._totals_current(credits.spending_totals, timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+
+-- (64_spending_checks.sql)
+-- Whether a watched project's controls c call for action at this position: an alert line
+-- crossed either way since it was last announced, a budget reached and not announced in its
+-- current UTC period (the day from day_start, the month from month_start), or a budget that
+-- stops reached while instances run (running).  The periodic runs act
+-- (credits._act_on_spending) on the projects it holds for.
+CREATE FUNCTION credits._spending_due(c credits.spending_controls, available credits.credits,
+                                      burn_rate credits.credits, spent_today credits.credits,
+                                      spent_this_month credits.credits, day_start timestamptz,
+                                      month_start timestamptz, running boolean) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    RETURN c.balance_low <> credits._below_balance(available, c.below_balance)
+        OR c.runway_low <> credits._below_runway(available, burn_rate, c.below_runway)
+        OR (credits._budget_hit(spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM day_start)
+        OR (credits._budget_hit(spent_this_month, c.monthly_budget) AND c.monthly_reached IS DISTINCT FROM month_start)
+        OR (c.on_budget = 'stop'
+            AND (credits._budget_hit(spent_today, c.daily_budget)
+                 OR credits._budget_hit(spent_this_month, c.monthly_budget))
+            AND running);
+REVOKE ALL ON FUNCTION credits._spending_due(credits.spending_controls, credits.credits, credits.credits, credits.credits, credits.credits, timestamptz, timestamptz, boolean) FROM PUBLIC;
+
 -- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
 -- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
 -- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
@@ -2980,20 +3032,8 @@ SELECT c.project_id, a.balance,
                             AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                  OR l.held > '0'::credits.credits)) AS alike) AS lk
   JOIN credits._completed_spending(ids) AS cc ON cc.project_id = c.project_id
-  LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month,
-                    -- (the open part of the burn rate's API usage of the last ended hour, read in
-                    -- this pass rather than in a second one over the accrued usage)
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
-                                  AND NOT EXISTS (SELECT FROM credits.resources r
-                                                   WHERE r.project_id = u.project_id
-                                                     AND r.resource_id = u.resource_id)) AS api_last_hour
-               FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
-              GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  LEFT JOIN (SELECT x.* FROM credits._accrued_by_project x WHERE x.project_id = ANY (ids)) AS ip
+         ON ip.project_id = c.project_id
   -- (the rest of credits._burn_rate_inputs: the rates, and the deducted API usage of the last
   -- ended hour)
   LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
@@ -3030,20 +3070,32 @@ CREATE OR REPLACE FUNCTION credits._recount_late_usage() RETURNS void
 $$;
 
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
--- day and month: only projects deducted since they were counted, or whose period changed,
--- are rewritten.  Called by the periodic runs, which hold the periodic-run lock; rows locked
--- by another transaction are left for the next run.
+-- day and month: only the rows not current (credits._totals_current) are counted again and
+-- rewritten.  Their ids are written into the statement as a constant, so that each scan tests
+-- them through a hash (as a parameter an array is searched element by element, for every row).
+-- Called by the periodic runs, which hold the periodic-run lock; rows locked by another
+-- transaction are left for the next run.
 CREATE OR REPLACE FUNCTION credits._count_spending() RETURNS void
-    LANGUAGE sql AS $$
-    SELECT credits._recount_late_usage();
+    LANGUAGE plpgsql AS $$
+DECLARE
+    stale bigint[];
+BEGIN
+    PERFORM credits._recount_late_usage();
+    stale := ARRAY(SELECT s.project_id FROM credits.spending_totals s
+                     JOIN credits.accounts a ON a.project_id = s.project_id
+                    WHERE NOT credits._totals_current(s, a.deducted_until,
+                                                      (SELECT date_trunc('day', credits.now(), 'UTC')),
+                                                      (SELECT date_trunc('month', credits.now(), 'UTC')))
+                    ORDER BY s.project_id);
+    IF cardinality(stale) = 0 THEN
+        RETURN;
+    END IF;
+    EXECUTE format($count$
     WITH due AS (
         SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
-          FROM credits._completed_spending(credits._watched_projects()) p
-          JOIN credits.spending_totals s ON s.project_id = p.project_id
-          JOIN credits.accounts a ON a.project_id = p.project_id
-         WHERE a.deducted_until > s.counted_until
-            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
+          FROM credits._completed_spending(%L::bigint[]) p
+          JOIN credits.accounts a ON a.project_id = p.project_id),
     locked AS (
         SELECT s.project_id FROM credits.spending_totals s
          WHERE s.project_id IN (SELECT d.project_id FROM due d)
@@ -3052,8 +3104,9 @@ CREATE OR REPLACE FUNCTION credits._count_spending() RETURNS void
        SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
            month_start = d.month_start, month_spent = d.completed_this_month
       FROM due d
-     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l);
-$$;
+     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
+    $count$, stale);
+END $$;
 
 
 -- 62_limits.sql
@@ -3694,30 +3747,34 @@ BEGIN
     END LOOP;
 END $$;
 
+DROP FUNCTION credits._due_projects();
 -- The projects a periodic run may have to act on, found in one pass over the accounts with
 -- their usage accrued and not yet deducted (the costly part, computed once per run): those
--- not cut off whose accrued usage has used up the balance, those whose armed auto-recharge
--- finds the available balance below its threshold, and those whose lots are not all alike that
--- may have to be judged kind by kind (also with nothing accruing: nothing may be left for their
--- instances and volumes).  Each list comes with the accrued usage of its projects, in project
--- order.  (BEGIN ATOMIC: bound at install time, whatever the
--- caller's search_path.  The planner expects 1000 hour segments per resource and 200
--- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
--- hash table for millions of groups; sorting in memory and no nested loops take a third of
--- the time at 100,000 projects.)
-CREATE OR REPLACE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+-- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
+-- finds the available balance below its threshold, each list with the accrued usage of its
+-- projects; those whose lots are not all alike that may have to be judged kind by kind (also
+-- with nothing accruing: nothing may be left for their instances and volumes); and the watched
+-- projects whose spending controls call for action (credits._spending_due), from the same
+-- accrued usage, their spending_totals (a row not current counts as due:
+-- credits._act_on_spending reads the project's position again) and their rates.  Lists in
+-- project order.  (BEGIN ATOMIC: bound at install time, whatever the caller's search_path.
+-- The planner expects 1000 hour segments per resource and 200 projects, so left alone it
+-- nested-loops 100,000 index probes into accounts and sizes a hash table for millions of
+-- groups; sorting in memory and no nested loops take a third of the time at 100,000 projects.)
+CREATE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
                                       OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
-                                      OUT special_ids bigint[])
+                                      OUT special_ids bigint[], OUT spending_ids bigint[])
     LANGUAGE sql STABLE
     SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
 BEGIN ATOMIC
     WITH positions AS (
-        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+        SELECT a.project_id, a.balance, a.depleted, a.deducted_until, u.accumulating,
                coalesce(u.accumulating, '0'::credits.credits) AS accrued,
                coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
-               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
+               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes,
+               u.today, u.this_month, u.api_last_hour
           FROM credits.accounts a
-          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits._accrued_by_project u ON u.project_id = a.project_id
           LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
           LEFT JOIN (SELECT l.project_id,
                             coalesce(sum(l.remaining - l.held)
@@ -3731,7 +3788,29 @@ BEGIN ATOMIC
                        FROM credits.credit_lots l
                       WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
                       GROUP BY l.project_id) AS s ON s.project_id = a.project_id
-         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed) OR s.project_id IS NOT NULL),
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed) OR s.project_id IS NOT NULL
+            OR a.project_id IN (SELECT c.project_id FROM credits.spending_controls c)),
+    -- (each watched project's controls, spending totals and the rest of its burn rate, as
+    -- credits._spending_positions reads it: the rates, and the deducted API usage of the last
+    -- ended hour)
+    watched AS (
+        SELECT c.project_id, c AS controls, t AS totals, br.burn_rate
+          FROM credits.spending_controls c
+          JOIN credits.spending_totals t ON t.project_id = c.project_id
+          LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+                       FROM (SELECT r.project_id, r.rate_per_hour AS amount
+                               FROM credits.resources r
+                              WHERE r.state IN ('running', 'available')
+                                AND r.project_id IN (SELECT c.project_id FROM credits.spending_controls c)
+                             UNION ALL
+                             SELECT t.project_id, t.uncollected - t.amount
+                               FROM credits.transactions t
+                              WHERE t.type = 'usage' AND t.status = 'completed'
+                                AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+                                AND t.project_id IN (SELECT c.project_id FROM credits.spending_controls c)
+                                AND NOT EXISTS (SELECT FROM credits.resources r
+                                                 WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)) AS b
+                      GROUP BY b.project_id) AS br ON br.project_id = c.project_id),
     -- (a project whose lots are not all alike: what it can spend is what its lots have left,
     -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
     -- judges its cut-off)
@@ -3741,6 +3820,9 @@ BEGIN ATOMIC
                     THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
                     ELSE p.accrued END AS effective_accrued
           FROM positions p),
+    -- (OFFSET 0: kept a subquery, so that the watched projects' positions reach
+    -- credits._spending_due as its columns and it is inlined; with the expressions in their
+    -- place it would be called once per project, at 25,000 projects 0.4 s)
     flagged AS (
         SELECT p.project_id, p.effective_accrued AS accrued,
                -- (a project with no usage accruing has used nothing up: one at zero that was
@@ -3750,15 +3832,43 @@ BEGIN ATOMIC
                p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
                -- (its lots for a kind cannot all be left over when the accrued usage, whatever
                -- its kind, is at least what they hold)
-               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
-          FROM standing p)
+               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge,
+               -- (a watched project's controls and position, nulls for the others; the current
+               -- UTC day and month as scalar subqueries, computed once)
+               (SELECT date_trunc('day', credits.now(), 'UTC')) AS day_start,
+               (SELECT date_trunc('month', credits.now(), 'UTC')) AS month_start,
+               w.project_id IS NOT NULL AS watched, w.controls, w.totals, p.deducted_until,
+               -- (as balance_overview: the lots' rule when they are not all alike)
+               CASE WHEN w.project_id IS NULL THEN NULL
+                    WHEN p.special THEN credits._lots_available(p.project_id)
+                    ELSE credits._available(p.balance, p.accumulating) END AS available,
+               credits._burn_rate_combine(coalesce(w.burn_rate, '0'::credits.credits),
+                                          coalesce(p.api_last_hour, '0'::credits.credits)) AS burn_rate,
+               (w.totals).day_spent + coalesce(p.today, '0'::credits.credits) AS spent_today,
+               (w.totals).month_spent + coalesce(p.this_month, '0'::credits.credits) AS spent_this_month
+          FROM standing p
+          LEFT JOIN watched w ON w.project_id = p.project_id
+        OFFSET 0)
     SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
            coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
-           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}'),
+           -- (a spending_totals row not current: credits._act_on_spending counts the project's
+           -- position itself)
+           coalesce(array_agg(f.project_id ORDER BY f.project_id)
+                        FILTER (WHERE f.watched
+                                  AND (NOT credits._totals_current(f.totals, f.deducted_until, f.day_start, f.month_start)
+                                       OR credits._spending_due(f.controls, f.available, f.burn_rate,
+                                                                f.spent_today, f.spent_this_month,
+                                                                f.day_start, f.month_start,
+                                                                EXISTS (SELECT FROM credits.resources x
+                                                                         WHERE x.project_id = f.project_id
+                                                                           AND x.kind = 'instance'
+                                                                           AND x.state = 'running')))), '{}')
       FROM flagged f;
 END;
+REVOKE ALL ON FUNCTION credits._due_projects() FROM PUBLIC;
 
 -- The balance checks' work for the projects given, at time at: the projects of special_ids
 -- (their lots not all alike) judged kind by kind (credits._enforce_lots); those of
@@ -3919,13 +4029,16 @@ DECLARE
     at timestamptz;
     due record;
     done record;
-    controlled bigint[];
+    watched bigint[];
+    controlled bigint[] := '{}';
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
     PERFORM credits._fold_usage_events(at);
     PERFORM credits._expire_lots(credits.hour_of(at), at);
-    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- (the spending totals brought up to the deducted hours: the pass reads them)
+    PERFORM credits._count_spending();
+    -- Every list from one computation of the accrued usage (the cut-off books live usage into
     -- usage transactions, which leaves each project's total as it was).
     SELECT * INTO due FROM credits._due_projects();
     SELECT * INTO done
@@ -3934,8 +4047,18 @@ BEGIN
     -- (billed again: checked in this run without failing)
     DELETE FROM credits.billing_failures f
      WHERE f.run = 'run_balance_checks' AND f.project_id <> ALL (done.failed || done.skipped);
-    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
-    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    -- Spending controls (64_spending_checks.sql): the watched projects the pass found due, and
+    -- those just cut off or recharged (their position moved since the pass), acted on with their
+    -- positions read again.  Then volume retention (65_volume_retention.sql).
+    watched := ARRAY(SELECT unnest(due.spending_ids)
+                     UNION
+                     SELECT x FROM unnest(done.acted) AS x
+                      WHERE EXISTS (SELECT FROM credits.spending_controls c WHERE c.project_id = x)
+                     ORDER BY 1);
+    IF cardinality(watched) > 0 THEN
+        controlled := credits._act_on_spending(watched);
+    END IF;
+    controlled := controlled || credits._enforce_volume_retention(at);
     RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;
 
@@ -4021,38 +4144,6 @@ END $$;
 -- limits: the periodic check writes the watched projects into its statements as a constant
 -- (tested through a hash in every scan), and acts on its candidates with custom plans.
 -- ---------------------------------------------------------------------------------------------
-DROP FUNCTION credits._count_spending();
--- Brings spending_totals up to each watched project's deducted hours and to the current UTC
--- day and month: only projects deducted since they were counted, or whose period changed,
--- are rewritten.  ids: every watched project, written into the statement as a constant so that
--- each scan tests it through a hash (as a parameter it is searched element by element, for
--- every row).  Called by the periodic runs, which hold the periodic-run lock; rows locked by
--- another transaction are left for the next run.
-CREATE OR REPLACE FUNCTION credits._count_spending(ids bigint[]) RETURNS void
-    LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM credits._recount_late_usage();
-    EXECUTE format($count$
-    WITH due AS (
-        SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
-               p.completed_today, p.completed_this_month
-          FROM credits._completed_spending(%L::bigint[]) p
-          JOIN credits.spending_totals s ON s.project_id = p.project_id
-          JOIN credits.accounts a ON a.project_id = p.project_id
-         WHERE a.deducted_until > s.counted_until
-            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
-    locked AS (
-        SELECT s.project_id FROM credits.spending_totals s
-         WHERE s.project_id IN (SELECT d.project_id FROM due d)
-         ORDER BY s.project_id FOR UPDATE SKIP LOCKED)
-    UPDATE credits.spending_totals s
-       SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
-           month_start = d.month_start, month_spent = d.completed_this_month
-      FROM due d
-     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
-    $count$, ids);
-END $$;
-
 -- Acts on the watched projects among ids: queues the events their controls call for, records
 -- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
 -- balance is read again under the account's lock (when the project's lots are all alike).
@@ -4151,45 +4242,38 @@ BEGIN
 END $$;
 
 -- Checks every watched project, set-based: counts the hours deducted since the last run,
--- computes every position once, and acts on the projects where something is due (an alert
--- line crossed either way, a budget reached and not yet announced this period, or running
--- instances over a budget that stops).  Returns the projects acted on.  The caller holds the
--- periodic-run lock.  (enable_nestloop = off: the planner expects a few hundred watched
--- projects and loops over each part once per project, recomputing it: at 20,000 projects
--- 10 s instead of 0.1 s.  The per-project probes are lateral and stay loops.)
+-- computes every watched project's position once, and acts on those where something is due
+-- (credits._spending_due).  Returns the projects acted on.  The caller holds the periodic-run
+-- lock.  (The balance check finds its candidates in its pass over every project,
+-- credits._due_projects; the hourly deduction calls this.  enable_nestloop = off: the planner
+-- expects a few hundred watched projects and loops over each part once per project,
+-- recomputing it: at 20,000 projects 10 s instead of 0.1 s.  The per-project probes are lateral
+-- and stay loops.)
 CREATE OR REPLACE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
     LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
-    ids bigint[];
     due bigint[];
 BEGIN
     IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
         RETURN '{}';
     END IF;
-    ids := credits._watched_projects();
-    PERFORM credits._count_spending(ids);
-    -- (ids as a constant: see credits._count_spending)
+    PERFORM credits._count_spending();
+    -- (the ids as a constant: see credits._count_spending)
     EXECUTE format($due$
     SELECT array_agg(p.project_id ORDER BY p.project_id)
       FROM credits._spending_positions(%L::bigint[]) p
       JOIN credits.spending_controls c ON c.project_id = p.project_id
-     WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
-        OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
-        OR (credits._budget_hit(p.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM p.day_start)
-        OR (credits._budget_hit(p.spent_this_month, c.monthly_budget)
-            AND c.monthly_reached IS DISTINCT FROM p.month_start)
-        OR (c.on_budget = 'stop'
-            AND (credits._budget_hit(p.spent_today, c.daily_budget)
-                 OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
-            AND EXISTS (SELECT FROM credits.resources r
-                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'))
-    $due$, ids) INTO due;
+     WHERE credits._spending_due(c, p.available_balance, p.burn_rate, p.spent_today, p.spent_this_month,
+                                 p.day_start, p.month_start,
+                                 EXISTS (SELECT FROM credits.resources r
+                                          WHERE r.project_id = p.project_id AND r.kind = 'instance'
+                                            AND r.state = 'running'))
+    $due$, credits._watched_projects()) INTO due;
     IF due IS NULL THEN
         RETURN '{}';
     END IF;
     RETURN credits._act_on_spending(due);
 END $$;
-REVOKE ALL ON FUNCTION credits._count_spending(bigint[]) FROM PUBLIC;
 -- balance_overview groups the accrued usage and the burn rate once per project
 -- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
 -- ---------------------------------------------------------------------------------------------
