@@ -229,39 +229,6 @@ SELECT u.project_id, -u.amount
    AND NOT EXISTS (SELECT FROM credits.resources r
                     WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id);
 
--- One row per transaction, newest first; usage hours not yet deducted show as accumulating
--- (with a null transaction_id while they have no stored row yet).  Amounts add up: over the
--- completed rows to the balance (a completed usage hour's amount is what it took from the
--- balance, its uncollected the rest of its charge), and with the accumulating rows to the
--- available balance.  An accumulating hour shows what it would take if it were deducted now: the
--- project's charges not yet deducted are taken from the balance in the deduction's order
--- (oldest hour first, within an hour stored rows by id, then the others by resource id in
--- byte order), and what the balance would not cover shows as uncollected.
-CREATE OR REPLACE VIEW credits.transaction_history AS
-SELECT h.* FROM (
-    SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
-           t.amount, t.status, t.uncollected
-      FROM credits.transactions t
-     WHERE t.type <> 'usage'
-    UNION ALL
-    -- (usage rows apart: they have an index of their own, read hour by hour)
-    SELECT t.transaction_id, t.project_id, t.usage_hour, t.type, t.description, NULL,
-           t.amount, t.status, t.uncollected
-      FROM credits._completed_usage t
-    UNION ALL
-    SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
-           -u.taken::credits.credits, 'accumulating'::credits.transaction_status,
-           u.charge - u.taken::credits.credits
-      FROM (SELECT u.transaction_id, u.project_id, u.usage_hour, u.description, -u.amount AS charge,
-                   -- (the balance left by the charges before it, between zero and its charge)
-                   greatest(least(a.balance::numeric - sum((-u.amount)::numeric) OVER taking,
-                                  '0'::numeric) + (-u.amount)::numeric,
-                            '0'::numeric) AS taken
-              FROM credits.usage_in_progress u
-              JOIN credits.accounts a ON a.project_id = u.project_id
-            WINDOW taking AS (PARTITION BY u.project_id
-                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C")) AS u) AS h
- ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 
 -- Every broken invariant, one row each (no rows: all is well).  An unknown project is an
 -- error (P0002), not a clean result.  For one project its transactions are read through the
@@ -2287,37 +2254,109 @@ CREATE FUNCTION credits._lots_left(lot_left credits.credits[], lot_expires times
                                    hour_start timestamptz[], hour_kind integer[], hour_amount credits.credits[])
     RETURNS credits.credits[]
     AS 'MODULE_PATHNAME', 'credits_lots_left' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+-- What each hour (given in the deduction's order, with their kind bits and amounts) takes from
+-- the lots (given in draw-down order); the rest of its amount it would leave uncollected.
+-- src/lots.c, the same draw-down as credits._lots_left.
+CREATE FUNCTION credits._lots_paid(lot_left credits.credits[], lot_expires timestamptz[], lot_kinds integer[],
+                                   hour_start timestamptz[], hour_kind integer[], hour_amount credits.credits[])
+    RETURNS credits.credits[]
+    AS 'MODULE_PATHNAME', 'credits_lots_paid' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Each project's active lots as arrays in draw-down order: lowest priority, soonest expiry
+-- (none last), promotional before paid, oldest; what usage may take of each (pending refunds
+-- hold their part), its expiry and its kind bits.  Read it with a project_id filter.
+CREATE VIEW credits._lot_queue AS
+SELECT l.project_id,
+       array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                           l.created_at, l.transaction_id) AS ids,
+       array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                              l.created_at, l.transaction_id) AS lefts,
+       array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                       l.created_at, l.transaction_id) AS expires,
+       array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
+                                                        l.kind DESC, l.created_at, l.transaction_id) AS kinds
+  FROM credits.credit_lots l
+ WHERE l.active
+ GROUP BY l.project_id;
+
+-- Each project's usage accrued and not yet deducted as arrays in the deduction's order: oldest
+-- hour first, within an hour stored rows by id, then the others by resource id in byte order;
+-- each hour's row id (null while not stored), resource, description, start, kind bit and charge.
+-- Read it with a project_id filter.
+CREATE VIEW credits._accrued_queue AS
+SELECT u.project_id,
+       array_agg(u.transaction_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS ids,
+       array_agg(u.resource_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS resource_ids,
+       array_agg(u.description ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS descriptions,
+       array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS hours,
+       array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
+                 ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS kinds,
+       array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS amounts
+  FROM credits.usage_in_progress u
+  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+ GROUP BY u.project_id;
+
 -- Each active lot with what usage may still take of it once the usage accrued and not yet
--- deducted has drawn on it (pending refunds hold their part).  Lots in draw-down order: lowest
--- priority, soonest expiry (none last), promotional before paid, oldest; hours in the
--- deduction's order.  Read it with a project_id filter: it reaches both sides.  (A view, not a
--- function: it reads the tables with its owner's rights when a reader's view reads it.)
+-- deducted has drawn on it (credits._lots_left).  Read it with a project_id filter: it reaches
+-- both sides.  (A view, not a function: it reads the tables with its owner's rights when a
+-- reader's view reads it.)
 CREATE VIEW credits._lot_standing AS
 SELECT lots.project_id, x.transaction_id, x.left_over, x.expires_at, x.kinds
-  FROM (SELECT l.project_id,
-               array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                   l.created_at, l.transaction_id) AS ids,
-               array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                      l.created_at, l.transaction_id) AS lefts,
-               array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                               l.created_at, l.transaction_id) AS expires,
-               array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
-                                                                l.kind DESC, l.created_at, l.transaction_id) AS kinds
-          FROM credits.credit_lots l
-         WHERE l.active
-         GROUP BY l.project_id) AS lots
-  LEFT JOIN (SELECT u.project_id,
-                    array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS hours,
-                    array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
-                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS kinds,
-                    array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS amounts
-               FROM credits.usage_in_progress u
-               LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
-              GROUP BY u.project_id) AS accrued ON accrued.project_id = lots.project_id,
+  FROM credits._lot_queue lots
+  LEFT JOIN credits._accrued_queue accrued ON accrued.project_id = lots.project_id,
        unnest(lots.ids, credits._lots_left(lots.lefts, lots.expires, lots.kinds,
                                            coalesce(accrued.hours, '{}'), coalesce(accrued.kinds, '{}'),
                                            coalesce(accrued.amounts, '{}')),
               lots.expires, lots.kinds) AS x(transaction_id, left_over, expires_at, kinds);
+
+-- What the hours given (in the deduction's order, with their kind bits and amounts) would take
+-- from the project's lots (credits._lots_paid over credits._lot_queue).  SECURITY DEFINER: the
+-- history's readers may not read the lots; a function, not a join of the two grouped views, so
+-- that the planner's estimate of that join (every project's lots by every project's hours) does
+-- not make it compile the history of one project.
+CREATE FUNCTION credits._lots_paid_for(project_id bigint, hour_start timestamptz[], hour_kind integer[],
+                                       hour_amount credits.credits[]) RETURNS credits.credits[]
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+BEGIN ATOMIC
+    SELECT credits._lots_paid(coalesce(q.lefts, '{}'), coalesce(q.expires, '{}'), coalesce(q.kinds, '{}'),
+                              _lots_paid_for.hour_start, _lots_paid_for.hour_kind, _lots_paid_for.hour_amount)
+      FROM (VALUES (_lots_paid_for.project_id)) AS p(project_id)
+      LEFT JOIN credits._lot_queue q ON q.project_id = p.project_id;
+END;
+
+-- Each hour of usage accrued and not yet deducted, with its charge and what it would take from
+-- the project's lots if it were deducted now (credits._lots_paid_for, in the deduction's order):
+-- the accumulating rows of credits.transaction_history.  Read it with a project_id filter.
+CREATE VIEW credits._accrued_taken AS
+SELECT accrued.project_id, x.transaction_id, x.resource_id, x.usage_hour, x.description, x.charge, x.taken
+  FROM credits._accrued_queue accrued,
+       unnest(accrued.ids, accrued.resource_ids, accrued.descriptions, accrued.hours, accrued.amounts,
+              credits._lots_paid_for(accrued.project_id, accrued.hours, accrued.kinds, accrued.amounts))
+           AS x(transaction_id, resource_id, description, usage_hour, charge, taken);
+-- One row per transaction, newest first; usage hours not yet deducted show as accumulating
+-- (with a null transaction_id while they have no stored row yet).  Amounts add up: over the
+-- completed rows to the balance (a completed usage hour's amount is what it took from the
+-- balance, its uncollected the rest of its charge), and with the accumulating rows to the
+-- available balance.  An accumulating hour shows what it would take if it were deducted now: the
+-- project's charges not yet deducted are drawn from its lots as the deduction will draw them
+-- (credits._accrued_taken), and what the lots that may pay for it would not cover shows as
+-- uncollected.
+CREATE OR REPLACE VIEW credits.transaction_history AS
+SELECT h.* FROM (
+    SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
+           t.amount, t.status, t.uncollected
+      FROM credits.transactions t
+     WHERE t.type <> 'usage'
+    UNION ALL
+    -- (usage rows apart: they have an index of their own, read hour by hour)
+    SELECT t.transaction_id, t.project_id, t.usage_hour, t.type, t.description, NULL,
+           t.amount, t.status, t.uncollected
+      FROM credits._completed_usage t
+    UNION ALL
+    SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
+           -u.taken, 'accumulating'::credits.transaction_status, u.charge - u.taken
+      FROM credits._accrued_taken u) AS h
+ ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 -- What a project can still spend on the kinds in kind_bits (instance 1, volume 2, api 4) for
 -- usage that begins at as_of: what its lots that may pay for it have left after the accrued usage.
 CREATE FUNCTION credits._spendable(project_id bigint, kind_bits integer, as_of timestamptz)
@@ -2772,7 +2811,8 @@ BEGIN
     END LOOP;
 END $$;
 GRANT SELECT ON credits.lots TO credits_reader;
-GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint),
+                          credits._lots_paid_for(bigint, timestamptz[], integer[], credits.credits[]) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
                           credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.refund_deposit(bigint, bigint, credits.credits, text, text) TO credits_app;
