@@ -1024,64 +1024,6 @@ BEGIN
     RETURN id;
 END $$;
 
-CREATE OR REPLACE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
-                                  rate_per_hour credits.credits) RETURNS void
-    LANGUAGE plpgsql AS $$
-DECLARE
-    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
-    at timestamptz := credits.now();
-    r credits.resources;
-BEGIN
-    PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
-    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
-    -- The account first, then the resource: the order every path locks them in (the periodic
-    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
-    PERFORM credits._require_available_balance(project_id);
-    SELECT * INTO r FROM credits.resources x
-     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
-    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
-    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
-                                                  AND r.rate_per_hour <> rate_per_hour) THEN
-        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
-                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
-    END IF;
-
-    IF r.project_id IS NULL THEN
-        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
-                                       accrued_until, created_at)
-        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
-                credits._billing_start(project_id, at), at)
-        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
-        IF NOT FOUND THEN
-            -- A concurrent call created it first (and has committed): act on its row.
-            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
-        END IF;
-    ELSIF r.kind <> kind THEN
-        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
-            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
-            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
-            USING ERRCODE = 'wrong_object_type';
-    ELSIF r.state = active_state THEN
-        IF r.rate_per_hour <> rate_per_hour THEN
-            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
-            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
-                                           accrued_until = credits._billing_start(_activate.project_id, at)
-             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
-        END IF;
-    ELSIF r.state = 'stopped' THEN
-        UPDATE credits.resources x
-           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
-               accrued_until = credits._billing_start(_activate.project_id, at)
-         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
-    ELSE
-        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
-                           'inaccessible volumes come back when the balance is positive again.';
-    END IF;
-END $$;
-
 CREATE OR REPLACE FUNCTION credits._deactivate(project_id bigint, resource_id text, kind text, final_state text)
     RETURNS void LANGUAGE plpgsql AS $$
 DECLARE

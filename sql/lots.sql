@@ -197,7 +197,7 @@ SET credits.clock = '2026-06-03 10:00+00';
 SELECT credits.stop_instance(9023, 'gpu-1');
 SELECT pg_temp.deduct(9000, 9099);
 SELECT a.depleted, a.balance FROM credits.accounts a WHERE a.project_id = 9023;
-SELECT credits.run_balance_checks() >= 0 AS checked;
+SELECT credits.run_balance_checks() > 0 AS acted;
 SELECT a.depleted FROM credits.accounts a WHERE a.project_id = 9023;
 SELECT kind, resource_id FROM credits.events WHERE project_id = 9023 AND kind <> 'charge_requested' ORDER BY event_id;
 SELECT * FROM credits.verify(9023);
