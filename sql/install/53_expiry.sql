@@ -7,8 +7,10 @@
 
 -- The end of the last hour a lot expiring at expires_at pays for: every hour before it begins
 -- before expires_at.
+-- (STABLE, as timestamptz - interval is: declared IMMUTABLE it would not be inlined, and each
+-- call would run as a function of its own.)
 CREATE FUNCTION credits._paying_until(expires_at timestamptz) RETURNS timestamptz
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     RETURN credits.hour_of(expires_at - interval '1 microsecond') + interval '1 hour';
 
 -- Writes the expiry of every lot whose last hour has ended (before cur, the current hour) and
