@@ -229,39 +229,6 @@ SELECT u.project_id, -u.amount
    AND NOT EXISTS (SELECT FROM credits.resources r
                     WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id);
 
--- One row per transaction, newest first; usage hours not yet deducted show as accumulating
--- (with a null transaction_id while they have no stored row yet).  Amounts add up: over the
--- completed rows to the balance (a completed usage hour's amount is what it took from the
--- balance, its uncollected the rest of its charge), and with the accumulating rows to the
--- available balance.  An accumulating hour shows what it would take if it were deducted now: the
--- project's charges not yet deducted are taken from the balance in the deduction's order
--- (oldest hour first, within an hour stored rows by id, then the others by resource id in
--- byte order), and what the balance would not cover shows as uncollected.
-CREATE OR REPLACE VIEW credits.transaction_history AS
-SELECT h.* FROM (
-    SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
-           t.amount, t.status, t.uncollected
-      FROM credits.transactions t
-     WHERE t.type <> 'usage'
-    UNION ALL
-    -- (usage rows apart: they have an index of their own, read hour by hour)
-    SELECT t.transaction_id, t.project_id, t.usage_hour, t.type, t.description, NULL,
-           t.amount, t.status, t.uncollected
-      FROM credits._completed_usage t
-    UNION ALL
-    SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
-           -u.taken::credits.credits, 'accumulating'::credits.transaction_status,
-           u.charge - u.taken::credits.credits
-      FROM (SELECT u.transaction_id, u.project_id, u.usage_hour, u.description, -u.amount AS charge,
-                   -- (the balance left by the charges before it, between zero and its charge)
-                   greatest(least(a.balance::numeric - sum((-u.amount)::numeric) OVER taking,
-                                  '0'::numeric) + (-u.amount)::numeric,
-                            '0'::numeric) AS taken
-              FROM credits.usage_in_progress u
-              JOIN credits.accounts a ON a.project_id = u.project_id
-            WINDOW taking AS (PARTITION BY u.project_id
-                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C")) AS u) AS h
- ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 
 -- Every broken invariant, one row each (no rows: all is well).  An unknown project is an
 -- error (P0002), not a clean result.  For one project its transactions are read through the
@@ -1055,64 +1022,6 @@ BEGIN
         id := credits._deposit_by_key(project_id, amount, method_id, idempotency_key);
     END IF;
     RETURN id;
-END $$;
-
-CREATE OR REPLACE FUNCTION credits._activate(project_id bigint, resource_id text, kind text,
-                                  rate_per_hour credits.credits) RETURNS void
-    LANGUAGE plpgsql AS $$
-DECLARE
-    active_state text := CASE kind WHEN 'instance' THEN 'running' ELSE 'available' END;
-    at timestamptz := credits.now();
-    r credits.resources;
-BEGIN
-    PERFORM credits._require_account(project_id);
-    PERFORM credits._require_text('resource_id', resource_id, credits._max_id_chars(), nullable => false);
-    PERFORM credits._require_positive('rate_per_hour', rate_per_hour);
-    -- The account first, then the resource: the order every path locks them in (the periodic
-    -- runs, the cut-off and the volume restore of a deposit), so none can deadlock with another.
-    PERFORM credits._require_available_balance(project_id);
-    SELECT * INTO r FROM credits.resources x
-     WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id FOR UPDATE;
-    -- Spending limits (62_limits.sql), for a call that starts billing or changes the rate.
-    IF r.project_id IS NULL OR r.kind = kind AND (r.state = 'stopped' OR r.state = active_state
-                                                  AND r.rate_per_hour <> rate_per_hour) THEN
-        PERFORM credits._check_start_limits(project_id, resource_id, kind, rate_per_hour,
-                                            CASE WHEN r.state = active_state THEN r.rate_per_hour END);
-    END IF;
-
-    IF r.project_id IS NULL THEN
-        INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since,
-                                       accrued_until, created_at)
-        VALUES (project_id, resource_id, kind, active_state, rate_per_hour, at,
-                credits._billing_start(project_id, at), at)
-        ON CONFLICT ON CONSTRAINT resources_pkey DO NOTHING;
-        IF NOT FOUND THEN
-            -- A concurrent call created it first (and has committed): act on its row.
-            PERFORM credits._activate(project_id, resource_id, kind, rate_per_hour);
-        END IF;
-    ELSIF r.kind <> kind THEN
-        RAISE EXCEPTION 'resource % of project % is %, not %', resource_id, project_id,
-            CASE r.kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END,
-            CASE kind WHEN 'instance' THEN 'an instance' ELSE 'a volume' END
-            USING ERRCODE = 'wrong_object_type';
-    ELSIF r.state = active_state THEN
-        IF r.rate_per_hour <> rate_per_hour THEN
-            PERFORM credits._book_usage(project_id, kind, resource_id, r.rate_per_hour, r.accrued_until, at);
-            UPDATE credits.resources x SET rate_per_hour = _activate.rate_per_hour,
-                                           accrued_until = credits._billing_start(_activate.project_id, at)
-             WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
-        END IF;
-    ELSIF r.state = 'stopped' THEN
-        UPDATE credits.resources x
-           SET state = 'running', rate_per_hour = _activate.rate_per_hour, state_since = at,
-               accrued_until = credits._billing_start(_activate.project_id, at)
-         WHERE x.project_id = _activate.project_id AND x.resource_id = _activate.resource_id;
-    ELSE
-        RAISE EXCEPTION '% % of project % is %', kind, resource_id, project_id, r.state
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'Terminated instances and deleted volumes cannot be used again; '
-                           'inaccessible volumes come back when the balance is positive again.';
-    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION credits._deactivate(project_id bigint, resource_id text, kind text, final_state text)
@@ -2287,37 +2196,109 @@ CREATE FUNCTION credits._lots_left(lot_left credits.credits[], lot_expires times
                                    hour_start timestamptz[], hour_kind integer[], hour_amount credits.credits[])
     RETURNS credits.credits[]
     AS 'MODULE_PATHNAME', 'credits_lots_left' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+-- What each hour (given in the deduction's order, with their kind bits and amounts) takes from
+-- the lots (given in draw-down order); the rest of its amount it would leave uncollected.
+-- src/lots.c, the same draw-down as credits._lots_left.
+CREATE FUNCTION credits._lots_paid(lot_left credits.credits[], lot_expires timestamptz[], lot_kinds integer[],
+                                   hour_start timestamptz[], hour_kind integer[], hour_amount credits.credits[])
+    RETURNS credits.credits[]
+    AS 'MODULE_PATHNAME', 'credits_lots_paid' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Each project's active lots as arrays in draw-down order: lowest priority, soonest expiry
+-- (none last), promotional before paid, oldest; what usage may take of each (pending refunds
+-- hold their part), its expiry and its kind bits.  Read it with a project_id filter.
+CREATE VIEW credits._lot_queue AS
+SELECT l.project_id,
+       array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                           l.created_at, l.transaction_id) AS ids,
+       array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                              l.created_at, l.transaction_id) AS lefts,
+       array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                       l.created_at, l.transaction_id) AS expires,
+       array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
+                                                        l.kind DESC, l.created_at, l.transaction_id) AS kinds
+  FROM credits.credit_lots l
+ WHERE l.active
+ GROUP BY l.project_id;
+
+-- Each project's usage accrued and not yet deducted as arrays in the deduction's order: oldest
+-- hour first, within an hour stored rows by id, then the others by resource id in byte order;
+-- each hour's row id (null while not stored), resource, description, start, kind bit and charge.
+-- Read it with a project_id filter.
+CREATE VIEW credits._accrued_queue AS
+SELECT u.project_id,
+       array_agg(u.transaction_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS ids,
+       array_agg(u.resource_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS resource_ids,
+       array_agg(u.description ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS descriptions,
+       array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS hours,
+       array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
+                 ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS kinds,
+       array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS amounts
+  FROM credits.usage_in_progress u
+  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+ GROUP BY u.project_id;
+
 -- Each active lot with what usage may still take of it once the usage accrued and not yet
--- deducted has drawn on it (pending refunds hold their part).  Lots in draw-down order: lowest
--- priority, soonest expiry (none last), promotional before paid, oldest; hours in the
--- deduction's order.  Read it with a project_id filter: it reaches both sides.  (A view, not a
--- function: it reads the tables with its owner's rights when a reader's view reads it.)
+-- deducted has drawn on it (credits._lots_left).  Read it with a project_id filter: it reaches
+-- both sides.  (A view, not a function: it reads the tables with its owner's rights when a
+-- reader's view reads it.)
 CREATE VIEW credits._lot_standing AS
 SELECT lots.project_id, x.transaction_id, x.left_over, x.expires_at, x.kinds
-  FROM (SELECT l.project_id,
-               array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                   l.created_at, l.transaction_id) AS ids,
-               array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                      l.created_at, l.transaction_id) AS lefts,
-               array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                               l.created_at, l.transaction_id) AS expires,
-               array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
-                                                                l.kind DESC, l.created_at, l.transaction_id) AS kinds
-          FROM credits.credit_lots l
-         WHERE l.active
-         GROUP BY l.project_id) AS lots
-  LEFT JOIN (SELECT u.project_id,
-                    array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS hours,
-                    array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
-                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS kinds,
-                    array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS amounts
-               FROM credits.usage_in_progress u
-               LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
-              GROUP BY u.project_id) AS accrued ON accrued.project_id = lots.project_id,
+  FROM credits._lot_queue lots
+  LEFT JOIN credits._accrued_queue accrued ON accrued.project_id = lots.project_id,
        unnest(lots.ids, credits._lots_left(lots.lefts, lots.expires, lots.kinds,
                                            coalesce(accrued.hours, '{}'), coalesce(accrued.kinds, '{}'),
                                            coalesce(accrued.amounts, '{}')),
               lots.expires, lots.kinds) AS x(transaction_id, left_over, expires_at, kinds);
+
+-- What the hours given (in the deduction's order, with their kind bits and amounts) would take
+-- from the project's lots (credits._lots_paid over credits._lot_queue).  SECURITY DEFINER: the
+-- history's readers may not read the lots; a function, not a join of the two grouped views, so
+-- that the planner's estimate of that join (every project's lots by every project's hours) does
+-- not make it compile the history of one project.
+CREATE FUNCTION credits._lots_paid_for(project_id bigint, hour_start timestamptz[], hour_kind integer[],
+                                       hour_amount credits.credits[]) RETURNS credits.credits[]
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+BEGIN ATOMIC
+    SELECT credits._lots_paid(coalesce(q.lefts, '{}'), coalesce(q.expires, '{}'), coalesce(q.kinds, '{}'),
+                              _lots_paid_for.hour_start, _lots_paid_for.hour_kind, _lots_paid_for.hour_amount)
+      FROM (VALUES (_lots_paid_for.project_id)) AS p(project_id)
+      LEFT JOIN credits._lot_queue q ON q.project_id = p.project_id;
+END;
+
+-- Each hour of usage accrued and not yet deducted, with its charge and what it would take from
+-- the project's lots if it were deducted now (credits._lots_paid_for, in the deduction's order):
+-- the accumulating rows of credits.transaction_history.  Read it with a project_id filter.
+CREATE VIEW credits._accrued_taken AS
+SELECT accrued.project_id, x.transaction_id, x.resource_id, x.usage_hour, x.description, x.charge, x.taken
+  FROM credits._accrued_queue accrued,
+       unnest(accrued.ids, accrued.resource_ids, accrued.descriptions, accrued.hours, accrued.amounts,
+              credits._lots_paid_for(accrued.project_id, accrued.hours, accrued.kinds, accrued.amounts))
+           AS x(transaction_id, resource_id, description, usage_hour, charge, taken);
+-- One row per transaction, newest first; usage hours not yet deducted show as accumulating
+-- (with a null transaction_id while they have no stored row yet).  Amounts add up: over the
+-- completed rows to the balance (a completed usage hour's amount is what it took from the
+-- balance, its uncollected the rest of its charge), and with the accumulating rows to the
+-- available balance.  An accumulating hour shows what it would take if it were deducted now: the
+-- project's charges not yet deducted are drawn from its lots as the deduction will draw them
+-- (credits._accrued_taken), and what the lots that may pay for it would not cover shows as
+-- uncollected.
+CREATE OR REPLACE VIEW credits.transaction_history AS
+SELECT h.* FROM (
+    SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
+           t.amount, t.status, t.uncollected
+      FROM credits.transactions t
+     WHERE t.type <> 'usage'
+    UNION ALL
+    -- (usage rows apart: they have an index of their own, read hour by hour)
+    SELECT t.transaction_id, t.project_id, t.usage_hour, t.type, t.description, NULL,
+           t.amount, t.status, t.uncollected
+      FROM credits._completed_usage t
+    UNION ALL
+    SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
+           -u.taken, 'accumulating'::credits.transaction_status, u.charge - u.taken
+      FROM credits._accrued_taken u) AS h
+ ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 -- What a project can still spend on the kinds in kind_bits (instance 1, volume 2, api 4) for
 -- usage that begins at as_of: what its lots that may pay for it have left after the accrued usage.
 CREATE FUNCTION credits._spendable(project_id bigint, kind_bits integer, as_of timestamptz)
@@ -2772,7 +2753,8 @@ BEGIN
     END LOOP;
 END $$;
 GRANT SELECT ON credits.lots TO credits_reader;
-GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint),
+                          credits._lots_paid_for(bigint, timestamptz[], integer[], credits.credits[]) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
                           credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.refund_deposit(bigint, bigint, credits.credits, text, text) TO credits_app;
@@ -2903,6 +2885,58 @@ SELECT s.project_id, p.day_start, p.month_start,
  WHERE s.project_id = ANY (ids);
 END;
 
+-- Usage not yet deducted, per project with any, as of credits.now(): in total, and of it the
+-- charges of the hours beginning in the current UTC day and month, and the API usage of the
+-- last ended hour (the open part of the burn rate).  One grouping of credits.usage_in_progress
+-- for the balance check's pass over every project (credits._due_projects) and for the position
+-- of the projects given (credits._spending_positions: a filter on project_id reaches the
+-- indexes).  (The hours compared with are scalar subqueries, computed once per statement
+-- rather than once per row.)
+CREATE VIEW credits._accrued_by_project AS
+SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour >= (SELECT date_trunc('day', credits.now(), 'UTC'))) AS today,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour >= (SELECT date_trunc('month', credits.now(), 'UTC'))) AS this_month,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour = (SELECT credits.hour_of(credits.now()) - interval '1 hour')
+                     AND NOT EXISTS (SELECT FROM credits.resources r
+                                      WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)) AS api_last_hour
+  FROM credits.usage_in_progress u
+ GROUP BY u.project_id;
+
+-- Whether a project's spending_totals row s counts every hour deducted before deducted_until
+-- (its account's) and is of the UTC day and month beginning at day_start and month_start (the
+-- current ones): then its day_spent and month_spent are what the project's completed hours
+-- charged in them.
+CREATE FUNCTION credits._totals_current(s credits.spending_totals, deducted_until timestamptz,
+                                        day_start timestamptz, month_start timestamptz) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    RETURN coalesce(s.counted_until >= deducted_until AND s.day_start = day_start
+                    AND s.month_start = month_start, false);
+REVOKE ALL ON FUNCTION credits._totals_current(credits.spending_totals, timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+
+-- (64_spending_checks.sql)
+-- Whether a watched project's controls c call for action at this position: an alert line
+-- crossed either way since it was last announced, a budget reached and not announced in its
+-- current UTC period (the day from day_start, the month from month_start), or a budget that
+-- stops reached while instances run (running).  The periodic runs act
+-- (credits._act_on_spending) on the projects it holds for.
+CREATE FUNCTION credits._spending_due(c credits.spending_controls, available credits.credits,
+                                      burn_rate credits.credits, spent_today credits.credits,
+                                      spent_this_month credits.credits, day_start timestamptz,
+                                      month_start timestamptz, running boolean) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    RETURN c.balance_low <> credits._below_balance(available, c.below_balance)
+        OR c.runway_low <> credits._below_runway(available, burn_rate, c.below_runway)
+        OR (credits._budget_hit(spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM day_start)
+        OR (credits._budget_hit(spent_this_month, c.monthly_budget) AND c.monthly_reached IS DISTINCT FROM month_start)
+        OR (c.on_budget = 'stop'
+            AND (credits._budget_hit(spent_today, c.daily_budget)
+                 OR credits._budget_hit(spent_this_month, c.monthly_budget))
+            AND running);
+REVOKE ALL ON FUNCTION credits._spending_due(credits.spending_controls, credits.credits, credits.credits, credits.credits, credits.credits, timestamptz, timestamptz, boolean) FROM PUBLIC;
+
 -- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
 -- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
 -- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
@@ -2940,20 +2974,8 @@ SELECT c.project_id, a.balance,
                             AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                  OR l.held > '0'::credits.credits)) AS alike) AS lk
   JOIN credits._completed_spending(ids) AS cc ON cc.project_id = c.project_id
-  LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month,
-                    -- (the open part of the burn rate's API usage of the last ended hour, read in
-                    -- this pass rather than in a second one over the accrued usage)
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
-                                  AND NOT EXISTS (SELECT FROM credits.resources r
-                                                   WHERE r.project_id = u.project_id
-                                                     AND r.resource_id = u.resource_id)) AS api_last_hour
-               FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
-              GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  LEFT JOIN (SELECT x.* FROM credits._accrued_by_project x WHERE x.project_id = ANY (ids)) AS ip
+         ON ip.project_id = c.project_id
   -- (the rest of credits._burn_rate_inputs: the rates, and the deducted API usage of the last
   -- ended hour)
   LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
@@ -2990,20 +3012,32 @@ CREATE OR REPLACE FUNCTION credits._recount_late_usage() RETURNS void
 $$;
 
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
--- day and month: only projects deducted since they were counted, or whose period changed,
--- are rewritten.  Called by the periodic runs, which hold the periodic-run lock; rows locked
--- by another transaction are left for the next run.
+-- day and month: only the rows not current (credits._totals_current) are counted again and
+-- rewritten.  Their ids are written into the statement as a constant, so that each scan tests
+-- them through a hash (as a parameter an array is searched element by element, for every row).
+-- Called by the periodic runs, which hold the periodic-run lock; rows locked by another
+-- transaction are left for the next run.
 CREATE OR REPLACE FUNCTION credits._count_spending() RETURNS void
-    LANGUAGE sql AS $$
-    SELECT credits._recount_late_usage();
+    LANGUAGE plpgsql AS $$
+DECLARE
+    stale bigint[];
+BEGIN
+    PERFORM credits._recount_late_usage();
+    stale := ARRAY(SELECT s.project_id FROM credits.spending_totals s
+                     JOIN credits.accounts a ON a.project_id = s.project_id
+                    WHERE NOT credits._totals_current(s, a.deducted_until,
+                                                      (SELECT date_trunc('day', credits.now(), 'UTC')),
+                                                      (SELECT date_trunc('month', credits.now(), 'UTC')))
+                    ORDER BY s.project_id);
+    IF cardinality(stale) = 0 THEN
+        RETURN;
+    END IF;
+    EXECUTE format($count$
     WITH due AS (
         SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
-          FROM credits._completed_spending(credits._watched_projects()) p
-          JOIN credits.spending_totals s ON s.project_id = p.project_id
-          JOIN credits.accounts a ON a.project_id = p.project_id
-         WHERE a.deducted_until > s.counted_until
-            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
+          FROM credits._completed_spending(%L::bigint[]) p
+          JOIN credits.accounts a ON a.project_id = p.project_id),
     locked AS (
         SELECT s.project_id FROM credits.spending_totals s
          WHERE s.project_id IN (SELECT d.project_id FROM due d)
@@ -3012,8 +3046,9 @@ CREATE OR REPLACE FUNCTION credits._count_spending() RETURNS void
        SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
            month_start = d.month_start, month_spent = d.completed_this_month
       FROM due d
-     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l);
-$$;
+     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
+    $count$, stale);
+END $$;
 
 
 -- 62_limits.sql
@@ -3654,30 +3689,34 @@ BEGIN
     END LOOP;
 END $$;
 
+DROP FUNCTION credits._due_projects();
 -- The projects a periodic run may have to act on, found in one pass over the accounts with
 -- their usage accrued and not yet deducted (the costly part, computed once per run): those
--- not cut off whose accrued usage has used up the balance, those whose armed auto-recharge
--- finds the available balance below its threshold, and those whose lots are not all alike that
--- may have to be judged kind by kind (also with nothing accruing: nothing may be left for their
--- instances and volumes).  Each list comes with the accrued usage of its projects, in project
--- order.  (BEGIN ATOMIC: bound at install time, whatever the
--- caller's search_path.  The planner expects 1000 hour segments per resource and 200
--- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
--- hash table for millions of groups; sorting in memory and no nested loops take a third of
--- the time at 100,000 projects.)
-CREATE OR REPLACE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
+-- not cut off whose accrued usage has used up the balance, and those whose armed auto-recharge
+-- finds the available balance below its threshold, each list with the accrued usage of its
+-- projects; those whose lots are not all alike that may have to be judged kind by kind (also
+-- with nothing accruing: nothing may be left for their instances and volumes); and the watched
+-- projects whose spending controls call for action (credits._spending_due), from the same
+-- accrued usage, their spending_totals (a row not current counts as due:
+-- credits._act_on_spending reads the project's position again) and their rates.  Lists in
+-- project order.  (BEGIN ATOMIC: bound at install time, whatever the caller's search_path.
+-- The planner expects 1000 hour segments per resource and 200 projects, so left alone it
+-- nested-loops 100,000 index probes into accounts and sizes a hash table for millions of
+-- groups; sorting in memory and no nested loops take a third of the time at 100,000 projects.)
+CREATE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
                                       OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
-                                      OUT special_ids bigint[])
+                                      OUT special_ids bigint[], OUT spending_ids bigint[])
     LANGUAGE sql STABLE
     SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
 BEGIN ATOMIC
     WITH positions AS (
-        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
+        SELECT a.project_id, a.balance, a.depleted, a.deducted_until, u.accumulating,
                coalesce(u.accumulating, '0'::credits.credits) AS accrued,
                coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
-               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
+               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes,
+               u.today, u.this_month, u.api_last_hour
           FROM credits.accounts a
-          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
+          LEFT JOIN credits._accrued_by_project u ON u.project_id = a.project_id
           LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
           LEFT JOIN (SELECT l.project_id,
                             coalesce(sum(l.remaining - l.held)
@@ -3691,7 +3730,29 @@ BEGIN ATOMIC
                        FROM credits.credit_lots l
                       WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
                       GROUP BY l.project_id) AS s ON s.project_id = a.project_id
-         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed) OR s.project_id IS NOT NULL),
+         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed) OR s.project_id IS NOT NULL
+            OR a.project_id IN (SELECT c.project_id FROM credits.spending_controls c)),
+    -- (each watched project's controls, spending totals and the rest of its burn rate, as
+    -- credits._spending_positions reads it: the rates, and the deducted API usage of the last
+    -- ended hour)
+    watched AS (
+        SELECT c.project_id, c AS controls, t AS totals, br.burn_rate
+          FROM credits.spending_controls c
+          JOIN credits.spending_totals t ON t.project_id = c.project_id
+          LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
+                       FROM (SELECT r.project_id, r.rate_per_hour AS amount
+                               FROM credits.resources r
+                              WHERE r.state IN ('running', 'available')
+                                AND r.project_id IN (SELECT c.project_id FROM credits.spending_controls c)
+                             UNION ALL
+                             SELECT t.project_id, t.uncollected - t.amount
+                               FROM credits.transactions t
+                              WHERE t.type = 'usage' AND t.status = 'completed'
+                                AND t.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
+                                AND t.project_id IN (SELECT c.project_id FROM credits.spending_controls c)
+                                AND NOT EXISTS (SELECT FROM credits.resources r
+                                                 WHERE r.project_id = t.project_id AND r.resource_id = t.resource_id)) AS b
+                      GROUP BY b.project_id) AS br ON br.project_id = c.project_id),
     -- (a project whose lots are not all alike: what it can spend is what its lots have left,
     -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
     -- judges its cut-off)
@@ -3701,6 +3762,9 @@ BEGIN ATOMIC
                     THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
                     ELSE p.accrued END AS effective_accrued
           FROM positions p),
+    -- (OFFSET 0: kept a subquery, so that the watched projects' positions reach
+    -- credits._spending_due as its columns and it is inlined; with the expressions in their
+    -- place it would be called once per project, at 25,000 projects 0.4 s)
     flagged AS (
         SELECT p.project_id, p.effective_accrued AS accrued,
                -- (a project with no usage accruing has used nothing up: one at zero that was
@@ -3710,15 +3774,43 @@ BEGIN ATOMIC
                p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
                -- (its lots for a kind cannot all be left over when the accrued usage, whatever
                -- its kind, is at least what they hold)
-               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
-          FROM standing p)
+               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge,
+               -- (a watched project's controls and position, nulls for the others; the current
+               -- UTC day and month as scalar subqueries, computed once)
+               (SELECT date_trunc('day', credits.now(), 'UTC')) AS day_start,
+               (SELECT date_trunc('month', credits.now(), 'UTC')) AS month_start,
+               w.project_id IS NOT NULL AS watched, w.controls, w.totals, p.deducted_until,
+               -- (as balance_overview: the lots' rule when they are not all alike)
+               CASE WHEN w.project_id IS NULL THEN NULL
+                    WHEN p.special THEN credits._lots_available(p.project_id)
+                    ELSE credits._available(p.balance, p.accumulating) END AS available,
+               credits._burn_rate_combine(coalesce(w.burn_rate, '0'::credits.credits),
+                                          coalesce(p.api_last_hour, '0'::credits.credits)) AS burn_rate,
+               (w.totals).day_spent + coalesce(p.today, '0'::credits.credits) AS spent_today,
+               (w.totals).month_spent + coalesce(p.this_month, '0'::credits.credits) AS spent_this_month
+          FROM standing p
+          LEFT JOIN watched w ON w.project_id = p.project_id
+        OFFSET 0)
     SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
            coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
            coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
-           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
+           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}'),
+           -- (a spending_totals row not current: credits._act_on_spending counts the project's
+           -- position itself)
+           coalesce(array_agg(f.project_id ORDER BY f.project_id)
+                        FILTER (WHERE f.watched
+                                  AND (NOT credits._totals_current(f.totals, f.deducted_until, f.day_start, f.month_start)
+                                       OR credits._spending_due(f.controls, f.available, f.burn_rate,
+                                                                f.spent_today, f.spent_this_month,
+                                                                f.day_start, f.month_start,
+                                                                EXISTS (SELECT FROM credits.resources x
+                                                                         WHERE x.project_id = f.project_id
+                                                                           AND x.kind = 'instance'
+                                                                           AND x.state = 'running')))), '{}')
       FROM flagged f;
 END;
+REVOKE ALL ON FUNCTION credits._due_projects() FROM PUBLIC;
 
 -- The balance checks' work for the projects given, at time at: the projects of special_ids
 -- (their lots not all alike) judged kind by kind (credits._enforce_lots); those of
@@ -3879,13 +3971,16 @@ DECLARE
     at timestamptz;
     due record;
     done record;
-    controlled bigint[];
+    watched bigint[];
+    controlled bigint[] := '{}';
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
     PERFORM credits._fold_usage_events(at);
     PERFORM credits._expire_lots(credits.hour_of(at), at);
-    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- (the spending totals brought up to the deducted hours: the pass reads them)
+    PERFORM credits._count_spending();
+    -- Every list from one computation of the accrued usage (the cut-off books live usage into
     -- usage transactions, which leaves each project's total as it was).
     SELECT * INTO due FROM credits._due_projects();
     SELECT * INTO done
@@ -3894,8 +3989,18 @@ BEGIN
     -- (billed again: checked in this run without failing)
     DELETE FROM credits.billing_failures f
      WHERE f.run = 'run_balance_checks' AND f.project_id <> ALL (done.failed || done.skipped);
-    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
-    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    -- Spending controls (64_spending_checks.sql): the watched projects the pass found due, and
+    -- those just cut off or recharged (their position moved since the pass), acted on with their
+    -- positions read again.  Then volume retention (65_volume_retention.sql).
+    watched := ARRAY(SELECT unnest(due.spending_ids)
+                     UNION
+                     SELECT x FROM unnest(done.acted) AS x
+                      WHERE EXISTS (SELECT FROM credits.spending_controls c WHERE c.project_id = x)
+                     ORDER BY 1);
+    IF cardinality(watched) > 0 THEN
+        controlled := credits._act_on_spending(watched);
+    END IF;
+    controlled := controlled || credits._enforce_volume_retention(at);
     RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;
 
@@ -3981,38 +4086,6 @@ END $$;
 -- limits: the periodic check writes the watched projects into its statements as a constant
 -- (tested through a hash in every scan), and acts on its candidates with custom plans.
 -- ---------------------------------------------------------------------------------------------
-DROP FUNCTION credits._count_spending();
--- Brings spending_totals up to each watched project's deducted hours and to the current UTC
--- day and month: only projects deducted since they were counted, or whose period changed,
--- are rewritten.  ids: every watched project, written into the statement as a constant so that
--- each scan tests it through a hash (as a parameter it is searched element by element, for
--- every row).  Called by the periodic runs, which hold the periodic-run lock; rows locked by
--- another transaction are left for the next run.
-CREATE OR REPLACE FUNCTION credits._count_spending(ids bigint[]) RETURNS void
-    LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM credits._recount_late_usage();
-    EXECUTE format($count$
-    WITH due AS (
-        SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
-               p.completed_today, p.completed_this_month
-          FROM credits._completed_spending(%L::bigint[]) p
-          JOIN credits.spending_totals s ON s.project_id = p.project_id
-          JOIN credits.accounts a ON a.project_id = p.project_id
-         WHERE a.deducted_until > s.counted_until
-            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
-    locked AS (
-        SELECT s.project_id FROM credits.spending_totals s
-         WHERE s.project_id IN (SELECT d.project_id FROM due d)
-         ORDER BY s.project_id FOR UPDATE SKIP LOCKED)
-    UPDATE credits.spending_totals s
-       SET counted_until = d.deducted_until, day_start = d.day_start, day_spent = d.completed_today,
-           month_start = d.month_start, month_spent = d.completed_this_month
-      FROM due d
-     WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
-    $count$, ids);
-END $$;
-
 -- Acts on the watched projects among ids: queues the events their controls call for, records
 -- them, and stops the running instances of projects over a budget with on_budget 'stop'.  The
 -- balance is read again under the account's lock (when the project's lots are all alike).
@@ -4111,45 +4184,38 @@ BEGIN
 END $$;
 
 -- Checks every watched project, set-based: counts the hours deducted since the last run,
--- computes every position once, and acts on the projects where something is due (an alert
--- line crossed either way, a budget reached and not yet announced this period, or running
--- instances over a budget that stops).  Returns the projects acted on.  The caller holds the
--- periodic-run lock.  (enable_nestloop = off: the planner expects a few hundred watched
--- projects and loops over each part once per project, recomputing it: at 20,000 projects
--- 10 s instead of 0.1 s.  The per-project probes are lateral and stay loops.)
+-- computes every watched project's position once, and acts on those where something is due
+-- (credits._spending_due).  Returns the projects acted on.  The caller holds the periodic-run
+-- lock.  (The balance check finds its candidates in its pass over every project,
+-- credits._due_projects; the hourly deduction calls this.  enable_nestloop = off: the planner
+-- expects a few hundred watched projects and loops over each part once per project,
+-- recomputing it: at 20,000 projects 10 s instead of 0.1 s.  The per-project probes are lateral
+-- and stay loops.)
 CREATE OR REPLACE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
     LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
-    ids bigint[];
     due bigint[];
 BEGIN
     IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
         RETURN '{}';
     END IF;
-    ids := credits._watched_projects();
-    PERFORM credits._count_spending(ids);
-    -- (ids as a constant: see credits._count_spending)
+    PERFORM credits._count_spending();
+    -- (the ids as a constant: see credits._count_spending)
     EXECUTE format($due$
     SELECT array_agg(p.project_id ORDER BY p.project_id)
       FROM credits._spending_positions(%L::bigint[]) p
       JOIN credits.spending_controls c ON c.project_id = p.project_id
-     WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
-        OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
-        OR (credits._budget_hit(p.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM p.day_start)
-        OR (credits._budget_hit(p.spent_this_month, c.monthly_budget)
-            AND c.monthly_reached IS DISTINCT FROM p.month_start)
-        OR (c.on_budget = 'stop'
-            AND (credits._budget_hit(p.spent_today, c.daily_budget)
-                 OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
-            AND EXISTS (SELECT FROM credits.resources r
-                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'))
-    $due$, ids) INTO due;
+     WHERE credits._spending_due(c, p.available_balance, p.burn_rate, p.spent_today, p.spent_this_month,
+                                 p.day_start, p.month_start,
+                                 EXISTS (SELECT FROM credits.resources r
+                                          WHERE r.project_id = p.project_id AND r.kind = 'instance'
+                                            AND r.state = 'running'))
+    $due$, credits._watched_projects()) INTO due;
     IF due IS NULL THEN
         RETURN '{}';
     END IF;
     RETURN credits._act_on_spending(due);
 END $$;
-REVOKE ALL ON FUNCTION credits._count_spending(bigint[]) FROM PUBLIC;
 -- balance_overview groups the accrued usage and the burn rate once per project
 -- (credits._usage_by_project): a read of one project stays small whatever the statistics say.
 -- ---------------------------------------------------------------------------------------------

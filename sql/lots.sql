@@ -134,6 +134,11 @@ SELECT resource_id, state FROM credits.resource_overview WHERE project_id = 9020
 SELECT kind, resource_id FROM credits.events WHERE project_id = 9020 AND kind <> 'charge_requested' ORDER BY event_id;
 SELECT pg_temp.fails($$SELECT credits.start_instance(9020, 'gpu-2', '1.00')$$) AS start_refused;
 SELECT credits.record_usage(9020, 'api:chat', '2.00');
+-- The history's accumulating rows show what each hour would take from the lots that may pay
+-- for it, as the deduction at 11:00 then takes it: the instance's 2.00 finds 1.00 left in the
+-- paid lot (1.00 uncollected), the API hour's 2.00 comes from the API credit.
+SELECT description, amount, uncollected FROM credits.transaction_history
+ WHERE project_id = 9020 AND status = 'accumulating' ORDER BY description;
 SET credits.clock = '2026-06-03 11:00+00';
 SELECT pg_temp.deduct(9000, 9099);
 SELECT * FROM pg_temp.usage(9020);
@@ -192,7 +197,7 @@ SET credits.clock = '2026-06-03 10:00+00';
 SELECT credits.stop_instance(9023, 'gpu-1');
 SELECT pg_temp.deduct(9000, 9099);
 SELECT a.depleted, a.balance FROM credits.accounts a WHERE a.project_id = 9023;
-SELECT credits.run_balance_checks() >= 0 AS checked;
+SELECT credits.run_balance_checks() > 0 AS acted;
 SELECT a.depleted FROM credits.accounts a WHERE a.project_id = 9023;
 SELECT kind, resource_id FROM credits.events WHERE project_id = 9023 AND kind <> 'charge_requested' ORDER BY event_id;
 SELECT * FROM credits.verify(9023);

@@ -1,7 +1,8 @@
 /*
  * lots.c — the draw-down of credit lots, shared by the hourly deduction (deduction.c) and by
  * what users read about accrued usage (credits._lots_left, for available_balance, the burn
- * rate's runway and the balance checks), so that both take the same credits from the same lots.
+ * rate's runway and the balance checks; credits._lots_paid, for the accumulating rows of the
+ * history), so that both take the same credits from the same lots.
  */
 #include "postgres.h"
 
@@ -66,53 +67,98 @@ ArrayElements(ArrayType *array, Oid type, int *n)
 	return values;
 }
 
-PG_FUNCTION_INFO_V1(credits_lots_left);
-
 /*
- * credits._lots_left(lot_left credits[], lot_expires timestamptz[], lot_kinds integer[],
- * hour_start timestamptz[], hour_kind integer[], hour_amount credits[]) → credits[]: what is
- * left of each lot (given in draw-down order) once the hours (given oldest first) have drawn
- * on them.  A null expiry never comes.
+ * The draw-down of a project's accrued hours on its lots, from the six array arguments of
+ * credits._lots_left / credits._lots_paid: lot_left credits[], lot_expires timestamptz[],
+ * lot_kinds integer[] (the lots in draw-down order), hour_start timestamptz[], hour_kind
+ * integer[], hour_amount credits[] (the hours in the deduction's order).  Returns the lots as
+ * left by the hours, and what each hour took in paid[0..nhours).  A null expiry never comes.
  */
-Datum
-credits_lots_left(PG_FUNCTION_ARGS)
+static Lot *
+DrawAccruedHours(FunctionCallInfo fcinfo, Oid credits_elem, int *nlots, Credits **paid, int *nhours)
 {
-	Oid			credits_type = get_fn_expr_argtype(fcinfo->flinfo, 0);
-	Oid			credits_elem = get_element_type(credits_type);
-	int			nlots, nexp, nkinds, nhours, nhkinds, namounts;
-	Datum	   *left = ArrayElements(PG_GETARG_ARRAYTYPE_P(0), credits_elem, &nlots);
+	int			nexp, nkinds, nhkinds, namounts;
+	Datum	   *left = ArrayElements(PG_GETARG_ARRAYTYPE_P(0), credits_elem, nlots);
 	Datum	   *expires = ArrayElements(PG_GETARG_ARRAYTYPE_P(1), TIMESTAMPTZOID, &nexp);
 	Datum	   *kinds = ArrayElements(PG_GETARG_ARRAYTYPE_P(2), INT4OID, &nkinds);
-	Datum	   *hours = ArrayElements(PG_GETARG_ARRAYTYPE_P(3), TIMESTAMPTZOID, &nhours);
+	Datum	   *hours = ArrayElements(PG_GETARG_ARRAYTYPE_P(3), TIMESTAMPTZOID, nhours);
 	Datum	   *hour_kinds = ArrayElements(PG_GETARG_ARRAYTYPE_P(4), INT4OID, &nhkinds);
 	Datum	   *amounts = ArrayElements(PG_GETARG_ARRAYTYPE_P(5), credits_elem, &namounts);
 	Lot		   *lots;
-	Datum	   *result;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
 
-	if (nexp != nlots || nkinds != nlots || nhkinds != nhours || namounts != nhours)
+	if (nexp != *nlots || nkinds != *nlots || nhkinds != *nhours || namounts != *nhours)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("credits: draw-down arrays of different lengths")));
-	lots = palloc0(sizeof(Lot) * Max(nlots, 1));
-	for (int i = 0; i < nlots; i++)
+	lots = palloc0(sizeof(Lot) * Max(*nlots, 1));
+	for (int i = 0; i < *nlots; i++)
 	{
 		lots[i].left = DatumGetCredits(left[i]);
 		lots[i].expires_at = DatumGetTimestampTz(expires[i]);
 		lots[i].kinds = DatumGetInt32(kinds[i]);
 	}
-	for (int i = 0; i < nhours; i++)
+	*paid = palloc0(sizeof(Credits) * Max(*nhours, 1));
+	for (int i = 0; i < *nhours; i++)
 	{
 		Credits		charge = DatumGetCredits(amounts[i]);
 
 		if (charge > 0)
-			LotsDraw(lots, nlots, DatumGetTimestampTz(hours[i]), DatumGetInt32(hour_kinds[i]), charge);
+			(*paid)[i] = LotsDraw(lots, *nlots, DatumGetTimestampTz(hours[i]),
+								  DatumGetInt32(hour_kinds[i]), charge);
 	}
-	result = palloc(sizeof(Datum) * Max(nlots, 1));
+	return lots;
+}
+
+/* A one-dimensional array of n credits values. */
+static ArrayType *
+CreditsArray(Oid credits_elem, Datum *values, int n)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(credits_elem, &typlen, &typbyval, &typalign);
+	return construct_array(values, n, credits_elem, typlen, typbyval, typalign);
+}
+
+PG_FUNCTION_INFO_V1(credits_lots_left);
+
+/*
+ * credits._lots_left(lot_left, lot_expires, lot_kinds, hour_start, hour_kind, hour_amount) →
+ * credits[]: what is left of each lot once the hours have drawn on them (DrawAccruedHours).
+ */
+Datum
+credits_lots_left(PG_FUNCTION_ARGS)
+{
+	Oid			credits_elem = get_element_type(get_fn_expr_argtype(fcinfo->flinfo, 0));
+	int			nlots, nhours;
+	Credits    *paid;
+	Lot		   *lots = DrawAccruedHours(fcinfo, credits_elem, &nlots, &paid, &nhours);
+	Datum	   *result = palloc(sizeof(Datum) * Max(nlots, 1));
+
 	for (int i = 0; i < nlots; i++)
 		result[i] = CreditsGetDatum(lots[i].left);
-	get_typlenbyvalalign(credits_elem, &typlen, &typbyval, &typalign);
-	PG_RETURN_ARRAYTYPE_P(construct_array(result, nlots, credits_elem, typlen, typbyval, typalign));
+	PG_RETURN_ARRAYTYPE_P(CreditsArray(credits_elem, result, nlots));
+}
+
+PG_FUNCTION_INFO_V1(credits_lots_paid);
+
+/*
+ * credits._lots_paid(lot_left, lot_expires, lot_kinds, hour_start, hour_kind, hour_amount) →
+ * credits[]: what each hour takes from the lots (DrawAccruedHours); the rest of its amount is
+ * what it would leave uncollected.
+ */
+Datum
+credits_lots_paid(PG_FUNCTION_ARGS)
+{
+	Oid			credits_elem = get_element_type(get_fn_expr_argtype(fcinfo->flinfo, 0));
+	int			nlots, nhours;
+	Credits    *paid;
+	Datum	   *result;
+
+	DrawAccruedHours(fcinfo, credits_elem, &nlots, &paid, &nhours);
+	result = palloc(sizeof(Datum) * Max(nhours, 1));
+	for (int i = 0; i < nhours; i++)
+		result[i] = CreditsGetDatum(paid[i]);
+	PG_RETURN_ARRAYTYPE_P(CreditsArray(credits_elem, result, nhours));
 }

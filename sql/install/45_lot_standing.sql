@@ -11,37 +11,85 @@ CREATE FUNCTION credits._lots_left(lot_left credits.credits[], lot_expires times
     RETURNS credits.credits[]
     AS 'MODULE_PATHNAME', 'credits_lots_left' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- What each hour (given in the deduction's order, with their kind bits and amounts) takes from
+-- the lots (given in draw-down order); the rest of its amount it would leave uncollected.
+-- src/lots.c, the same draw-down as credits._lots_left.
+CREATE FUNCTION credits._lots_paid(lot_left credits.credits[], lot_expires timestamptz[], lot_kinds integer[],
+                                   hour_start timestamptz[], hour_kind integer[], hour_amount credits.credits[])
+    RETURNS credits.credits[]
+    AS 'MODULE_PATHNAME', 'credits_lots_paid' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Each project's active lots as arrays in draw-down order: lowest priority, soonest expiry
+-- (none last), promotional before paid, oldest; what usage may take of each (pending refunds
+-- hold their part), its expiry and its kind bits.  Read it with a project_id filter.
+CREATE VIEW credits._lot_queue AS
+SELECT l.project_id,
+       array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                           l.created_at, l.transaction_id) AS ids,
+       array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                              l.created_at, l.transaction_id) AS lefts,
+       array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
+                                       l.created_at, l.transaction_id) AS expires,
+       array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
+                                                        l.kind DESC, l.created_at, l.transaction_id) AS kinds
+  FROM credits.credit_lots l
+ WHERE l.active
+ GROUP BY l.project_id;
+
+-- Each project's usage accrued and not yet deducted as arrays in the deduction's order: oldest
+-- hour first, within an hour stored rows by id, then the others by resource id in byte order;
+-- each hour's row id (null while not stored), resource, description, start, kind bit and charge.
+-- Read it with a project_id filter.
+CREATE VIEW credits._accrued_queue AS
+SELECT u.project_id,
+       array_agg(u.transaction_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS ids,
+       array_agg(u.resource_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS resource_ids,
+       array_agg(u.description ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS descriptions,
+       array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS hours,
+       array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
+                 ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS kinds,
+       array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS amounts
+  FROM credits.usage_in_progress u
+  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
+ GROUP BY u.project_id;
+
 -- Each active lot with what usage may still take of it once the usage accrued and not yet
--- deducted has drawn on it (pending refunds hold their part).  Lots in draw-down order: lowest
--- priority, soonest expiry (none last), promotional before paid, oldest; hours in the
--- deduction's order.  Read it with a project_id filter: it reaches both sides.  (A view, not a
--- function: it reads the tables with its owner's rights when a reader's view reads it.)
+-- deducted has drawn on it (credits._lots_left).  Read it with a project_id filter: it reaches
+-- both sides.  (A view, not a function: it reads the tables with its owner's rights when a
+-- reader's view reads it.)
 CREATE VIEW credits._lot_standing AS
 SELECT lots.project_id, x.transaction_id, x.left_over, x.expires_at, x.kinds
-  FROM (SELECT l.project_id,
-               array_agg(l.transaction_id ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                   l.created_at, l.transaction_id) AS ids,
-               array_agg(l.remaining - l.held ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                                      l.created_at, l.transaction_id) AS lefts,
-               array_agg(l.expires_at ORDER BY l.priority, l.expires_at NULLS LAST, l.kind DESC,
-                                               l.created_at, l.transaction_id) AS expires,
-               array_agg(credits._kind_mask(l.applies_to) ORDER BY l.priority, l.expires_at NULLS LAST,
-                                                                l.kind DESC, l.created_at, l.transaction_id) AS kinds
-          FROM credits.credit_lots l
-         WHERE l.active
-         GROUP BY l.project_id) AS lots
-  LEFT JOIN (SELECT u.project_id,
-                    array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS hours,
-                    array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
-                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS kinds,
-                    array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id) AS amounts
-               FROM credits.usage_in_progress u
-               LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
-              GROUP BY u.project_id) AS accrued ON accrued.project_id = lots.project_id,
+  FROM credits._lot_queue lots
+  LEFT JOIN credits._accrued_queue accrued ON accrued.project_id = lots.project_id,
        unnest(lots.ids, credits._lots_left(lots.lefts, lots.expires, lots.kinds,
                                            coalesce(accrued.hours, '{}'), coalesce(accrued.kinds, '{}'),
                                            coalesce(accrued.amounts, '{}')),
               lots.expires, lots.kinds) AS x(transaction_id, left_over, expires_at, kinds);
+
+-- What the hours given (in the deduction's order, with their kind bits and amounts) would take
+-- from the project's lots (credits._lots_paid over credits._lot_queue).  SECURITY DEFINER: the
+-- history's readers may not read the lots; a function, not a join of the two grouped views, so
+-- that the planner's estimate of that join (every project's lots by every project's hours) does
+-- not make it compile the history of one project.
+CREATE FUNCTION credits._lots_paid_for(project_id bigint, hour_start timestamptz[], hour_kind integer[],
+                                       hour_amount credits.credits[]) RETURNS credits.credits[]
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+BEGIN ATOMIC
+    SELECT credits._lots_paid(coalesce(q.lefts, '{}'), coalesce(q.expires, '{}'), coalesce(q.kinds, '{}'),
+                              _lots_paid_for.hour_start, _lots_paid_for.hour_kind, _lots_paid_for.hour_amount)
+      FROM (VALUES (_lots_paid_for.project_id)) AS p(project_id)
+      LEFT JOIN credits._lot_queue q ON q.project_id = p.project_id;
+END;
+
+-- Each hour of usage accrued and not yet deducted, with its charge and what it would take from
+-- the project's lots if it were deducted now (credits._lots_paid_for, in the deduction's order):
+-- the accumulating rows of credits.transaction_history.  Read it with a project_id filter.
+CREATE VIEW credits._accrued_taken AS
+SELECT accrued.project_id, x.transaction_id, x.resource_id, x.usage_hour, x.description, x.charge, x.taken
+  FROM credits._accrued_queue accrued,
+       unnest(accrued.ids, accrued.resource_ids, accrued.descriptions, accrued.hours, accrued.amounts,
+              credits._lots_paid_for(accrued.project_id, accrued.hours, accrued.kinds, accrued.amounts))
+           AS x(transaction_id, resource_id, description, usage_hour, charge, taken);
 
 -- What a project can still spend on the kinds in kind_bits (instance 1, volume 2, api 4) for
 -- usage that begins at as_of: what its lots that may pay for it have left after the accrued usage.

@@ -144,71 +144,8 @@ CREATE VIEW credits.accumulating_by_project AS
 SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating
   FROM credits.usage_in_progress u GROUP BY u.project_id;
 
--- The projects a periodic run may have to act on, found in one pass over the accounts with
--- their usage accrued and not yet deducted (the costly part, computed once per run): those
--- not cut off whose accrued usage has used up the balance, those whose armed auto-recharge
--- finds the available balance below its threshold, and those whose lots are not all alike that
--- may have to be judged kind by kind (also with nothing accruing: nothing may be left for their
--- instances and volumes).  Each list comes with the accrued usage of its projects, in project
--- order.  (BEGIN ATOMIC: bound at install time, whatever the
--- caller's search_path.  The planner expects 1000 hour segments per resource and 200
--- projects, so left alone it nested-loops 100,000 index probes into accounts and sizes a
--- hash table for millions of groups; sorting in memory and no nested loops take a third of
--- the time at 100,000 projects.)
-CREATE FUNCTION credits._due_projects(OUT used_up_ids bigint[], OUT used_up_accrued credits.credits[],
-                                      OUT recharge_ids bigint[], OUT recharge_accrued credits.credits[],
-                                      OUT special_ids bigint[])
-    LANGUAGE sql STABLE
-    SET work_mem = '64MB' SET enable_hashagg = off SET enable_nestloop = off
-BEGIN ATOMIC
-    WITH positions AS (
-        SELECT a.project_id, a.balance, a.depleted, u.accumulating,
-               coalesce(u.accumulating, '0'::credits.credits) AS accrued,
-               coalesce(r.enabled AND r.armed, false) AS recharging, r.threshold,
-               s.project_id IS NOT NULL AS special, s.for_instances, s.for_volumes
-          FROM credits.accounts a
-          LEFT JOIN credits.accumulating_by_project u ON u.project_id = a.project_id
-          LEFT JOIN credits.auto_recharge r ON r.project_id = a.project_id
-          LEFT JOIN (SELECT l.project_id,
-                            coalesce(sum(l.remaining - l.held)
-                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 1) <> 0
-                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
-                                     '0'::credits.credits) AS for_instances,
-                            coalesce(sum(l.remaining - l.held)
-                                         FILTER (WHERE (credits._kind_mask(l.applies_to) & 2) <> 0
-                                                   AND (l.expires_at IS NULL OR l.expires_at > credits.hour_of(credits.now()))),
-                                     '0'::credits.credits) AS for_volumes
-                       FROM credits.credit_lots l
-                      WHERE l.active AND l.project_id IN (SELECT x FROM credits._special_projects() AS x)
-                      GROUP BY l.project_id) AS s ON s.project_id = a.project_id
-         WHERE u.project_id IS NOT NULL OR (r.enabled AND r.armed) OR s.project_id IS NOT NULL),
-    -- (a project whose lots are not all alike: what it can spend is what its lots have left,
-    -- given as the accrued usage that leaves that much of the balance; credits._enforce_lots
-    -- judges its cut-off)
-    standing AS (
-        SELECT p.*,
-               CASE WHEN p.special AND p.recharging
-                    THEN p.balance - credits._spendable(p.project_id, 7, credits.now())
-                    ELSE p.accrued END AS effective_accrued
-          FROM positions p),
-    flagged AS (
-        SELECT p.project_id, p.effective_accrued AS accrued,
-               -- (a project with no usage accruing has used nothing up: one at zero that was
-               -- never funded is not cut off for having auto-recharge configured)
-               p.accumulating IS NOT NULL AND NOT p.special AND NOT p.depleted
-                 AND credits._used_up(p.balance, p.accumulating) AS used_up,
-               p.recharging AND credits._available(p.balance, p.effective_accrued) < p.threshold AS recharge,
-               -- (its lots for a kind cannot all be left over when the accrued usage, whatever
-               -- its kind, is at least what they hold)
-               p.special AND (p.depleted OR p.for_instances <= p.accrued OR p.for_volumes <= p.accrued) AS judge
-          FROM standing p)
-    SELECT coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
-           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.used_up), '{}'),
-           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
-           coalesce(array_agg(f.accrued ORDER BY f.project_id) FILTER (WHERE f.recharge), '{}'),
-           coalesce(array_agg(f.project_id ORDER BY f.project_id) FILTER (WHERE f.judge), '{}')
-      FROM flagged f;
-END;
+-- credits._due_projects, the periodic runs' one pass over every project, is in
+-- 67_due_projects.sql: it reads the spending controls too.
 
 -- The balance checks' work for the projects given, at time at: the projects of special_ids
 -- (their lots not all alike) judged kind by kind (credits._enforce_lots); those of
@@ -328,13 +265,16 @@ DECLARE
     at timestamptz;
     due record;
     done record;
-    controlled bigint[];
+    watched bigint[];
+    controlled bigint[] := '{}';
 BEGIN
     PERFORM credits._lock_periodic_runs();
     at := credits.now();
     PERFORM credits._fold_usage_events(at);
     PERFORM credits._expire_lots(credits.hour_of(at), at);
-    -- Both lists from one computation of the accrued usage (the cut-off books live usage into
+    -- (the spending totals brought up to the deducted hours: the pass reads them)
+    PERFORM credits._count_spending();
+    -- Every list from one computation of the accrued usage (the cut-off books live usage into
     -- usage transactions, which leaves each project's total as it was).
     SELECT * INTO due FROM credits._due_projects();
     SELECT * INTO done
@@ -343,7 +283,17 @@ BEGIN
     -- (billed again: checked in this run without failing)
     DELETE FROM credits.billing_failures f
      WHERE f.run = 'run_balance_checks' AND f.project_id <> ALL (done.failed || done.skipped);
-    -- Spending controls and volume retention (64_spending_checks.sql, 65_volume_retention.sql).
-    controlled := credits._watch_spending(at) || credits._enforce_volume_retention(at);
+    -- Spending controls (64_spending_checks.sql): the watched projects the pass found due, and
+    -- those just cut off or recharged (their position moved since the pass), acted on with their
+    -- positions read again.  Then volume retention (65_volume_retention.sql).
+    watched := ARRAY(SELECT unnest(due.spending_ids)
+                     UNION
+                     SELECT x FROM unnest(done.acted) AS x
+                      WHERE EXISTS (SELECT FROM credits.spending_controls c WHERE c.project_id = x)
+                     ORDER BY 1);
+    IF cardinality(watched) > 0 THEN
+        controlled := credits._act_on_spending(watched);
+    END IF;
+    controlled := controlled || credits._enforce_volume_retention(at);
     RETURN (SELECT count(*) FROM (SELECT unnest(done.acted) UNION SELECT unnest(controlled)) AS acted);
 END $$;

@@ -119,9 +119,9 @@ SELECT a.project_id,
 -- completed rows to the balance (a completed usage hour's amount is what it took from the
 -- balance, its uncollected the rest of its charge), and with the accumulating rows to the
 -- available balance.  An accumulating hour shows what it would take if it were deducted now: the
--- project's charges not yet deducted are taken from the balance in the deduction's order
--- (oldest hour first, within an hour stored rows by id, then the others by resource id in
--- byte order), and what the balance would not cover shows as uncollected.
+-- project's charges not yet deducted are drawn from its lots as the deduction will draw them
+-- (credits._accrued_taken), and what the lots that may pay for it would not cover shows as
+-- uncollected.
 CREATE VIEW credits.transaction_history AS
 SELECT h.* FROM (
     SELECT t.transaction_id, t.project_id, t.created_at AS date, t.type, t.description, t.invoice_url,
@@ -135,17 +135,8 @@ SELECT h.* FROM (
       FROM credits._completed_usage t
     UNION ALL
     SELECT u.transaction_id, u.project_id, u.usage_hour, 'usage'::credits.transaction_type, u.description, NULL,
-           -u.taken::credits.credits, 'accumulating'::credits.transaction_status,
-           u.charge - u.taken::credits.credits
-      FROM (SELECT u.transaction_id, u.project_id, u.usage_hour, u.description, -u.amount AS charge,
-                   -- (the balance left by the charges before it, between zero and its charge)
-                   greatest(least(a.balance::numeric - sum((-u.amount)::numeric) OVER taking,
-                                  '0'::numeric) + (-u.amount)::numeric,
-                            '0'::numeric) AS taken
-              FROM credits.usage_in_progress u
-              JOIN credits.accounts a ON a.project_id = u.project_id
-            WINDOW taking AS (PARTITION BY u.project_id
-                              ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C")) AS u) AS h
+           -u.taken, 'accumulating'::credits.transaction_status, u.charge - u.taken
+      FROM credits._accrued_taken u) AS h
  ORDER BY h.date DESC, h.transaction_id DESC NULLS FIRST;
 
 -- One row per credit lot: every completed deposit and auto-recharge (paid) and every grant

@@ -76,6 +76,36 @@ SELECT s.project_id, p.day_start, p.month_start,
  WHERE s.project_id = ANY (ids);
 END;
 
+-- Usage not yet deducted, per project with any, as of credits.now(): in total, and of it the
+-- charges of the hours beginning in the current UTC day and month, and the API usage of the
+-- last ended hour (the open part of the burn rate).  One grouping of credits.usage_in_progress
+-- for the balance check's pass over every project (credits._due_projects) and for the position
+-- of the projects given (credits._spending_positions: a filter on project_id reaches the
+-- indexes).  (The hours compared with are scalar subqueries, computed once per statement
+-- rather than once per row.)
+CREATE VIEW credits._accrued_by_project AS
+SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour >= (SELECT date_trunc('day', credits.now(), 'UTC'))) AS today,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour >= (SELECT date_trunc('month', credits.now(), 'UTC'))) AS this_month,
+       -credits._usage_total(u.amount)
+           FILTER (WHERE u.usage_hour = (SELECT credits.hour_of(credits.now()) - interval '1 hour')
+                     AND NOT EXISTS (SELECT FROM credits.resources r
+                                      WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)) AS api_last_hour
+  FROM credits.usage_in_progress u
+ GROUP BY u.project_id;
+
+-- Whether a project's spending_totals row s counts every hour deducted before deducted_until
+-- (its account's) and is of the UTC day and month beginning at day_start and month_start (the
+-- current ones): then its day_spent and month_spent are what the project's completed hours
+-- charged in them.
+CREATE FUNCTION credits._totals_current(s credits.spending_totals, deducted_until timestamptz,
+                                        day_start timestamptz, month_start timestamptz) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    RETURN coalesce(s.counted_until >= deducted_until AND s.day_start = day_start
+                    AND s.month_start = month_start, false);
+
 -- Where each watched project among ids stands now (credits.now()): its balance, usage accrued
 -- and not yet deducted, available balance, burn rate (as balance_overview counts it), and the
 -- charges (collected and uncollected: the exact accrual) of usage hours beginning in the
@@ -113,20 +143,8 @@ SELECT c.project_id, a.balance,
                             AND (l.expires_at IS NOT NULL OR l.applies_to IS NOT NULL
                                  OR l.held > '0'::credits.credits)) AS alike) AS lk
   JOIN credits._completed_spending(ids) AS cc ON cc.project_id = c.project_id
-  LEFT JOIN (SELECT u.project_id, -credits._usage_total(u.amount) AS accumulating,
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('day', credits.now(), 'UTC')) AS today,
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour >= date_trunc('month', credits.now(), 'UTC')) AS this_month,
-                    -- (the open part of the burn rate's API usage of the last ended hour, read in
-                    -- this pass rather than in a second one over the accrued usage)
-                    -credits._usage_total(u.amount)
-                        FILTER (WHERE u.usage_hour = credits.hour_of(credits.now()) - interval '1 hour'
-                                  AND NOT EXISTS (SELECT FROM credits.resources r
-                                                   WHERE r.project_id = u.project_id
-                                                     AND r.resource_id = u.resource_id)) AS api_last_hour
-               FROM credits.usage_in_progress u WHERE u.project_id = ANY (ids)
-              GROUP BY u.project_id) AS ip ON ip.project_id = c.project_id
+  LEFT JOIN (SELECT x.* FROM credits._accrued_by_project x WHERE x.project_id = ANY (ids)) AS ip
+         ON ip.project_id = c.project_id
   -- (the rest of credits._burn_rate_inputs: the rates, and the deducted API usage of the last
   -- ended hour)
   LEFT JOIN (SELECT b.project_id, credits.burn_rate(b.amount, interval '1 hour') AS burn_rate
@@ -163,24 +181,32 @@ CREATE FUNCTION credits._recount_late_usage() RETURNS void
 $$;
 
 -- Brings spending_totals up to each watched project's deducted hours and to the current UTC
--- day and month: only projects deducted since they were counted, or whose period changed,
--- are rewritten.  ids: every watched project, written into the statement as a constant so that
--- each scan tests it through a hash (as a parameter it is searched element by element, for
--- every row).  Called by the periodic runs, which hold the periodic-run lock; rows locked by
--- another transaction are left for the next run.
-CREATE FUNCTION credits._count_spending(ids bigint[]) RETURNS void
+-- day and month: only the rows not current (credits._totals_current) are counted again and
+-- rewritten.  Their ids are written into the statement as a constant, so that each scan tests
+-- them through a hash (as a parameter an array is searched element by element, for every row).
+-- Called by the periodic runs, which hold the periodic-run lock; rows locked by another
+-- transaction are left for the next run.
+CREATE FUNCTION credits._count_spending() RETURNS void
     LANGUAGE plpgsql AS $$
+DECLARE
+    stale bigint[];
 BEGIN
     PERFORM credits._recount_late_usage();
+    stale := ARRAY(SELECT s.project_id FROM credits.spending_totals s
+                     JOIN credits.accounts a ON a.project_id = s.project_id
+                    WHERE NOT credits._totals_current(s, a.deducted_until,
+                                                      (SELECT date_trunc('day', credits.now(), 'UTC')),
+                                                      (SELECT date_trunc('month', credits.now(), 'UTC')))
+                    ORDER BY s.project_id);
+    IF cardinality(stale) = 0 THEN
+        RETURN;
+    END IF;
     EXECUTE format($count$
     WITH due AS (
         SELECT p.project_id, a.deducted_until, p.day_start, p.month_start,
                p.completed_today, p.completed_this_month
           FROM credits._completed_spending(%L::bigint[]) p
-          JOIN credits.spending_totals s ON s.project_id = p.project_id
-          JOIN credits.accounts a ON a.project_id = p.project_id
-         WHERE a.deducted_until > s.counted_until
-            OR s.day_start IS DISTINCT FROM p.day_start OR s.month_start IS DISTINCT FROM p.month_start),
+          JOIN credits.accounts a ON a.project_id = p.project_id),
     locked AS (
         SELECT s.project_id FROM credits.spending_totals s
          WHERE s.project_id IN (SELECT d.project_id FROM due d)
@@ -190,5 +216,5 @@ BEGIN
            month_start = d.month_start, month_spent = d.completed_this_month
       FROM due d
      WHERE s.project_id = d.project_id AND s.project_id IN (SELECT l.project_id FROM locked l)
-    $count$, ids);
+    $count$, stale);
 END $$;

@@ -26,6 +26,25 @@ CREATE FUNCTION credits._budget_hit(spent credits.credits, budget credits.credit
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN coalesce(spent >= budget, false);
 
+-- Whether a watched project's controls c call for action at this position: an alert line
+-- crossed either way since it was last announced, a budget reached and not announced in its
+-- current UTC period (the day from day_start, the month from month_start), or a budget that
+-- stops reached while instances run (running).  The periodic runs act
+-- (credits._act_on_spending) on the projects it holds for.
+CREATE FUNCTION credits._spending_due(c credits.spending_controls, available credits.credits,
+                                      burn_rate credits.credits, spent_today credits.credits,
+                                      spent_this_month credits.credits, day_start timestamptz,
+                                      month_start timestamptz, running boolean) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    RETURN c.balance_low <> credits._below_balance(available, c.below_balance)
+        OR c.runway_low <> credits._below_runway(available, burn_rate, c.below_runway)
+        OR (credits._budget_hit(spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM day_start)
+        OR (credits._budget_hit(spent_this_month, c.monthly_budget) AND c.monthly_reached IS DISTINCT FROM month_start)
+        OR (c.on_budget = 'stop'
+            AND (credits._budget_hit(spent_today, c.daily_budget)
+                 OR credits._budget_hit(spent_this_month, c.monthly_budget))
+            AND running);
+
 -- hours_remaining as balance_overview shows it (null when nothing burns).
 CREATE FUNCTION credits._hours_remaining(available credits.credits, burn_rate credits.credits) RETURNS numeric
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -175,39 +194,33 @@ BEGIN
 END $$;
 
 -- Checks every watched project, set-based: counts the hours deducted since the last run,
--- computes every position once, and acts on the projects where something is due (an alert
--- line crossed either way, a budget reached and not yet announced this period, or running
--- instances over a budget that stops).  Returns the projects acted on.  The caller holds the
--- periodic-run lock.  (enable_nestloop = off: the planner expects a few hundred watched
--- projects and loops over each part once per project, recomputing it: at 20,000 projects
--- 10 s instead of 0.1 s.  The per-project probes are lateral and stay loops.)
+-- computes every watched project's position once, and acts on those where something is due
+-- (credits._spending_due).  Returns the projects acted on.  The caller holds the periodic-run
+-- lock.  (The balance check finds its candidates in its pass over every project,
+-- credits._due_projects; the hourly deduction calls this.  enable_nestloop = off: the planner
+-- expects a few hundred watched projects and loops over each part once per project,
+-- recomputing it: at 20,000 projects 10 s instead of 0.1 s.  The per-project probes are lateral
+-- and stay loops.)
 CREATE FUNCTION credits._watch_spending(at timestamptz) RETURNS bigint[]
     LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
-    ids bigint[];
     due bigint[];
 BEGIN
     IF NOT EXISTS (SELECT FROM credits.spending_controls) THEN
         RETURN '{}';
     END IF;
-    ids := credits._watched_projects();
-    PERFORM credits._count_spending(ids);
-    -- (ids as a constant: see credits._count_spending)
+    PERFORM credits._count_spending();
+    -- (the ids as a constant: see credits._count_spending)
     EXECUTE format($due$
     SELECT array_agg(p.project_id ORDER BY p.project_id)
       FROM credits._spending_positions(%L::bigint[]) p
       JOIN credits.spending_controls c ON c.project_id = p.project_id
-     WHERE c.balance_low <> credits._below_balance(p.available_balance, c.below_balance)
-        OR c.runway_low <> credits._below_runway(p.available_balance, p.burn_rate, c.below_runway)
-        OR (credits._budget_hit(p.spent_today, c.daily_budget) AND c.daily_reached IS DISTINCT FROM p.day_start)
-        OR (credits._budget_hit(p.spent_this_month, c.monthly_budget)
-            AND c.monthly_reached IS DISTINCT FROM p.month_start)
-        OR (c.on_budget = 'stop'
-            AND (credits._budget_hit(p.spent_today, c.daily_budget)
-                 OR credits._budget_hit(p.spent_this_month, c.monthly_budget))
-            AND EXISTS (SELECT FROM credits.resources r
-                         WHERE r.project_id = p.project_id AND r.kind = 'instance' AND r.state = 'running'))
-    $due$, ids) INTO due;
+     WHERE credits._spending_due(c, p.available_balance, p.burn_rate, p.spent_today, p.spent_this_month,
+                                 p.day_start, p.month_start,
+                                 EXISTS (SELECT FROM credits.resources r
+                                          WHERE r.project_id = p.project_id AND r.kind = 'instance'
+                                            AND r.state = 'running'))
+    $due$, credits._watched_projects()) INTO due;
     IF due IS NULL THEN
         RETURN '{}';
     END IF;

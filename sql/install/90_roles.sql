@@ -53,7 +53,8 @@ GRANT EXECUTE ON FUNCTION credits.verify(bigint), credits.available_balance(bigi
                           credits._accumulating(bigint), credits._burn_rate_of(bigint),
                           credits._unfolded_usage(bigint),
                           credits._spending_position_of(bigint) TO credits_reader;
-GRANT EXECUTE ON FUNCTION credits._lots_available(bigint) TO credits_reader;
+GRANT EXECUTE ON FUNCTION credits._lots_available(bigint),
+                          credits._lots_paid_for(bigint, timestamptz[], integer[], credits.credits[]) TO credits_reader;
 GRANT EXECUTE ON FUNCTION credits.statement(bigint, timestamptz, timestamptz),
                           credits.usage_by_resource(bigint, timestamptz, timestamptz, interval) TO credits_reader;
 

@@ -1645,24 +1645,26 @@ sub history_lines
 	return sort @l;
 }
 
-# The hours not yet deducted, each with what it would take from the balance if it were
-# deducted now ({taken}): the deduction's order (by hour; within an hour the hours stored
-# already, by transaction id, then the others by resource id) against the balance.
+# The hours not yet deducted, each with what it would take if it were deducted now ({taken}):
+# in the deduction's order (by hour; within an hour the hours stored already, by transaction id,
+# then the others by resource id), each drawn from the lots that may pay for it.
 sub would_take
 {
 	my ($self, $pid) = @_;
-	my $left = $self->{acct}{$pid}{balance};
+	my @lots = $self->_lots_in_order($pid);
+	my %left = map { $_->{tid} => $_->{remaining} - $_->{held} } @lots;
 	my @hours = $self->_accrued_in_order($pid);
 	for my $x (@hours)
 	{
-		$x->{taken} = $x->{amount} < $left ? $x->{amount} : $left;
-		$left -= $x->{taken};
+		($x->{taken}) = $x->{amount} > 0
+		  ? _draw_from(\@lots, \%left, $x->{h}, $self->_kind_of($pid, $x->{rid}), $x->{amount})
+		  : (0);
 	}
 	return @hours;
 }
 
-# What the history's preview of the accumulating hours leaves of the balance (README: it takes
-# from the balance as a whole; with lots all alike that is the available balance).
+# What the history's preview of the accumulating hours leaves of the balance (README: with lots
+# all alike that is the available balance).
 sub preview_left
 {
 	my ($self, $pid) = @_;
