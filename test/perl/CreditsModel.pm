@@ -550,6 +550,9 @@ sub lot_lines
 	return map {
 		my $pid = $_;
 		map {
+			# (README: amount = remaining + used + refunded + expired)
+			die "model: lot $_->{tid} does not add up" if $_->{amount} != $_->{remaining} + $_->{used}
+			  + ($_->{refunded} // 0) + ($_->{expired} // 0);
 			join('|', $pid, $_->{tid}, $_->{kind}, $_->{amount}, $_->{remaining}, $_->{ended} // 'active', $_->{prio},
 				$_->{expires} // '', $_->{all_kinds} ? '' : join(',', sort keys %{ $_->{kinds} }))
 		} @{ $self->{lots}{$pid} }
