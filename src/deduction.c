@@ -14,7 +14,7 @@
  *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
  *      product and hour (credits.usage_rollup, emptied of those rows by the run);
  *   3. take them from the project's credit lots oldest first (by hour, then transaction id;
- *      the hours new in this run get their ids in hour and resource order): each hour's
+ *      the hours new in this run get their ids in hour and resource order, hour_order.c): each hour's
  *      charge is its units rounded half to even once; it is paid by the lots that may pay for
  *      it (its kind, not expired when it began) in draw-down order (lots.c), and what they
  *      cannot cover is uncollected.  Each hour's amount is minus what it took and its
@@ -52,6 +52,7 @@
 
 #include "bulk_insert.h"
 #include "credits.h"
+#include "hour_order.h"
 #include "lots.h"
 #include "usage_math.h"
 
@@ -253,18 +254,6 @@ AddUnits(ProjectHours *ph, TimestampTz hour, const char *resource_id, const char
 	if (index_new)
 		IndexHour(ph, i);
 	return i;
-}
-
-/* Orders new hours by hour, then resource: the order they get their ids in. */
-static int
-CompareNewHours(const void *a, const void *b)
-{
-	const UsageHour *x = a;
-	const UsageHour *y = b;
-
-	if (x->hour != y->hour)
-		return x->hour < y->hour ? -1 : 1;
-	return strcmp(x->resource_id, y->resource_id);
 }
 
 /* Runs a query that must succeed, with parameters (nulls as SPI takes them, or NULL). */
@@ -713,6 +702,9 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	UsageHour  *booked;
 	UsageHour  *fresh;
 	int			nfresh;
+	TimestampTz *hours;
+	const char **ids;
+	int		   *order;
 	int			b = 0;
 	int			f = 0;
 	Credits		collected = 0;
@@ -730,21 +722,28 @@ DeductProject(DeductionRun *run, int64 project_id, Credits balance, TimestampTz 
 	nfresh = ph.n - ph.nbooked;
 
 	/*
-	 * New hours get their ids in hour and resource order, after every booked one's; then all
-	 * are taken oldest first, by hour and id: the booked hours (read in that order) and the
-	 * new ones merged.
+	 * New hours get their ids in hour and resource order (byte order of the ids, hour_order.c),
+	 * after every booked one's; then all are taken oldest first, by hour and id: the booked
+	 * hours (read in that order) and the new ones merged.
 	 */
-	qsort(fresh, nfresh, sizeof(UsageHour), CompareNewHours);
+	hours = palloc(Max(nfresh, 1) * sizeof(TimestampTz));
+	ids = palloc(Max(nfresh, 1) * sizeof(const char *));
 	for (int i = 0; i < nfresh; i++)
-		fresh[i].transaction_id = nextval_internal(run->sequence, false);
+	{
+		hours[i] = fresh[i].hour;
+		ids[i] = fresh[i].resource_id;
+	}
+	order = HourIdOrder(nfresh, hours, ids);
+	for (int i = 0; i < nfresh; i++)
+		fresh[order[i]].transaction_id = nextval_internal(run->sequence, false);
 	*oldest_hour = nfresh == 0 ? booked[0].hour :
-		ph.nbooked == 0 ? fresh[0].hour : Min(booked[0].hour, fresh[0].hour);
+		ph.nbooked == 0 ? fresh[order[0]].hour : Min(booked[0].hour, fresh[order[0]].hour);
 	while (b < ph.nbooked || f < nfresh)
 	{
-		if (f == nfresh || (b < ph.nbooked && booked[b].hour <= fresh[f].hour))
+		if (f == nfresh || (b < ph.nbooked && booked[b].hour <= fresh[order[f]].hour))
 			DeductHour(run, project_id, &booked[b++], lots, nlots, &collected);
 		else
-			DeductHour(run, project_id, &fresh[f++], lots, nlots, &collected);
+			DeductHour(run, project_id, &fresh[order[f++]], lots, nlots, &collected);
 	}
 	for (int i = 0; run->with_lots && i < nlots; i++)
 		if (lots[i].drawn > 0)
