@@ -14,10 +14,10 @@
  *      kept exactly in rate-microseconds (usage_math.c), plus its API usage rolled up per
  *      product and hour (credits.usage_rollup, emptied of those rows by the run);
  *   3. take them from the project's credit lots oldest first (by hour, then transaction id;
- *      the hours new in this run get their ids in hour and resource order, hour_order.c): each hour's
- *      charge is its units rounded half to even once; it is paid by the lots that may pay for
- *      it (its kind, not expired when it began) in draw-down order (lots.c), and what they
- *      cannot cover is uncollected.  Each hour's amount is minus what it took and its
+ *      the hours new in this run get their ids in hour and resource order, hour_order.c):
+ *      each hour's charge is its units rounded half to even once; it is paid by the lots that
+ *      may pay for it (its kind, not expired when it began) in draw-down order (lots.c), and
+ *      what they cannot cover is uncollected.  Each hour's amount is minus what it took and its
  *      uncollected the rest of its charge, so that a project's completed amounts add up to its
  *      balance.  (Under 0.1.0's symbol the balance is one lot that pays for everything, and
  *      amounts are whole charges, as 0.1.0 wrote them.);
