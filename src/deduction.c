@@ -592,27 +592,46 @@ DebitAccounts(DeductionRun *run)
 			 4, types, args, NULL, SPI_OK_UPDATE);
 }
 
+/* The active lots, in project and draw-down order, as ReadLots reads them. */
+#define LOTS_SELECT \
+	"SELECT l.project_id, l.transaction_id, l.remaining OPERATOR(credits.-) l.held, l.expires_at," \
+	"       credits._kind_mask(l.applies_to)" \
+	"  FROM credits.credit_lots l"
+#define LOTS_ORDER \
+	" ORDER BY l.project_id, l.priority, l.expires_at NULLS LAST, l.kind DESC, l.created_at," \
+	"          l.transaction_id"
+
 /*
- * Reads the active lots of the due projects (after their accounts are locked: a refund or
- * grant takes the account first), in project and draw-down order: lowest priority, soonest
- * expiry (none last), promotional before paid, oldest.
+ * Reads the active lots of the due projects (ndue of them, ids first to last, collected in
+ * due_ids), after their accounts are locked (a refund or grant takes the account first), in
+ * project and draw-down order: lowest priority, soonest expiry (none last), promotional before
+ * paid, oldest.  When the due projects fill most of their id range, the lots of the whole range
+ * are read, which costs less than joining the ids (the lots of projects not due are passed
+ * over, NextRowOfProject); else only theirs.
  */
 static void
-ReadLots(DeductionRun *run, ArrayBuildState *due_ids)
+ReadLots(DeductionRun *run, ArrayBuildState *due_ids, int64 first, int64 last, uint64 ndue)
 {
-	Oid			types[1] = {INT8ARRAYOID};
-	Datum		args[1];
+	Oid			types[2] = {INT8OID, INT8OID};
+	Datum		args[2];
 
 	if (!run->with_lots || due_ids == NULL)
 		return;
-	args[0] = makeArrayResult(due_ids, run->call_cxt);
-	RunQuery("SELECT l.project_id, l.transaction_id, l.remaining OPERATOR(credits.-) l.held, l.expires_at,"
-			 "       credits._kind_mask(l.applies_to)"
-			 "  FROM credits.credit_lots l JOIN unnest($1) AS d(project_id) ON d.project_id = l.project_id"
-			 " WHERE l.active"
-			 " ORDER BY l.project_id, l.priority, l.expires_at NULLS LAST, l.kind DESC, l.created_at,"
-			 "          l.transaction_id",
-			 1, types, args, NULL, SPI_OK_SELECT);
+	if (ndue > 1 && (uint64) (last - first) < 2 * ndue)
+	{
+		args[0] = Int64GetDatum(first);
+		args[1] = Int64GetDatum(last);
+		RunQuery(LOTS_SELECT " WHERE l.active AND l.project_id BETWEEN $1 AND $2" LOTS_ORDER,
+				 2, types, args, NULL, SPI_OK_SELECT);
+	}
+	else
+	{
+		types[0] = INT8ARRAYOID;
+		args[0] = makeArrayResult(due_ids, run->call_cxt);
+		RunQuery(LOTS_SELECT " JOIN unnest($1) AS d(project_id) ON d.project_id = l.project_id"
+				 " WHERE l.active" LOTS_ORDER,
+				 1, types, args, NULL, SPI_OK_SELECT);
+	}
 	run->lots = SPI_tuptable;
 }
 
@@ -825,7 +844,11 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 
 		for (uint64 i = 0; i < naccounts; i++)
 			Collect(&run, &due_ids, SPI_getbinval(accounts->vals[i], accounts_desc, 1, &isnull), INT8OID);
-		ReadLots(&run, due_ids);
+		if (naccounts > 0)
+			ReadLots(&run, due_ids,
+					 DatumGetInt64(SPI_getbinval(accounts->vals[0], accounts_desc, 1, &isnull)),
+					 DatumGetInt64(SPI_getbinval(accounts->vals[naccounts - 1], accounts_desc, 1, &isnull)),
+					 naccounts);
 	}
 
 	/*
