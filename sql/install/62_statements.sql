@@ -2,9 +2,9 @@
 -- Statements: a project's completed transactions dated in [from_time, to_time) (their history
 -- date: a usage hour's start, a deposit's request, a grant, an expiry's expires_at, a refund's
 -- request), summed so that opening + deposits + grants + usage + expired + refunded = closing,
--- and the closing of one period is the opening of the next.  Usage is read hour by hour over
--- the project's own deducted hours (as credits._completed_usage reads it), the rest through
--- the history index, so a statement costs what the project's own history in the period costs.
+-- and the closing of one period is the opening of the next.  Usage is read from the usage
+-- index over the project's own deducted hours since from_time, the rest through the history
+-- index, so a statement costs what the project's own history since from_time costs.
 -- ---------------------------------------------------------------------------------------------
 
 -- Raises 22023 unless [from_time, to_time) is a non-empty period (22004 when a bound is null).
@@ -20,25 +20,29 @@ BEGIN
 END $$;
 
 -- The project's completed usage transactions dated from from_time on (its hours in
--- [from_time, deducted_until)), found hour by hour.  (BEGIN ATOMIC, inlined where it is read.)
+-- [from_time, deducted_until)), found in the usage index by hour and project: one index scan
+-- given every hour as an array (credits.transactions' usage index is ordered by hour first).
+-- (BEGIN ATOMIC, inlined where it is read.)
 CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz)
     RETURNS SETOF credits.transactions
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT t.*
-      FROM credits.accounts a,
-           generate_series(greatest(a.deducted_from,
-                                    credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
-                           a.deducted_until - interval '1 hour', interval '1 hour') AS h(usage_hour)
-      JOIN credits.transactions t ON t.usage_hour = h.usage_hour
-     WHERE a.project_id = _usage_since.project_id AND t.project_id = a.project_id
-       AND t.type = 'usage' AND t.status = 'completed';
+      FROM credits.accounts a
+      JOIN credits.transactions t ON t.project_id = a.project_id
+     WHERE a.project_id = _usage_since.project_id
+       AND t.type = 'usage' AND t.status = 'completed'
+       AND t.usage_hour = ANY (ARRAY(SELECT generate_series(greatest(a.deducted_from,
+                                                                      credits.hour_of(from_time - interval '1 microsecond')
+                                                                      + interval '1 hour'),
+                                                             a.deducted_until - interval '1 hour', interval '1 hour')));
 END;
 
 -- A project's statement for [from_time, to_time): the lines opening_balance, deposits
 -- (deposits and auto-recharges), grants, one usage line per resource (what the balance paid,
 -- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
--- not pay; information only).
+-- not pay; information only).  One pass over what is dated from from_time on sums it by line,
+-- resource and whether it is in the period; the lines are read from those few sums.
 CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
     RETURNS TABLE (line text, resource_id text, amount credits.credits)
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
@@ -47,17 +51,20 @@ BEGIN
     PERFORM credits._require_period(from_time, to_time);
     RETURN QUERY
     WITH since AS MATERIALIZED (
-        -- every completed transaction dated from from_time on, as the line it counts in
-        SELECT CASE t.type::text WHEN 'deposit' THEN 'deposits' WHEN 'auto_recharge' THEN 'deposits'
-                                 WHEN 'grant' THEN 'grants' WHEN 'expiry' THEN 'expired' ELSE 'refunded' END AS line,
-               NULL::text AS resource_id, t.amount, '0'::credits.credits AS uncollected,
-               t.created_at < to_time AS in_period
-          FROM credits.transactions t
-         WHERE t.project_id = statement.project_id AND t.type <> 'usage' AND t.status = 'completed'
-           AND t.created_at >= from_time
-        UNION ALL
-        SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < to_time
-          FROM credits._usage_since(statement.project_id, from_time) AS u),
+        -- every completed transaction dated from from_time on, summed by the line it counts in
+        -- (usage by resource) and by whether it is in the period
+        SELECT x.line, x.resource_id, x.in_period, sum(x.amount) AS amount, sum(x.uncollected) AS uncollected
+          FROM (SELECT CASE t.type::text WHEN 'deposit' THEN 'deposits' WHEN 'auto_recharge' THEN 'deposits'
+                                         WHEN 'grant' THEN 'grants' WHEN 'expiry' THEN 'expired' ELSE 'refunded' END AS line,
+                       NULL::text AS resource_id, t.amount, '0'::credits.credits AS uncollected,
+                       t.created_at < to_time AS in_period
+                  FROM credits.transactions t
+                 WHERE t.project_id = statement.project_id AND t.type <> 'usage' AND t.status = 'completed'
+                   AND t.created_at >= from_time
+                UNION ALL
+                SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < to_time
+                  FROM credits._usage_since(statement.project_id, from_time) AS u) AS x
+         GROUP BY x.line, x.resource_id, x.in_period),
     ends AS (
         -- the balance less everything dated from from_time on is the opening balance
         SELECT a.balance - coalesce((SELECT sum(x.amount) FROM since x), '0'::credits.credits) AS opening,
@@ -71,8 +78,7 @@ BEGIN
                                              '0'::credits.credits)
           FROM (VALUES (2, 'deposits'), (3, 'grants'), (5, 'expired'), (6, 'refunded')) AS l(ord, line)
         UNION ALL
-        SELECT 4, 'usage', x.resource_id, sum(x.amount) FROM since x
-         WHERE x.in_period AND x.line = 'usage' GROUP BY x.resource_id
+        SELECT 4, 'usage', x.resource_id, x.amount FROM since x WHERE x.in_period AND x.line = 'usage'
         UNION ALL
         SELECT 7, 'closing_balance', NULL, e.closing FROM ends e
         UNION ALL
