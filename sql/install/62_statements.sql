@@ -49,7 +49,9 @@ CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_t
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);
-    RETURN QUERY
+    -- (planned for each call's arguments: a plan kept for any arguments guesses few rows and
+    -- sorts them to sum them by resource; planned for the call, they are summed in a hash)
+    RETURN QUERY EXECUTE $q$
     WITH since AS MATERIALIZED (
         -- every completed transaction dated from from_time on, summed by the line it counts in
         -- (usage by resource) and by whether it is in the period
@@ -57,20 +59,20 @@ BEGIN
           FROM (SELECT CASE t.type::text WHEN 'deposit' THEN 'deposits' WHEN 'auto_recharge' THEN 'deposits'
                                          WHEN 'grant' THEN 'grants' WHEN 'expiry' THEN 'expired' ELSE 'refunded' END AS line,
                        NULL::text AS resource_id, t.amount, '0'::credits.credits AS uncollected,
-                       t.created_at < to_time AS in_period
+                       t.created_at < $3 AS in_period
                   FROM credits.transactions t
-                 WHERE t.project_id = statement.project_id AND t.type <> 'usage' AND t.status = 'completed'
-                   AND t.created_at >= from_time
+                 WHERE t.project_id = $1 AND t.type <> 'usage' AND t.status = 'completed'
+                   AND t.created_at >= $2
                 UNION ALL
-                SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < to_time
-                  FROM credits._usage_since(statement.project_id, from_time) AS u) AS x
+                SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < $3
+                  FROM credits._usage_since($1, $2) AS u) AS x
          GROUP BY x.line, x.resource_id, x.in_period),
     ends AS (
         -- the balance less everything dated from from_time on is the opening balance
         SELECT a.balance - coalesce((SELECT sum(x.amount) FROM since x), '0'::credits.credits) AS opening,
                a.balance - coalesce((SELECT sum(x.amount) FROM since x WHERE NOT x.in_period),
                                     '0'::credits.credits) AS closing
-          FROM credits.accounts a WHERE a.project_id = statement.project_id),
+          FROM credits.accounts a WHERE a.project_id = $1),
     lines AS (
         SELECT 1 AS ord, 'opening_balance' AS line, NULL::text AS resource_id, e.opening AS amount FROM ends e
         UNION ALL
@@ -84,7 +86,8 @@ BEGIN
         UNION ALL
         SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
                                                 '0'::credits.credits))
-    SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id;
+    SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id$q$
+    USING project_id, from_time, to_time;
 END $$;
 
 -- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given

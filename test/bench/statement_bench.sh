@@ -4,8 +4,10 @@
 # month, a grant and a refund, among PROJECTS (default 1,000) neighbours with a day of usage
 # each.  Measured with pgbench, 1 client, SECONDS (default 10) per query: a month's statement,
 # the whole year's, a month's usage by resource per day; and as the baseline from the same
-# server, a plain read of the same year's usage rows of the project (one probe per hour, as
-# credits._completed_usage reads them), which any statement must at least pay.
+# server, a plain read of the same year's usage rows of the project (one scan of the usage
+# index given every hour, as credits._usage_since reads them for statements), which any
+# statement must at least pay; and the same rows read one probe per hour (as
+# credits._completed_usage reads them for the history).
 #
 #   test/bench/statement_bench.sh [RESOURCES] [PROJECTS] [SECONDS]
 #
@@ -65,16 +67,29 @@ cat > "$scripts/by_resource.sql" <<'SQL'
 SELECT * FROM credits.usage_by_resource(1, '2025-06-01 00:00+00', '2025-07-01 00:00+00');
 SQL
 cat > "$scripts/rows.sql" <<'SQL'
+SELECT count(*), sum(u.amount) FROM credits._usage_since(1, '2025-01-01 00:00+00') u;
+SQL
+cat > "$scripts/probes.sql" <<'SQL'
 SELECT count(*), sum(t.amount) FROM credits._completed_usage t WHERE t.project_id = 1;
 SQL
 chmod 644 "$scripts"/*.sql
 
 psql -c "SELECT * FROM credits.statement(1, '2025-01-01 00:00+00', '2026-01-01 00:00+00')"
-psql -At -c "SELECT 'identity: ' || (sum(amount) FILTER (WHERE line IN ('opening_balance', 'deposits', 'grants', 'usage', 'expired', 'refunded'))
-                                    = sum(amount) FILTER (WHERE line = 'closing_balance'))
-                    || ', closing = balance: ' || (sum(amount) FILTER (WHERE line = 'closing_balance')
-                                    = (SELECT balance FROM credits.accounts WHERE project_id = 1))
-               FROM credits.statement(1, '2025-01-01 00:00+00', '2026-01-01 00:00+00')"
+# (the grant and the refund are dated now: the year's closing balance is the opening of the
+# period after it, and the statement up to now closes at the balance)
+psql -At <<'SQL'
+SELECT 'identity: ' || (sum(amount) FILTER (WHERE line IN ('opening_balance', 'deposits', 'grants', 'usage', 'expired', 'refunded'))
+                        = sum(amount) FILTER (WHERE line = 'closing_balance'))
+       || ', the year closes where the rest opens: '
+       || (sum(amount) FILTER (WHERE line = 'closing_balance')
+           = (SELECT amount FROM credits.statement(1, '2026-01-01 00:00+00', now() + interval '1 day')
+               WHERE line = 'opening_balance'))
+       || ', the whole history closes at the balance: '
+       || ((SELECT amount FROM credits.statement(1, '2025-01-01 00:00+00', now() + interval '1 day')
+             WHERE line = 'closing_balance')
+           = (SELECT balance FROM credits.accounts WHERE project_id = 1))
+  FROM credits.statement(1, '2025-01-01 00:00+00', '2026-01-01 00:00+00');
+SQL
 latency() { as_pg "$PGBIN/pgbench" -n -M prepared -c 1 -T "$seconds" -f "$scripts/$1.sql" 2>/dev/null \
               | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p'; }
 printf '\n%s, %d cores; project 1: %d resources x 8760 hours\n' "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$resources"
@@ -82,4 +97,5 @@ printf 'statement, one month:               %s ms\n' "$(latency month)"
 printf 'statement, the year:                %s ms\n' "$(latency year)"
 printf 'usage_by_resource, a month by day:  %s ms\n' "$(latency by_resource)"
 printf 'baseline, the year of usage rows:   %s ms\n' "$(latency rows)"
+printf '  the same rows, a probe per hour:  %s ms\n' "$(latency probes)"
 printf 'target: the year within 20 ms\n'
