@@ -20,7 +20,7 @@ typedef struct HourIds
 	const char *const *ids;
 } HourIds;
 
-/* One id as first seen in a run of hours, and its rank once the ids are sorted. */
+/* One run of hours that share an id string: the id, and the run's place among the runs. */
 typedef struct IdRun
 {
 	const char *id;
