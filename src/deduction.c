@@ -368,6 +368,16 @@ NextRowOfProject(SPITupleTable *rows, uint64 *next, int64 project_id)
 	return NULL;
 }
 
+/* The kind bit (LotKindOf) of the resource kind in column col of tuple (null: API usage). */
+static int
+KindColumn(HeapTuple tuple, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		kind = SPI_getbinval(tuple, desc, col, &isnull);
+
+	return LotKindOf(isnull ? NULL : TextDatumGetCString(kind));
+}
+
 /* The booked hours of project (they come in project, hour, id order), indexed. */
 static void
 TakeBookedHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
@@ -386,7 +396,7 @@ TakeBookedHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 		h->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
 		h->booked_units = UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull)));
 		h->units = h->booked_units;
-		h->kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
+		h->kind = KindColumn(tuple, desc, 6);
 		IndexHour(ph, i);
 	}
 	ph->nbooked = ph->n;
@@ -407,7 +417,7 @@ TakeRolledUpHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull)),
 				 TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull)),
-				 LotKindOf(SPI_getvalue(tuple, desc, 6)),
+				 KindColumn(tuple, desc, 6),
 				 UsageUnitsFromNumeric(DatumGetNumeric(SPI_getbinval(tuple, desc, 5, &isnull))),
 				 true);
 	}
@@ -438,11 +448,11 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		run->fetched_next++;
 		if (project < project_id)
 			continue;			/* its account was not due when locked: next run */
-		resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
-		description = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
-		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 4, &isnull));
-		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull)), deducted_until);
-		kind = LotKindOf(SPI_getvalue(tuple, desc, 6));
+		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3, &isnull)), deducted_until);
+		resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull));
+		description = TextDatumGetCString(SPI_getbinval(tuple, desc, 5, &isnull));
+		kind = KindColumn(tuple, desc, 6);
 		/* hour by hour from the hour of from up to cur */
 		HourSegmentsBegin(&split, from, run->cur);
 		while (HourSegmentsNext(&split, &hour, &usecs))
@@ -873,8 +883,8 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	run.rolled_up = SPI_tuptable;
 	run.resources = SPI_cursor_open_with_args(
 		NULL,
-		"SELECT r.project_id, r.resource_id, credits._describe(r.kind, r.resource_id),"
-		"       r.rate_per_hour, r.accrued_until, r.kind"
+		"SELECT r.project_id, r.rate_per_hour, r.accrued_until, r.resource_id,"
+		"       credits._describe(r.kind, r.resource_id), r.kind"
 		"  FROM credits.resources r"
 		" WHERE r.accrued_until < $1 AND ($2::bigint IS NULL OR r.project_id = $2)"
 		" ORDER BY r.project_id",
