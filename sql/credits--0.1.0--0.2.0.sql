@@ -2647,34 +2647,66 @@ BEGIN
     END IF;
 END $$;
 -- The project's completed usage transactions dated from from_time on (its hours in
--- [from_time, deducted_until)), found in the usage index by hour and project: one index scan
--- given every hour as an array (credits.transactions' usage index is ordered by hour first).
--- (BEGIN ATOMIC, inlined where it is read.)
-CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz)
+-- [from_time, deducted_until)), less the hours in [skip_from, skip_until) and
+-- [skip2_from, skip2_until) (a statement's summarized days), found in the usage index by hour
+-- and project: one index scan given every hour as an array (credits.transactions' usage index
+-- is ordered by hour first).  (The hours are computed once, from the account alone: an array
+-- that depended on a joined row was recomputed for every usage row.  BEGIN ATOMIC, inlined
+-- where it is read.)
+CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz,
+                                     skip_from timestamptz DEFAULT NULL, skip_until timestamptz DEFAULT NULL,
+                                     skip2_from timestamptz DEFAULT NULL, skip2_until timestamptz DEFAULT NULL)
     RETURNS SETOF credits.transactions
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT t.*
-      FROM credits.accounts a
-      JOIN credits.transactions t ON t.project_id = a.project_id
-     WHERE a.project_id = _usage_since.project_id
+      FROM credits.transactions t
+     WHERE t.project_id = _usage_since.project_id
        AND t.type = 'usage' AND t.status = 'completed'
-       AND t.usage_hour = ANY (ARRAY(SELECT generate_series(greatest(a.deducted_from,
-                                                                      credits.hour_of(from_time - interval '1 microsecond')
-                                                                      + interval '1 hour'),
-                                                             a.deducted_until - interval '1 hour', interval '1 hour')));
+       AND t.usage_hour = ANY (ARRAY(
+               SELECT h
+                 FROM credits.accounts a,
+                      generate_series(greatest(a.deducted_from,
+                                               credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
+                                      a.deducted_until - interval '1 hour', interval '1 hour') AS h
+                WHERE a.project_id = _usage_since.project_id
+                  AND NOT coalesce(h >= skip_from AND h < skip_until, false)
+                  AND NOT coalesce(h >= skip2_from AND h < skip2_until, false)));
 END;
 -- A project's statement for [from_time, to_time): the lines opening_balance, deposits
 -- (deposits and auto-recharges), grants, one usage line per resource (what the balance paid,
 -- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
 -- not pay; information only).  One pass over what is dated from from_time on sums it by line,
--- resource and whether it is in the period; the lines are read from those few sums.
+-- resource and whether it is in the period; the lines are read from those few sums.  Usage is
+-- read from the daily summaries for the summarized days after from_time that lie wholly
+-- inside the period ([in_from, in_until)) or wholly after it ([after_from, after_until)), and
+-- from the usage rows for every other hour.
 CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
     RETURNS TABLE (line text, resource_id text, amount credits.credits)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    SET enable_seqscan = off AS $$
+DECLARE
+    in_from timestamptz;
+    in_until timestamptz;
+    after_from timestamptz;
+    after_until timestamptz;
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);
+    -- (a range that is empty starts where it ends; day_after(t) is the first midnight at or
+    -- after t; without summaries both ranges are empty)
+    SELECT greatest(x.day_after_from, s.summarized_from),
+           greatest(x.day_after_from, s.summarized_from,
+                    least(date_trunc('day', to_time, 'UTC'), s.summarized_until)),
+           greatest(x.day_after_to, s.summarized_from),
+           greatest(x.day_after_to, s.summarized_from, s.summarized_until)
+      INTO in_from, in_until, after_from, after_until
+      FROM (SELECT date_trunc('day', from_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_from,
+                   date_trunc('day', to_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_to) AS x
+      JOIN credits.usage_days_summarized s ON s.project_id = statement.project_id;
+    IF NOT FOUND THEN
+        in_from := from_time; in_until := from_time; after_from := from_time; after_until := from_time;
+    END IF;
     -- (planned for each call's arguments: a plan kept for any arguments guesses few rows and
     -- sorts them to sum them by resource; planned for the call, they are summed in a hash)
     RETURN QUERY EXECUTE $q$
@@ -2691,7 +2723,12 @@ BEGIN
                    AND t.created_at >= $2
                 UNION ALL
                 SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < $3
-                  FROM credits._usage_since($1, $2) AS u) AS x
+                  FROM credits._usage_since($1, $2, $4, $5, $6, $7) AS u
+                UNION ALL
+                SELECT 'usage', d.resource_id, d.amount, d.uncollected, d.day < $3
+                  FROM credits.usage_days d
+                 WHERE d.project_id = $1
+                   AND (d.day >= $4 AND d.day < $5 OR d.day >= $6 AND d.day < $7)) AS x
          GROUP BY x.line, x.resource_id, x.in_period),
     ends AS (
         -- the balance less everything dated from from_time on is the opening balance
@@ -2713,7 +2750,7 @@ BEGIN
         SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
                                                 '0'::credits.credits))
     SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id$q$
-    USING project_id, from_time, to_time;
+    USING project_id, from_time, to_time, in_from, in_until, after_from, after_until;
 END $$;
 -- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given
 -- length from from_time on): the kind, the hours charged, what they charged and what the
@@ -2722,7 +2759,8 @@ CREATE FUNCTION credits.usage_by_resource(project_id bigint, from_time timestamp
                                           bucket interval DEFAULT '1 day')
     RETURNS TABLE (bucket_start timestamptz, resource_id text, kind text, hours integer,
                    charged credits.credits, collected credits.credits)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    SET enable_seqscan = off AS $$
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);
@@ -4533,6 +4571,29 @@ BEGIN
        AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
             OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
     UNION ALL
+    -- (each day's usage summary is the sum of that day's completed hours, for every resource
+    -- with hours in a summarized day; 61_usage_days.sql)
+    SELECT coalesce(d.project_id, h.project_id),
+           format('the usage summary of %s on %s is %s (uncollected %s), but its hours sum to %s (uncollected %s)',
+                  coalesce(d.resource_id, h.resource_id), coalesce(d.day, h.day),
+                  coalesce(d.amount::text, 'missing'), coalesce(d.uncollected::text, 'missing'),
+                  coalesce(h.amount::text, 'nothing'), coalesce(h.uncollected::text, 'nothing'))
+      FROM (SELECT d.* FROM credits.usage_days d
+             WHERE _verify.scope_id IS NULL OR d.project_id = _verify.scope_id) AS d
+      FULL JOIN (SELECT t.project_id, date_trunc('day', t.usage_hour, 'UTC') AS day, t.resource_id,
+                        sum(t.amount) AS amount, sum(t.uncollected) AS uncollected
+                   FROM scoped t
+                   JOIN credits.usage_days_summarized s ON s.project_id = t.project_id
+                  WHERE t.type = 'usage' AND t.status = 'completed'
+                    AND t.usage_hour >= s.summarized_from AND t.usage_hour < s.summarized_until
+                  GROUP BY 1, 2, 3) AS h
+        ON h.project_id = d.project_id AND h.day = d.day AND h.resource_id = d.resource_id
+     WHERE d.project_id IS NULL OR h.project_id IS NULL
+        OR d.amount <> h.amount OR d.uncollected <> h.uncollected
+        OR NOT EXISTS (SELECT FROM credits.usage_days_summarized s
+                        WHERE s.project_id = d.project_id
+                          AND d.day >= s.summarized_from AND d.day < s.summarized_until)
+    UNION ALL
     SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
       FROM lot_rows l
      WHERE NOT EXISTS (SELECT FROM scoped t
@@ -4688,3 +4749,94 @@ BEGIN
     END IF;
 END $$;
 
+-- ---------------------------------------------------------------------------------------------
+-- Daily usage summaries, for statements.  A statement sums a project's usage since its first
+-- day; read hour by hour, a year is 8,760 probes of the usage index and as many heap pages
+-- (each hour's rows are written with every other project's).  So each UTC day that a project
+-- has deducted whole is summed once, by resource, into credits.usage_days, by
+-- credits.run_usage_summaries() (a pg_cron job, credits.schedule_jobs): completed usage rows
+-- never change, so a day's sums never do either.  Each project's summaries cover one range of
+-- whole days, [summarized_from, summarized_until) in credits.usage_days_summarized; statements
+-- read those days from the summaries and every other hour from the usage rows, so a statement
+-- is the same with or without them.  credits.verify() checks each summary against its hours.
+-- ---------------------------------------------------------------------------------------------
+
+-- What a project's completed usage of one resource took from the balance on one UTC day, and
+-- what the balance could not pay.
+CREATE TABLE credits.usage_days (
+    project_id  bigint NOT NULL,
+    day         timestamptz NOT NULL CHECK (day = date_trunc('day', day, 'UTC')),
+    resource_id text NOT NULL,
+    amount      credits.credits NOT NULL CHECK (amount <= '0'::credits.credits),
+    uncollected credits.credits NOT NULL CHECK (uncollected >= '0'::credits.credits),
+    PRIMARY KEY (project_id, day, resource_id)
+);
+
+-- The whole days [summarized_from, summarized_until) of each project whose usage is summed in
+-- credits.usage_days (a project without a row has none).
+CREATE TABLE credits.usage_days_summarized (
+    project_id       bigint PRIMARY KEY REFERENCES credits.accounts,
+    summarized_from  timestamptz NOT NULL CHECK (summarized_from = date_trunc('day', summarized_from, 'UTC')),
+    summarized_until timestamptz NOT NULL CHECK (summarized_until = date_trunc('day', summarized_until, 'UTC')),
+    CHECK (summarized_from < summarized_until)
+);
+
+-- Sums the next whole deducted day of every project whose summaries have not reached it, the
+-- oldest day first, at most max_days days per call; returns the number of project-days
+-- summed.  A project's next day is the day after its summaries (or the day of its first
+-- deducted hour), once its deducted hours pass that day's end.  Calls take turns (the table
+-- lock); reads and deductions do not wait for them.  Each day's rows are read by hour and
+-- project from the usage index.
+CREATE FUNCTION credits.run_usage_summaries(max_days integer DEFAULT 7) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp SET jit = off AS $$
+DECLARE
+    next_day timestamptz;
+    ids bigint[];
+    summed bigint := 0;
+BEGIN
+    PERFORM credits._require('max_days', max_days IS NULL);
+    IF max_days < 1 THEN
+        RAISE EXCEPTION 'max_days must be at least 1, got %', max_days USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOCK TABLE credits.usage_days_summarized IN SHARE ROW EXCLUSIVE MODE;
+    FOR i IN 1 .. max_days LOOP
+        SELECT x.day, array_agg(x.project_id ORDER BY x.project_id) INTO next_day, ids
+          FROM (SELECT a.project_id,
+                       coalesce(s.summarized_until, date_trunc('day', a.deducted_from, 'UTC')) AS day,
+                       a.deducted_until
+                  FROM credits.accounts a
+                  LEFT JOIN credits.usage_days_summarized s ON s.project_id = a.project_id
+                 WHERE a.deducted_from IS NOT NULL) AS x
+         WHERE x.day + interval '1 day' <= x.deducted_until
+         GROUP BY x.day ORDER BY x.day LIMIT 1;
+        EXIT WHEN next_day IS NULL;
+        INSERT INTO credits.usage_days (project_id, day, resource_id, amount, uncollected)
+        SELECT t.project_id, next_day, t.resource_id, sum(t.amount), sum(t.uncollected)
+          FROM credits.transactions t
+         WHERE t.type = 'usage' AND t.status = 'completed'
+           AND t.usage_hour = ANY (ARRAY(SELECT generate_series(next_day, next_day + interval '23 hours',
+                                                                interval '1 hour')))
+           AND t.project_id = ANY (ids)
+         GROUP BY t.project_id, t.resource_id;
+        INSERT INTO credits.usage_days_summarized AS s (project_id, summarized_from, summarized_until)
+        SELECT p, next_day, next_day + interval '1 day' FROM unnest(ids) AS p
+            ON CONFLICT (project_id) DO UPDATE SET summarized_until = excluded.summarized_until;
+        summed := summed + cardinality(ids);
+    END LOOP;
+    RETURN summed;
+END $$;
+REVOKE ALL ON FUNCTION credits.run_usage_summaries(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION credits.run_usage_summaries(integer) TO credits_worker;
+SELECT pg_catalog.pg_extension_config_dump('credits.usage_days', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.usage_days_summarized', '');
+COMMENT ON FUNCTION credits.run_usage_summaries(integer) IS 'sums each whole UTC day a project has deducted into credits.usage_days, which statements read, the oldest day first, at most max_days days per call; returns the project-days summed (hourly, credits_worker)';
+COMMENT ON TABLE credits.usage_days IS 'per project, UTC day and resource: what its completed usage took from the balance (amount, negative) and what the balance could not pay (uncollected); written once by run_usage_summaries';
+COMMENT ON TABLE credits.usage_days_summarized IS 'per project: the whole days [summarized_from, summarized_until) summed in credits.usage_days';
+
+-- The jobs: name, cron schedule (UTC), command.
+CREATE OR REPLACE FUNCTION credits._jobs() RETURNS TABLE (job_name text, schedule text, command text)
+    LANGUAGE sql IMMUTABLE AS $$
+    VALUES ('credits-hourly-deductions', '0 * * * *', 'SELECT credits.run_hourly_deductions()'),
+           ('credits-balance-checks',    '* * * * *', 'SELECT credits.run_balance_checks()'),
+           ('credits-usage-summaries',   '20 * * * *', 'SELECT credits.run_usage_summaries()');
+$$;

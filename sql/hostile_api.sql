@@ -99,6 +99,7 @@ INSERT INTO api VALUES
          ARRAY['''{7000}''', '''{api:chat}''', '''{0.25}''', '''{hostile-use-new}''']),
     ('credits.run_hourly_deductions()',                     ARRAY[]::text[]),
     ('credits.run_balance_checks()',                        ARRAY[]::text[]),
+    ('credits.run_usage_summaries(integer)',                ARRAY['7']),
     ('credits.configure_auto_recharge(bigint,boolean,credits.credits,credits.credits,bigint)',
          ARRAY['7000', 'true', '''5.00''', '''10.00''', :'m_spare']),
     ('credits.configure_limits(bigint,credits.credits,interval,credits.credits,credits.credits,text)',
@@ -177,6 +178,9 @@ SELECT 'applies_to', s, v
 UNION ALL
 SELECT 'bucket', s, v
   FROM (VALUES ('null', 'NULL::interval'), ('0', '''0'''), ('-1 hour', '''-1 hour'''), ('1 month', '''1 month''')) AS x(s, v)
+UNION ALL
+SELECT 'max_days', s, v
+  FROM (VALUES ('null', 'NULL::integer'), ('0', '0'), ('-1', '-1'), ('max', '2147483647')) AS x(s, v)
 UNION ALL
 SELECT 'max_events', s, v
   FROM (VALUES ('null', 'NULL::integer'), ('-1', '-1'), ('10001', '10001'), ('max', '2147483647')) AS x(s, v)

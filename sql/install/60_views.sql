@@ -306,6 +306,29 @@ BEGIN
        AND (l.transaction_id IS NULL OR l.project_id <> t.project_id OR l.amount <> t.amount
             OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
     UNION ALL
+    -- (each day's usage summary is the sum of that day's completed hours, for every resource
+    -- with hours in a summarized day; 61_usage_days.sql)
+    SELECT coalesce(d.project_id, h.project_id),
+           format('the usage summary of %s on %s is %s (uncollected %s), but its hours sum to %s (uncollected %s)',
+                  coalesce(d.resource_id, h.resource_id), coalesce(d.day, h.day),
+                  coalesce(d.amount::text, 'missing'), coalesce(d.uncollected::text, 'missing'),
+                  coalesce(h.amount::text, 'nothing'), coalesce(h.uncollected::text, 'nothing'))
+      FROM (SELECT d.* FROM credits.usage_days d
+             WHERE _verify.scope_id IS NULL OR d.project_id = _verify.scope_id) AS d
+      FULL JOIN (SELECT t.project_id, date_trunc('day', t.usage_hour, 'UTC') AS day, t.resource_id,
+                        sum(t.amount) AS amount, sum(t.uncollected) AS uncollected
+                   FROM scoped t
+                   JOIN credits.usage_days_summarized s ON s.project_id = t.project_id
+                  WHERE t.type = 'usage' AND t.status = 'completed'
+                    AND t.usage_hour >= s.summarized_from AND t.usage_hour < s.summarized_until
+                  GROUP BY 1, 2, 3) AS h
+        ON h.project_id = d.project_id AND h.day = d.day AND h.resource_id = d.resource_id
+     WHERE d.project_id IS NULL OR h.project_id IS NULL
+        OR d.amount <> h.amount OR d.uncollected <> h.uncollected
+        OR NOT EXISTS (SELECT FROM credits.usage_days_summarized s
+                        WHERE s.project_id = d.project_id
+                          AND d.day >= s.summarized_from AND d.day < s.summarized_until)
+    UNION ALL
     SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
       FROM lot_rows l
      WHERE NOT EXISTS (SELECT FROM scoped t

@@ -2,9 +2,13 @@
 -- Statements: a project's completed transactions dated in [from_time, to_time) (their history
 -- date: a usage hour's start, a deposit's request, a grant, an expiry's expires_at, a refund's
 -- request), summed so that opening + deposits + grants + usage + expired + refunded = closing,
--- and the closing of one period is the opening of the next.  Usage is read from the usage
--- index over the project's own deducted hours since from_time, the rest through the history
--- index, so a statement costs what the project's own history since from_time costs.
+-- and the closing of one period is the opening of the next.  Usage is read from the project's
+-- daily summaries where they cover whole days (61_usage_days.sql), and every other hour from
+-- the usage index over the project's own deducted hours since from_time; the rest through the
+-- history index.  So a statement costs what the project's own history since from_time costs.
+-- (enable_seqscan = off: given the hours as an array of unknown length, a planner with stale
+-- statistics could test every row of every project against thousands of hours; an index
+-- serves each of these reads.)
 -- ---------------------------------------------------------------------------------------------
 
 -- Raises 22023 unless [from_time, to_time) is a non-empty period (22004 when a bound is null).
@@ -20,35 +24,67 @@ BEGIN
 END $$;
 
 -- The project's completed usage transactions dated from from_time on (its hours in
--- [from_time, deducted_until)), found in the usage index by hour and project: one index scan
--- given every hour as an array (credits.transactions' usage index is ordered by hour first).
--- (BEGIN ATOMIC, inlined where it is read.)
-CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz)
+-- [from_time, deducted_until)), less the hours in [skip_from, skip_until) and
+-- [skip2_from, skip2_until) (a statement's summarized days), found in the usage index by hour
+-- and project: one index scan given every hour as an array (credits.transactions' usage index
+-- is ordered by hour first).  (The hours are computed once, from the account alone: an array
+-- that depended on a joined row was recomputed for every usage row.  BEGIN ATOMIC, inlined
+-- where it is read.)
+CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz,
+                                     skip_from timestamptz DEFAULT NULL, skip_until timestamptz DEFAULT NULL,
+                                     skip2_from timestamptz DEFAULT NULL, skip2_until timestamptz DEFAULT NULL)
     RETURNS SETOF credits.transactions
     LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT t.*
-      FROM credits.accounts a
-      JOIN credits.transactions t ON t.project_id = a.project_id
-     WHERE a.project_id = _usage_since.project_id
+      FROM credits.transactions t
+     WHERE t.project_id = _usage_since.project_id
        AND t.type = 'usage' AND t.status = 'completed'
-       AND t.usage_hour = ANY (ARRAY(SELECT generate_series(greatest(a.deducted_from,
-                                                                      credits.hour_of(from_time - interval '1 microsecond')
-                                                                      + interval '1 hour'),
-                                                             a.deducted_until - interval '1 hour', interval '1 hour')));
+       AND t.usage_hour = ANY (ARRAY(
+               SELECT h
+                 FROM credits.accounts a,
+                      generate_series(greatest(a.deducted_from,
+                                               credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
+                                      a.deducted_until - interval '1 hour', interval '1 hour') AS h
+                WHERE a.project_id = _usage_since.project_id
+                  AND NOT coalesce(h >= skip_from AND h < skip_until, false)
+                  AND NOT coalesce(h >= skip2_from AND h < skip2_until, false)));
 END;
 
 -- A project's statement for [from_time, to_time): the lines opening_balance, deposits
 -- (deposits and auto-recharges), grants, one usage line per resource (what the balance paid,
 -- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
 -- not pay; information only).  One pass over what is dated from from_time on sums it by line,
--- resource and whether it is in the period; the lines are read from those few sums.
+-- resource and whether it is in the period; the lines are read from those few sums.  Usage is
+-- read from the daily summaries for the summarized days after from_time that lie wholly
+-- inside the period ([in_from, in_until)) or wholly after it ([after_from, after_until)), and
+-- from the usage rows for every other hour.
 CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
     RETURNS TABLE (line text, resource_id text, amount credits.credits)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    SET enable_seqscan = off AS $$
+DECLARE
+    in_from timestamptz;
+    in_until timestamptz;
+    after_from timestamptz;
+    after_until timestamptz;
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);
+    -- (a range that is empty starts where it ends; day_after(t) is the first midnight at or
+    -- after t; without summaries both ranges are empty)
+    SELECT greatest(x.day_after_from, s.summarized_from),
+           greatest(x.day_after_from, s.summarized_from,
+                    least(date_trunc('day', to_time, 'UTC'), s.summarized_until)),
+           greatest(x.day_after_to, s.summarized_from),
+           greatest(x.day_after_to, s.summarized_from, s.summarized_until)
+      INTO in_from, in_until, after_from, after_until
+      FROM (SELECT date_trunc('day', from_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_from,
+                   date_trunc('day', to_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_to) AS x
+      JOIN credits.usage_days_summarized s ON s.project_id = statement.project_id;
+    IF NOT FOUND THEN
+        in_from := from_time; in_until := from_time; after_from := from_time; after_until := from_time;
+    END IF;
     -- (planned for each call's arguments: a plan kept for any arguments guesses few rows and
     -- sorts them to sum them by resource; planned for the call, they are summed in a hash)
     RETURN QUERY EXECUTE $q$
@@ -65,7 +101,12 @@ BEGIN
                    AND t.created_at >= $2
                 UNION ALL
                 SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < $3
-                  FROM credits._usage_since($1, $2) AS u) AS x
+                  FROM credits._usage_since($1, $2, $4, $5, $6, $7) AS u
+                UNION ALL
+                SELECT 'usage', d.resource_id, d.amount, d.uncollected, d.day < $3
+                  FROM credits.usage_days d
+                 WHERE d.project_id = $1
+                   AND (d.day >= $4 AND d.day < $5 OR d.day >= $6 AND d.day < $7)) AS x
          GROUP BY x.line, x.resource_id, x.in_period),
     ends AS (
         -- the balance less everything dated from from_time on is the opening balance
@@ -87,7 +128,7 @@ BEGIN
         SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
                                                 '0'::credits.credits))
     SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id$q$
-    USING project_id, from_time, to_time;
+    USING project_id, from_time, to_time, in_from, in_until, after_from, after_until;
 END $$;
 
 -- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given
@@ -97,7 +138,8 @@ CREATE FUNCTION credits.usage_by_resource(project_id bigint, from_time timestamp
                                           bucket interval DEFAULT '1 day')
     RETURNS TABLE (bucket_start timestamptz, resource_id text, kind text, hours integer,
                    charged credits.credits, collected credits.credits)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp AS $$
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
+    SET enable_seqscan = off AS $$
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);

@@ -8,7 +8,8 @@
 CREATE FUNCTION credits._jobs() RETURNS TABLE (job_name text, schedule text, command text)
     LANGUAGE sql IMMUTABLE AS $$
     VALUES ('credits-hourly-deductions', '0 * * * *', 'SELECT credits.run_hourly_deductions()'),
-           ('credits-balance-checks',    '* * * * *', 'SELECT credits.run_balance_checks()');
+           ('credits-balance-checks',    '* * * * *', 'SELECT credits.run_balance_checks()'),
+           ('credits-usage-summaries',   '20 * * * *', 'SELECT credits.run_usage_summaries()');
 $$;
 
 -- The administrator's cron.schedule_in_database() calls for this database, as one hint.
@@ -22,8 +23,8 @@ CREATE FUNCTION credits._schedule_hint() RETURNS text
       FROM credits._jobs() j;
 $$;
 
--- Registers run_hourly_deductions (every hour) and run_balance_checks (every minute) as named
--- pg_cron jobs.  Scheduling again updates them.  Without pg_cron in this database: a notice
+-- Registers run_hourly_deductions (every hour), run_balance_checks (every minute) and
+-- run_usage_summaries (every hour, at 20 past) as named pg_cron jobs.  Scheduling again updates them.  Without pg_cron in this database: a notice
 -- whose hint gives the exact calls for an administrator.
 CREATE FUNCTION credits.schedule_jobs() RETURNS void
     LANGUAGE plpgsql AS $$

@@ -85,7 +85,8 @@ GRANT EXECUTE ON FUNCTION
     credits.claim_events(integer),
     credits.ack_event(bigint),
     credits.run_hourly_deductions(),
-    credits.run_balance_checks()
+    credits.run_balance_checks(),
+    credits.run_usage_summaries(integer)
   TO credits_worker;
 
 -- pg_dump keeps the rows of every table and the position of every sequence.
@@ -105,3 +106,5 @@ SELECT pg_catalog.pg_extension_config_dump('credits.credit_lots', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.spending_controls', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.spending_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.volume_deletion_warnings', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.usage_days', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.usage_days_summarized', '');
