@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # statement() and usage_by_resource() of a project with a year of hourly usage: project 1 has
-# RESOURCES (default 3) resources billed every hour for a year (8,760 hours), a deposit a
-# month, a grant and a refund, among PROJECTS (default 1,000) neighbours with a day of usage
-# each.  Measured with pgbench, 1 client, SECONDS (default 10) per query: a month's statement,
-# the whole year's, a month's usage by resource per day; and as the baseline from the same
-# server, a plain read of the same year's usage rows of the project (one scan of the usage
-# index given every hour, as credits._usage_since reads them for statements), which any
-# statement must at least pay; and the same rows read one probe per hour (as
-# credits._completed_usage reads them for the history).
+# RESOURCES (default 3) resources billed every hour of 2025 (8,760 hours), a deposit a month, a
+# grant and a refund, among PROJECTS (default 100) neighbours billed every hour too, one
+# resource each.  Each hour's rows are written together, project after project, as the hourly
+# deduction writes them: a project's hours lie on as many pages as it has hours.  Measured with
+# pgbench, 1 client, SECONDS (default 10) per query: the year's statement from the usage rows
+# alone (no summaries yet); then, after credits.run_usage_summaries() has summed the whole
+# days, a month's statement, the year's, a month's usage by resource per day; and as the
+# baseline from the same server, a plain read of the same year's usage rows of the project
+# (credits._usage_since: one scan of the usage index given every hour) and the same rows read
+# one probe per hour (credits._completed_usage, as the history reads them).
 #
 #   test/bench/statement_bench.sh [RESOURCES] [PROJECTS] [SECONDS]
 #
-# Target: a year's statement within 20 ms.  The extension must be installed.  About 2 minutes.
+# Target: a year's statement within 20 ms.  The extension must be installed.  About 3 minutes.
 set -euo pipefail
 resources=${1:-3}
-projects=${2:-1000}
+projects=${2:-100}
 seconds=${3:-10}
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/tmp_server.sh
@@ -25,10 +27,10 @@ scripts=$(mktemp -d /tmp/credits-statement-bench.XXXXXX)
 chmod 755 "$scripts"
 trap 'tmp_server_stop; rm -rf "$scripts"' EXIT
 
-echo "loading project 1: $resources resources x 8760 hours; $projects neighbours x a day ..."
+echo "loading project 1: $resources resources x 8760 hours; $projects neighbours x 8760 hours ..."
 psql <<SQL
 SET client_min_messages = warning;
-$(funded_accounts_sql "$projects" 100000.00 '2025-01-01 00:00+00' "'2026-01-01 00:00+00'" "'2025-01-01 00:00+00'")
+$(funded_accounts_sql "$((projects + 1))" 100000.00 '2025-01-01 00:00+00' "'2026-01-01 00:00+00'" "'2025-01-01 00:00+00'")
 -- a deposit a month for project 1 (paid lots), a grant, and a completed refund
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
 SELECT 1, 'deposit', 'completed', '1000.00', m, 'Deposit', m
@@ -46,11 +48,10 @@ INSERT INTO credits.transactions (project_id, type, status, amount, created_at, 
                                   usage_hour, accrued_units, completed_at)
 SELECT p, 'usage', 'completed', '-0.25', h, 'Instance gpu-' || k, 'gpu-' || k, h,
        '0.25'::numeric * 3600000000000000, h + interval '1 hour'
-  FROM (SELECT 1 AS p, h, k FROM generate_series('2025-01-01 00:00+00'::timestamptz, '2025-12-31 23:00+00', interval '1 hour') AS h,
-                                 generate_series(1, $resources) AS k
-        UNION ALL
-        SELECT p, h, 1 FROM generate_series(2, $projects) AS p,
-                            generate_series('2025-12-31 00:00+00'::timestamptz, '2025-12-31 23:00+00', interval '1 hour') AS h) AS x;
+  FROM generate_series('2025-01-01 00:00+00'::timestamptz, '2025-12-31 23:00+00', interval '1 hour') AS h,
+       generate_series(1, $projects + 1) AS p, generate_series(1, $resources) AS k
+ WHERE p = 1 OR k = 1
+ ORDER BY h, p, k;
 INSERT INTO credits.resources (project_id, resource_id, kind, state, rate_per_hour, state_since, created_at)
 SELECT 1, 'gpu-' || k, 'instance', 'stopped', '0.25', '2025-01-01 00:00+00', '2025-01-01 00:00+00'
   FROM generate_series(1, $resources) AS k;
@@ -92,7 +93,19 @@ SELECT 'identity: ' || (sum(amount) FILTER (WHERE line IN ('opening_balance', 'd
 SQL
 latency() { as_pg "$PGBIN/pgbench" -n -M prepared -c 1 -T "$seconds" -f "$scripts/$1.sql" 2>/dev/null \
               | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p'; }
-printf '\n%s, %d cores; project 1: %d resources x 8760 hours\n' "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$resources"
+printf '\n%s, %d cores; project 1: %d resources x 8760 hours, among %d projects\n' \
+  "$(psql -At -c 'SHOW server_version')" "$(nproc)" "$resources" "$((projects + 1))"
+printf 'statement, the year, from the rows: %s ms\n' "$(latency year)"
+before=$(psql -At -c "SELECT * FROM credits.statement(1, '2025-01-01 00:00+00', '2026-01-01 00:00+00')")
+read -r summed secs <<<"$(psql -At <<'SQL' | paste -sd' '
+SELECT clock_timestamp() AS t0 \gset
+SELECT credits.run_usage_summaries(400);
+SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 2);
+SQL
+)"
+[ "$before" = "$(psql -At -c "SELECT * FROM credits.statement(1, '2025-01-01 00:00+00', '2026-01-01 00:00+00')")" ] ||
+  { echo "the year's statement changed when its days were summed"; exit 1; }
+printf 'summing the whole days:             %s project-days in %s s (the statement unchanged)\n' "$summed" "$secs"
 printf 'statement, one month:               %s ms\n' "$(latency month)"
 printf 'statement, the year:                %s ms\n' "$(latency year)"
 printf 'usage_by_resource, a month by day:  %s ms\n' "$(latency by_resource)"
