@@ -61,13 +61,16 @@ is( $node->safe_psql(
 		'postgres',
 		"SELECT string_agg(jobname || ' ' || schedule || ' ' || command, E'\\n' ORDER BY jobname) FROM cron.job"),
 	"credits-balance-checks * * * * * SELECT credits.run_balance_checks()\n"
-	  . "credits-hourly-deductions 0 * * * * SELECT credits.run_hourly_deductions()",
-	'schedule_jobs registered both jobs with schema-qualified commands');
+	  . "credits-hourly-deductions 0 * * * * SELECT credits.run_hourly_deductions()\n"
+	  . "credits-usage-summaries 20 * * * * SELECT credits.run_usage_summaries()",
+	'schedule_jobs registered the three jobs with schema-qualified commands');
 $node->safe_psql('postgres',
 	"SELECT cron.schedule('test-deductions-every-minute', '* * * * *', 'SELECT credits.run_hourly_deductions()')"
 );
+$node->safe_psql('postgres',
+	"SELECT cron.schedule('test-summaries-every-minute', '* * * * *', 'SELECT credits.run_usage_summaries()')");
 
-# Wait (at most 150 s) until both every-minute jobs have run and succeeded.
+# Wait (at most 150 s) until the every-minute jobs have run and succeeded.
 my $deadline = time() + 150;
 my $ran = '';
 while (time() < $deadline)
@@ -77,12 +80,13 @@ while (time() < $deadline)
 		SELECT string_agg(DISTINCT j.jobname, ',' ORDER BY j.jobname)
 		  FROM cron.job_run_details d JOIN cron.job j USING (jobid)
 		 WHERE d.status = 'succeeded'
-		   AND j.jobname IN ('credits-balance-checks', 'test-deductions-every-minute')});
-	last if $ran eq 'credits-balance-checks,test-deductions-every-minute';
+		   AND j.jobname IN ('credits-balance-checks', 'test-deductions-every-minute',
+		                     'test-summaries-every-minute')});
+	last if $ran eq 'credits-balance-checks,test-deductions-every-minute,test-summaries-every-minute';
 	usleep(500_000);
 }
-is($ran, 'credits-balance-checks,test-deductions-every-minute',
-	'pg_cron ran the balance checks and the deductions');
+is($ran, 'credits-balance-checks,test-deductions-every-minute,test-summaries-every-minute',
+	'pg_cron ran the balance checks, the deductions and the usage summaries');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT count(*) FROM cron.job_run_details WHERE status NOT IN ('succeeded', 'running', 'starting')"),
@@ -93,7 +97,8 @@ note $node->safe_psql('postgres',
 
 # Stop the jobs before reading the results, so that nothing changes under the checks.
 $node->safe_psql('postgres',
-	"SELECT credits.unschedule_jobs(), cron.unschedule('test-deductions-every-minute')");
+	"SELECT credits.unschedule_jobs(), cron.unschedule('test-deductions-every-minute'), "
+	  . "cron.unschedule('test-summaries-every-minute')");
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '0', 'unschedule_jobs removed the jobs');
 # (a run already started finishes; the periodic-run lock waits for it)
 $node->safe_psql('postgres', 'SELECT credits._lock_periodic_runs()');
