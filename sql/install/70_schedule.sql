@@ -24,8 +24,9 @@ CREATE FUNCTION credits._schedule_hint() RETURNS text
 $$;
 
 -- Registers run_hourly_deductions (every hour), run_balance_checks (every minute) and
--- run_usage_summaries (every hour, at 20 past) as named pg_cron jobs.  Scheduling again updates them.  Without pg_cron in this database: a notice
--- whose hint gives the exact calls for an administrator.
+-- run_usage_summaries (every hour, at 20 past) as named pg_cron jobs.  Scheduling again
+-- updates them.  Without pg_cron in this database: a notice whose hint gives the exact calls
+-- for an administrator.
 CREATE FUNCTION credits.schedule_jobs() RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
