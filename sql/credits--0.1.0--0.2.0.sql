@@ -2647,15 +2647,13 @@ BEGIN
     END IF;
 END $$;
 -- The project's completed usage transactions dated from from_time on (its hours in
--- [from_time, deducted_until)), less the hours in [skip_from, skip_until) and
--- [skip2_from, skip2_until) (a statement's summarized days), found in the usage index by hour
--- and project: one index scan given every hour as an array (credits.transactions' usage index
--- is ordered by hour first).  (The hours are computed once, from the account alone: an array
--- that depended on a joined row was recomputed for every usage row.  BEGIN ATOMIC, inlined
--- where it is read.)
+-- [from_time, deducted_until)), less the hours in skipped (a statement's summed days), found
+-- in the usage index by hour and project: one index scan given every hour as an array
+-- (credits.transactions' usage index is ordered by hour first).  (The hours are computed once,
+-- from the account alone: an array that depended on a joined row was recomputed for every
+-- usage row.  BEGIN ATOMIC, inlined where it is read.)
 CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz,
-                                     skip_from timestamptz DEFAULT NULL, skip_until timestamptz DEFAULT NULL,
-                                     skip2_from timestamptz DEFAULT NULL, skip2_until timestamptz DEFAULT NULL)
+                                     skipped tstzmultirange DEFAULT '{}')
     RETURNS SETOF credits.transactions
     LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -2669,44 +2667,34 @@ BEGIN ATOMIC
                       generate_series(greatest(a.deducted_from,
                                                credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
                                       a.deducted_until - interval '1 hour', interval '1 hour') AS h
-                WHERE a.project_id = _usage_since.project_id
-                  AND NOT coalesce(h >= skip_from AND h < skip_until, false)
-                  AND NOT coalesce(h >= skip2_from AND h < skip2_until, false)));
+                WHERE a.project_id = _usage_since.project_id AND NOT h <@ skipped));
 END;
 -- A project's statement for [from_time, to_time): the lines opening_balance, deposits
 -- (deposits and auto-recharges), grants, one usage line per resource (what the balance paid,
 -- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
 -- not pay; information only).  One pass over what is dated from from_time on sums it by line,
 -- resource and whether it is in the period; the lines are read from those few sums.  Usage is
--- read from the daily summaries for the summarized days after from_time that lie wholly
--- inside the period ([in_from, in_until)) or wholly after it ([after_from, after_until)), and
--- from the usage rows for every other hour.
+-- read from the daily summaries for the summed days after from_time that lie wholly inside the
+-- period or wholly after it (summed), and from the usage rows for every other hour.
 CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
     RETURNS TABLE (line text, resource_id text, amount credits.credits)
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
     SET enable_seqscan = off AS $$
 DECLARE
-    in_from timestamptz;
-    in_until timestamptz;
-    after_from timestamptz;
-    after_until timestamptz;
+    -- (the first midnight at or after a time)
+    day_after_from timestamptz := date_trunc('day', from_time - interval '1 microsecond', 'UTC') + interval '1 day';
+    day_after_to timestamptz := date_trunc('day', to_time - interval '1 microsecond', 'UTC') + interval '1 day';
+    summed tstzmultirange;
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);
-    -- (a range that is empty starts where it ends; day_after(t) is the first midnight at or
-    -- after t; without summaries both ranges are empty)
-    SELECT greatest(x.day_after_from, s.summarized_from),
-           greatest(x.day_after_from, s.summarized_from,
-                    least(date_trunc('day', to_time, 'UTC'), s.summarized_until)),
-           greatest(x.day_after_to, s.summarized_from),
-           greatest(x.day_after_to, s.summarized_from, s.summarized_until)
-      INTO in_from, in_until, after_from, after_until
-      FROM (SELECT date_trunc('day', from_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_from,
-                   date_trunc('day', to_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_to) AS x
-      JOIN credits.usage_days_summarized s ON s.project_id = statement.project_id;
-    IF NOT FOUND THEN
-        in_from := from_time; in_until := from_time; after_from := from_time; after_until := from_time;
-    END IF;
+    -- the project's summed days from from_time on, less the day to_time falls inside
+    SELECT tstzmultirange(tstzrange(s.summarized_from, s.summarized_until))
+           * tstzmultirange(tstzrange(day_after_from, greatest(day_after_from, date_trunc('day', to_time, 'UTC'))),
+                            tstzrange(day_after_to, NULL))
+      INTO summed
+      FROM credits.usage_days_summarized s WHERE s.project_id = statement.project_id;
+    summed := coalesce(summed, '{}');
     -- (planned for each call's arguments: a plan kept for any arguments guesses few rows and
     -- sorts them to sum them by resource; planned for the call, they are summed in a hash)
     RETURN QUERY EXECUTE $q$
@@ -2723,12 +2711,11 @@ BEGIN
                    AND t.created_at >= $2
                 UNION ALL
                 SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < $3
-                  FROM credits._usage_since($1, $2, $4, $5, $6, $7) AS u
+                  FROM credits._usage_since($1, $2, $4) AS u
                 UNION ALL
                 SELECT 'usage', d.resource_id, d.amount, d.uncollected, d.day < $3
                   FROM credits.usage_days d
-                 WHERE d.project_id = $1
-                   AND (d.day >= $4 AND d.day < $5 OR d.day >= $6 AND d.day < $7)) AS x
+                 WHERE d.project_id = $1 AND d.day <@ $4) AS x
          GROUP BY x.line, x.resource_id, x.in_period),
     ends AS (
         -- the balance less everything dated from from_time on is the opening balance
@@ -2750,7 +2737,7 @@ BEGIN
         SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
                                                 '0'::credits.credits))
     SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id$q$
-    USING project_id, from_time, to_time, in_from, in_until, after_from, after_until;
+    USING project_id, from_time, to_time, summed;
 END $$;
 -- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given
 -- length from from_time on): the kind, the hours charged, what they charged and what the
@@ -4572,12 +4559,16 @@ BEGIN
             OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
     UNION ALL
     -- (each day's usage summary is the sum of that day's completed hours, for every resource
-    -- with hours in a summarized day; 61_usage_days.sql)
+    -- with hours in a summed day, and there is no other; 61_usage_days.sql)
     SELECT coalesce(d.project_id, h.project_id),
-           format('the usage summary of %s on %s is %s (uncollected %s), but its hours sum to %s (uncollected %s)',
-                  coalesce(d.resource_id, h.resource_id), coalesce(d.day, h.day),
-                  coalesce(d.amount::text, 'missing'), coalesce(d.uncollected::text, 'missing'),
-                  coalesce(h.amount::text, 'nothing'), coalesce(h.uncollected::text, 'nothing'))
+           format('the usage summary of %s on %s ', coalesce(d.resource_id, h.resource_id), coalesce(d.day, h.day))
+           || CASE WHEN d.project_id IS NULL
+                   THEN format('is missing: its hours sum to %s (uncollected %s)', h.amount, h.uncollected)
+                   WHEN h.project_id IS NULL
+                   THEN format('(%s, uncollected %s) has no completed hours in the project''s summed days',
+                               d.amount, d.uncollected)
+                   ELSE format('is %s (uncollected %s), but its hours sum to %s (uncollected %s)',
+                               d.amount, d.uncollected, h.amount, h.uncollected) END
       FROM (SELECT d.* FROM credits.usage_days d
              WHERE _verify.scope_id IS NULL OR d.project_id = _verify.scope_id) AS d
       FULL JOIN (SELECT t.project_id, date_trunc('day', t.usage_hour, 'UTC') AS day, t.resource_id,
@@ -4590,9 +4581,6 @@ BEGIN
         ON h.project_id = d.project_id AND h.day = d.day AND h.resource_id = d.resource_id
      WHERE d.project_id IS NULL OR h.project_id IS NULL
         OR d.amount <> h.amount OR d.uncollected <> h.uncollected
-        OR NOT EXISTS (SELECT FROM credits.usage_days_summarized s
-                        WHERE s.project_id = d.project_id
-                          AND d.day >= s.summarized_from AND d.day < s.summarized_until)
     UNION ALL
     SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
       FROM lot_rows l

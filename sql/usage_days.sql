@@ -42,24 +42,40 @@ CREATE FUNCTION pg_temp.differing() RETURNS bigint LANGUAGE sql AS $$
      WHERE u.period IS NULL OR s.period IS NULL
         OR (u.line, u.resource_id, u.amount) IS DISTINCT FROM (s.line, s.resource_id, s.amount);
 $$;
+-- the periods whose statements read summed days (every day from from_time on that to_time
+-- does not cut: inside the period, or after it, for the opening balance)
+CREATE FUNCTION pg_temp.reading_sums() RETURNS bigint LANGUAGE sql AS $$
+    SELECT count(*) FROM periods p
+     WHERE EXISTS (SELECT FROM credits.usage_days d
+                    WHERE d.project_id = p.project_id AND d.day >= p.a
+                      AND NOT (d.day < p.b AND d.day + interval '1 day' > p.b));
+$$;
 SELECT count(DISTINCT p.project_id) > 50 AS many_projects, (SELECT count(*) FROM unsummarized WHERE line LIKE 'error%') AS raised,
        (SELECT count(*) FROM unsummarized WHERE line = 'usage') > 100 AS many_usage_lines
   FROM periods p;
 SELECT count(*) AS summaries, (SELECT count(*) FROM credits.usage_days_summarized) AS summarized FROM credits.usage_days;
 
--- One day per call at most, the oldest day first; the statements do not change.
+-- At most max_days days per call, the oldest first; the statements do not change, with some
+-- days summed and with all.
+CREATE FUNCTION pg_temp.days_summed() RETURNS bigint LANGUAGE sql AS $$
+    SELECT count(DISTINCT d) FROM credits.usage_days_summarized s,
+           generate_series(s.summarized_from, s.summarized_until - interval '1 day', interval '1 day') AS d;
+$$;
 SELECT credits.run_usage_summaries(1) > 0 AS summed;
-SELECT count(DISTINCT day) AS days,
-       min(day) = (SELECT min(date_trunc('day', deducted_from, 'UTC')) FROM credits.accounts
-                    WHERE date_trunc('day', deducted_from, 'UTC') + interval '1 day' <= deducted_until) AS oldest
-  FROM credits.usage_days;
-SELECT pg_temp.differing() AS differing_after_one_day;
+SELECT pg_temp.days_summed() AS days,
+       min(summarized_from) = (SELECT min(date_trunc('day', deducted_from, 'UTC')) FROM credits.accounts
+                                WHERE date_trunc('day', deducted_from, 'UTC') + interval '1 day' <= deducted_until) AS oldest
+  FROM credits.usage_days_summarized;
+SELECT credits.run_usage_summaries(99) > 0 AS summed;
+SELECT pg_temp.days_summed() AS days;
+SELECT pg_temp.reading_sums() AS reading_part \gset
+SELECT :reading_part > 0 AS some_read_sums, pg_temp.differing() AS differing_after_100_days;
 -- then every whole deducted day; a call with nothing left sums nothing
 SELECT credits.run_usage_summaries(1000) > 0 AS summed;
 SELECT credits.run_usage_summaries() AS summed_again;
-SELECT pg_temp.differing() AS differing_after_all;
+SELECT pg_temp.reading_sums() > greatest(:reading_part, 50) AS more_read_sums, pg_temp.differing() AS differing_after_all;
 -- each project's summaries: whole days within its deducted hours, up to the last whole one
-SELECT count(*) AS projects_summarized,
+SELECT count(*) > 20 AS projects_summarized,
        count(*) FILTER (WHERE s.summarized_from < date_trunc('day', a.deducted_from, 'UTC')
                            OR s.summarized_until > a.deducted_until
                            OR s.summarized_until + interval '1 day' <= a.deducted_until) AS wrong_ranges
@@ -79,7 +95,7 @@ SELECT a.project_id AS p, a.deducted_until AS until FROM credits.accounts a
 SELECT set_config('credits.clock', (:'until'::timestamptz + interval '1 day 5 minutes')::text, false) IS NOT NULL AS clock_set;
 SELECT credits.run_hourly_deductions() > 0 AS deducted;
 SELECT s.summarized_until AS summarized_until FROM credits.usage_days_summarized s WHERE s.project_id = :p \gset
-SELECT credits.run_usage_summaries() AS summed_later;
+SELECT credits.run_usage_summaries() > 0 AS summed_later;
 SELECT s.summarized_until = :'summarized_until'::timestamptz + interval '1 day' AS one_more_day
   FROM credits.usage_days_summarized s WHERE s.project_id = :p;
 SELECT (SELECT amount FROM credits.statement(:p, '2000-01-01', '2100-01-01') WHERE line = 'closing_balance') = a.balance
@@ -96,6 +112,11 @@ SELECT problem FROM credits.verify(:p) WHERE problem LIKE 'the usage summary%';
 ROLLBACK;
 BEGIN;
 DELETE FROM credits.usage_days WHERE project_id = :p AND day = :'day' AND resource_id = :'r';
+SELECT problem FROM credits.verify(:p) WHERE problem LIKE 'the usage summary%';
+ROLLBACK;
+BEGIN;
+INSERT INTO credits.usage_days (project_id, day, resource_id, amount, uncollected)
+VALUES (:p, '2000-01-01 00:00+00', :'r', '-1.00', '0');
 SELECT problem FROM credits.verify(:p) WHERE problem LIKE 'the usage summary%';
 ROLLBACK;
 

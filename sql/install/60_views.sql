@@ -307,12 +307,16 @@ BEGIN
             OR (l.kind = 'promotional') <> (t.type::text = 'grant'))
     UNION ALL
     -- (each day's usage summary is the sum of that day's completed hours, for every resource
-    -- with hours in a summarized day; 61_usage_days.sql)
+    -- with hours in a summed day, and there is no other; 61_usage_days.sql)
     SELECT coalesce(d.project_id, h.project_id),
-           format('the usage summary of %s on %s is %s (uncollected %s), but its hours sum to %s (uncollected %s)',
-                  coalesce(d.resource_id, h.resource_id), coalesce(d.day, h.day),
-                  coalesce(d.amount::text, 'missing'), coalesce(d.uncollected::text, 'missing'),
-                  coalesce(h.amount::text, 'nothing'), coalesce(h.uncollected::text, 'nothing'))
+           format('the usage summary of %s on %s ', coalesce(d.resource_id, h.resource_id), coalesce(d.day, h.day))
+           || CASE WHEN d.project_id IS NULL
+                   THEN format('is missing: its hours sum to %s (uncollected %s)', h.amount, h.uncollected)
+                   WHEN h.project_id IS NULL
+                   THEN format('(%s, uncollected %s) has no completed hours in the project''s summed days',
+                               d.amount, d.uncollected)
+                   ELSE format('is %s (uncollected %s), but its hours sum to %s (uncollected %s)',
+                               d.amount, d.uncollected, h.amount, h.uncollected) END
       FROM (SELECT d.* FROM credits.usage_days d
              WHERE _verify.scope_id IS NULL OR d.project_id = _verify.scope_id) AS d
       FULL JOIN (SELECT t.project_id, date_trunc('day', t.usage_hour, 'UTC') AS day, t.resource_id,
@@ -325,9 +329,6 @@ BEGIN
         ON h.project_id = d.project_id AND h.day = d.day AND h.resource_id = d.resource_id
      WHERE d.project_id IS NULL OR h.project_id IS NULL
         OR d.amount <> h.amount OR d.uncollected <> h.uncollected
-        OR NOT EXISTS (SELECT FROM credits.usage_days_summarized s
-                        WHERE s.project_id = d.project_id
-                          AND d.day >= s.summarized_from AND d.day < s.summarized_until)
     UNION ALL
     SELECT l.project_id, format('transaction %s has a lot but is no completed deposit, auto-recharge or grant', l.transaction_id)
       FROM lot_rows l

@@ -24,15 +24,13 @@ BEGIN
 END $$;
 
 -- The project's completed usage transactions dated from from_time on (its hours in
--- [from_time, deducted_until)), less the hours in [skip_from, skip_until) and
--- [skip2_from, skip2_until) (a statement's summarized days), found in the usage index by hour
--- and project: one index scan given every hour as an array (credits.transactions' usage index
--- is ordered by hour first).  (The hours are computed once, from the account alone: an array
--- that depended on a joined row was recomputed for every usage row.  BEGIN ATOMIC, inlined
--- where it is read.)
+-- [from_time, deducted_until)), less the hours in skipped (a statement's summed days), found
+-- in the usage index by hour and project: one index scan given every hour as an array
+-- (credits.transactions' usage index is ordered by hour first).  (The hours are computed once,
+-- from the account alone: an array that depended on a joined row was recomputed for every
+-- usage row.  BEGIN ATOMIC, inlined where it is read.)
 CREATE FUNCTION credits._usage_since(project_id bigint, from_time timestamptz,
-                                     skip_from timestamptz DEFAULT NULL, skip_until timestamptz DEFAULT NULL,
-                                     skip2_from timestamptz DEFAULT NULL, skip2_until timestamptz DEFAULT NULL)
+                                     skipped tstzmultirange DEFAULT '{}')
     RETURNS SETOF credits.transactions
     LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -46,9 +44,7 @@ BEGIN ATOMIC
                       generate_series(greatest(a.deducted_from,
                                                credits.hour_of(from_time - interval '1 microsecond') + interval '1 hour'),
                                       a.deducted_until - interval '1 hour', interval '1 hour') AS h
-                WHERE a.project_id = _usage_since.project_id
-                  AND NOT coalesce(h >= skip_from AND h < skip_until, false)
-                  AND NOT coalesce(h >= skip2_from AND h < skip2_until, false)));
+                WHERE a.project_id = _usage_since.project_id AND NOT h <@ skipped));
 END;
 
 -- A project's statement for [from_time, to_time): the lines opening_balance, deposits
@@ -56,35 +52,27 @@ END;
 -- negative), expired, refunded, closing_balance, and uncollected (what usage the balance could
 -- not pay; information only).  One pass over what is dated from from_time on sums it by line,
 -- resource and whether it is in the period; the lines are read from those few sums.  Usage is
--- read from the daily summaries for the summarized days after from_time that lie wholly
--- inside the period ([in_from, in_until)) or wholly after it ([after_from, after_until)), and
--- from the usage rows for every other hour.
+-- read from the daily summaries for the summed days after from_time that lie wholly inside the
+-- period or wholly after it (summed), and from the usage rows for every other hour.
 CREATE FUNCTION credits.statement(project_id bigint, from_time timestamptz, to_time timestamptz)
     RETURNS TABLE (line text, resource_id text, amount credits.credits)
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, credits, pg_temp
     SET enable_seqscan = off AS $$
 DECLARE
-    in_from timestamptz;
-    in_until timestamptz;
-    after_from timestamptz;
-    after_until timestamptz;
+    -- (the first midnight at or after a time)
+    day_after_from timestamptz := date_trunc('day', from_time - interval '1 microsecond', 'UTC') + interval '1 day';
+    day_after_to timestamptz := date_trunc('day', to_time - interval '1 microsecond', 'UTC') + interval '1 day';
+    summed tstzmultirange;
 BEGIN
     PERFORM credits._require_account(project_id);
     PERFORM credits._require_period(from_time, to_time);
-    -- (a range that is empty starts where it ends; day_after(t) is the first midnight at or
-    -- after t; without summaries both ranges are empty)
-    SELECT greatest(x.day_after_from, s.summarized_from),
-           greatest(x.day_after_from, s.summarized_from,
-                    least(date_trunc('day', to_time, 'UTC'), s.summarized_until)),
-           greatest(x.day_after_to, s.summarized_from),
-           greatest(x.day_after_to, s.summarized_from, s.summarized_until)
-      INTO in_from, in_until, after_from, after_until
-      FROM (SELECT date_trunc('day', from_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_from,
-                   date_trunc('day', to_time - interval '1 microsecond', 'UTC') + interval '1 day' AS day_after_to) AS x
-      JOIN credits.usage_days_summarized s ON s.project_id = statement.project_id;
-    IF NOT FOUND THEN
-        in_from := from_time; in_until := from_time; after_from := from_time; after_until := from_time;
-    END IF;
+    -- the project's summed days from from_time on, less the day to_time falls inside
+    SELECT tstzmultirange(tstzrange(s.summarized_from, s.summarized_until))
+           * tstzmultirange(tstzrange(day_after_from, greatest(day_after_from, date_trunc('day', to_time, 'UTC'))),
+                            tstzrange(day_after_to, NULL))
+      INTO summed
+      FROM credits.usage_days_summarized s WHERE s.project_id = statement.project_id;
+    summed := coalesce(summed, '{}');
     -- (planned for each call's arguments: a plan kept for any arguments guesses few rows and
     -- sorts them to sum them by resource; planned for the call, they are summed in a hash)
     RETURN QUERY EXECUTE $q$
@@ -101,12 +89,11 @@ BEGIN
                    AND t.created_at >= $2
                 UNION ALL
                 SELECT 'usage', u.resource_id, u.amount, u.uncollected, u.created_at < $3
-                  FROM credits._usage_since($1, $2, $4, $5, $6, $7) AS u
+                  FROM credits._usage_since($1, $2, $4) AS u
                 UNION ALL
                 SELECT 'usage', d.resource_id, d.amount, d.uncollected, d.day < $3
                   FROM credits.usage_days d
-                 WHERE d.project_id = $1
-                   AND (d.day >= $4 AND d.day < $5 OR d.day >= $6 AND d.day < $7)) AS x
+                 WHERE d.project_id = $1 AND d.day <@ $4) AS x
          GROUP BY x.line, x.resource_id, x.in_period),
     ends AS (
         -- the balance less everything dated from from_time on is the opening balance
@@ -128,7 +115,7 @@ BEGIN
         SELECT 8, 'uncollected', NULL, coalesce((SELECT sum(x.uncollected) FROM since x WHERE x.in_period),
                                                 '0'::credits.credits))
     SELECT l.line, l.resource_id, l.amount FROM lines l ORDER BY l.ord, l.resource_id$q$
-    USING project_id, from_time, to_time, in_from, in_until, after_from, after_until;
+    USING project_id, from_time, to_time, summed;
 END $$;
 
 -- A project's usage in [from_time, to_time) by resource and bucket (buckets of the given
