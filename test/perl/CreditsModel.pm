@@ -1622,6 +1622,46 @@ sub deposit_line
 
 # transaction_history without transaction ids of accumulating rows:
 # pid|tid|date|type|amount|status|uncollected|invoice
+# A project's statement of [from, to) as credits.statement gives it, in lines
+# pid|from|line|resource|amount (micro-credits): the completed transactions by their history
+# date; the opening and closing balances are the balance less what is dated from from (to) on.
+sub statement_lines
+{
+	my ($self, $pid, $from, $to) = @_;
+	my @rows;    # [date, line, resource, amount, uncollected]
+	my %line_of = (deposit => 'deposits', auto_recharge => 'deposits', grant => 'grants', expiry => 'expired',
+		refund => 'refunded');
+	for my $t (values %{ $self->{txns} })
+	{
+		push @rows, [ $t->{created}, $line_of{ $t->{type} }, '', $t->{amount}, 0 ]
+		  if $t->{pid} == $pid && $t->{status} eq 'completed';
+	}
+	for my $r (values %{ $self->{usage_tids} })
+	{
+		push @rows, [ $r->{h}, 'usage', $r->{rid}, $r->{uncollected} - $r->{charge}, $r->{uncollected} ]
+		  if $r->{pid} == $pid && $r->{status} eq 'completed';
+	}
+	my $balance = $self->{acct}{$pid}{balance};
+	my (%sum, %usage, $uncollected);
+	my ($after_from, $after_to) = (0, 0);
+	$uncollected = 0;
+	$sum{$_} = 0 for qw(deposits grants expired refunded);
+	for my $x (@rows)
+	{
+		my ($date, $line, $rid, $amount, $unc) = @$x;
+		$after_from += $amount if $date >= $from;
+		$after_to   += $amount if $date >= $to;
+		next unless $date >= $from && $date < $to;
+		$uncollected += $unc;
+		if ($line eq 'usage') { $usage{$rid} += $amount; }
+		else                  { $sum{$line} += $amount; }
+	}
+	my @l = ([ 'opening_balance', '', $balance - $after_from ], (map { [ $_, '', $sum{$_} ] } keys %sum),
+		(map { [ 'usage', $_, $usage{$_} ] } keys %usage), [ 'closing_balance', '', $balance - $after_to ],
+		[ 'uncollected', '', $uncollected ]);
+	return map { join('|', $pid, $from, @$_) } @l;
+}
+
 sub history_lines
 {
 	my $self = shift;

@@ -119,6 +119,8 @@ my %Q = (
 	                       WHERE type = \'usage\' AND position(resource_id IN description) = 0',
 	available => 'SELECT project_id, ' . micro('credits.available_balance(project_id)') . ' FROM credits.accounts',
 	verify => 'SELECT project_id, problem FROM credits.verify()',
+	statement => 'SELECT line, coalesce(resource_id, \'\'), ' . micro('amount') . ' FROM credits.statement($1, $2, $3)',
+	summarize => 'SELECT credits.run_usage_summaries($1)',
 	lots => 'SELECT project_id, transaction_id, kind, ' . micro('amount') . ', ' . micro('remaining') . ', state,
 	                priority, ' . usec('expires_at') . ', array_to_string(applies_to, \',\')
 	           FROM credits.lots',
@@ -306,7 +308,7 @@ sub hours_remaining_ok
 	return abs(2 * $r - $burn) * 1_000_000_000 < $burn && abs($got - $want) == 1;
 }
 
-my (%usage_tid, %expiry_tid, %open_tids, $max_tid, $max_event, $db_clock, $model);
+my (%usage_tid, %expiry_tid, %open_tids, $max_tid, $max_event, $db_clock, $model, $first_clock);
 $max_tid   = 0;
 $max_event = 0;
 
@@ -445,11 +447,48 @@ sub compare_in_progress_and_resources
 }
 
 # Every table, all rows; undef when all agrees.
+# Two periods per project for the statement check, spread over the model's run so far by the
+# project and the number of checks done (no draw from the generator's random numbers): one of
+# up to a day, one of up to a week.
+my ($statement_checks, $summed_days) = (0, 0);
+sub statement_periods
+{
+	my $p     = shift;
+	my $first = $first_clock - 3_600_000_000;
+	my $span  = $db_clock - $first + 3_600_000_000;
+	my $k     = $statement_checks * 7919 + $p * 104_729;
+	my $from1 = $first + ($k * 7_777_777_777) % $span;
+	my $from2 = $first + ($k * 3_333_333_331) % $span;
+	return ([ $from1, $from1 + 1 + ($k * 9_999_991) % 86_400_000_000 ],
+		[ $from2, $from2 + 1 + ($k * 99_999_989) % 604_800_000_000 ]);
+}
+
+# The database's statements of the periods given per project, after
+# credits.run_usage_summaries() has summed a few more days (so that the periods read some days
+# from the sums and the rest from the usage rows, as the hourly job leaves them).
+sub statements_of_db
+{
+	my $periods = shift;
+	$summed_days += q_rows('summarize', 1 + $statement_checks % 5)->[0][0];
+	my @l;
+	for my $p (sort { $a <=> $b } keys %$periods)
+	{
+		for my $period (@{ $periods->{$p} })
+		{
+			push @l, map { join('|', $p, $period->[0], @$_) }
+			  @{ q_rows('statement', $p, map { CreditsModel::fmt_ts($_) } @$period) };
+		}
+	}
+	return @l;
+}
+
 sub compare_all
 {
 	my $e = compare_overview();
 	return $e if $e;
 	my $history = q_rows('history');
+	my %periods = map { $_ => [ statement_periods($_) ] } $model->projects;
+	$statement_checks++;
 	my @checks = (
 		[ 'transactions (tid|project|type|status|amount|uncollected|resource|hour|method)',
 			[ $model->final_transaction_lines ],
@@ -484,6 +523,9 @@ sub compare_all
 		[ 'usage transactions whose description does not name the resource', [ 0 ],
 			[ q_rows('usage_description')->[0][0] ] ],
 		[ 'verify()', [], [ map { tx_line($_) } @{ q_rows('verify') } ] ],
+		[ 'statements of two periods per project (project|from|line|resource|amount), some of their days summed',
+			[ map { my $p = $_; map { $model->statement_lines($p, @$_) } @{ $periods{$p} } } $model->projects ],
+			[ statements_of_db(\%periods) ] ],
 		[ 'lots (project|transaction|kind|amount|remaining|state)', [ $model->lot_lines ],
 			[ map { tx_line($_) } @{ q_rows('lots') } ] ],
 		[ 'spending_overview (project|spent_today|spent_this_month|budget_reached|alert_state)',
@@ -501,6 +543,7 @@ sub compare_all
 # the run
 
 my $start = (1_767_225_600 + int(rand(86_400))) * 1_000_000;    # 2026-01-01 plus up to a day
+$first_clock = $start;
 $model = CreditsModel->new(now => $start);
 my $gen = CreditsModel::Gen->new(model => $model);
 $db_clock = $start;
@@ -603,6 +646,7 @@ diag(sprintf("%s: %.0fs; clock advanced %.1f hours; operations: %s", $replay, Ti
 		($db_clock - $start) / 3.6e9, join(', ', map { "$_ $stats{$_}" } sort keys %stats)));
 diag('seconds spent in: ' . join(', ', map { sprintf('%s %.1f', $_, $qtime{$_}) } sort keys %qtime));
 diag('model: ' . join(', ', map { "$_ $s->{$_}" } sort keys %$s)) if %$s;
+diag("statements: $statement_checks checks of two periods per project; project-days summed for them: $summed_days");
 ok(!@{ q_rows('verify') }, 'verify() finds no problem at the end') unless $failed;
 
 $dbh->disconnect;
