@@ -4761,9 +4761,11 @@ CREATE TABLE credits.usage_days (
 );
 
 -- The whole days [summarized_from, summarized_until) of each project whose usage is summed in
--- credits.usage_days (a project without a row has none).
+-- credits.usage_days (a project without a row has none).  (No foreign key to the accounts,
+-- which are never deleted: its check would lock the account row, and the job would wait for
+-- a transaction that holds it.)
 CREATE TABLE credits.usage_days_summarized (
-    project_id       bigint PRIMARY KEY REFERENCES credits.accounts,
+    project_id       bigint PRIMARY KEY,
     summarized_from  timestamptz NOT NULL CHECK (summarized_from = date_trunc('day', summarized_from, 'UTC')),
     summarized_until timestamptz NOT NULL CHECK (summarized_until = date_trunc('day', summarized_until, 'UTC')),
     CHECK (summarized_from < summarized_until)

@@ -62,8 +62,9 @@ $(lots_follow_balances_sql)
 SQL
 if [ "${LOTS:-1}" = 3 ]; then
   # Two grants beside each deposit: 30.00 at priority 10 that expires half an hour into the
-  # second run's hour (runs 1 and 2 draw on it, run 3 writes its expiry), and 40.00 for
-  # instances only at priority 20 that pays what the first leaves.
+  # second run's hour (runs 1 and 2 draw on it; run 2, having deducted the last hour it pays
+  # for, writes its expiry), and 40.00 for instances only at priority 20 that pays what the
+  # first leaves.
   echo "every project holds three lots: its deposit and two grants, one expiring during the runs"
   psql <<SQL
 INSERT INTO credits.transactions (project_id, type, status, amount, created_at, description, completed_at)
