@@ -103,6 +103,17 @@ typedef struct ProjectHours
 	HTAB	   *index;			/* created on first use */
 } ProjectHours;
 
+/*
+ * Rows read through a cursor in project order (the project id in column 1), a batch at a time,
+ * so that the memory of one batch is used again for the next.  No cursor: no rows.
+ */
+typedef struct RowStream
+{
+	Portal		portal;
+	SPITupleTable *batch;
+	uint64		next;
+} RowStream;
+
 /* What the run needs at hand while it streams the projects. */
 typedef struct DeductionRun
 {
@@ -120,18 +131,13 @@ typedef struct DeductionRun
 	Datum		usage_type;		/* 'usage'::credits.transaction_type */
 	Datum		completed_status;	/* 'completed'::credits.transaction_status */
 
-	/* what it reads: booked hours and rolled-up API usage (all fetched), billing resources
-	 * (a cursor) */
-	SPITupleTable *booked;
-	uint64		booked_next;
-	SPITupleTable *rolled_up;
-	uint64		rolled_up_next;
+	/* what it reads, each in project order through a cursor: booked hours, rolled-up API
+	 * usage, the due projects' active lots and the billing resources */
+	RowStream	booked;
+	RowStream	rolled_up;
 	uint64		rolled_up_taken;
-	SPITupleTable *lots;		/* the due projects' active lots, in draw-down order */
-	uint64		lots_next;
-	Portal		resources;
-	SPITupleTable *fetched;
-	uint64		fetched_next;
+	RowStream	lots;
+	RowStream	resources;
 
 	/* what it writes: new hours (as it goes), booked hours to complete and the accounts to
 	 * debit (column by column, each for one UPDATE at the end) */
@@ -155,7 +161,7 @@ typedef struct UsageColumns
 
 static UsageColumns cols;
 
-#define RESOURCES_FETCH 10000
+#define STREAM_BATCH 1000
 
 /* Appends an empty hour to the project's list; returns its index. */
 static int
@@ -326,42 +332,60 @@ SetUpTargets(DeductionRun *run)
 	return relid;
 }
 
-/* The next billing resource row, or NULL when there are no more. */
-static HeapTuple
-NextResource(DeductionRun *run)
+/* Opens a stream of the rows of query (in project order) with parameters as SPI takes them. */
+static void
+StreamOpen(RowStream *stream, const char *query, int nargs, Oid *types, Datum *values, const char *nulls)
 {
-	if (run->fetched == NULL || run->fetched_next == run->fetched->numvals)
-	{
-		if (run->fetched)
-			SPI_freetuptable(run->fetched);
-		SPI_cursor_fetch(run->resources, true, RESOURCES_FETCH);
-		MemoryContextSwitchTo(run->project_cxt);	/* (SPI returns in its own context) */
-		run->fetched = SPI_tuptable;
-		run->fetched_next = 0;
-		if (run->fetched->numvals == 0)
-			return NULL;
-	}
-	return run->fetched->vals[run->fetched_next];
+	stream->portal = SPI_cursor_open_with_args(NULL, query, nargs, types, values, nulls, false, 0);
+	stream->batch = NULL;
+	stream->next = 0;
+}
+
+/* Closes a stream (if open). */
+static void
+StreamClose(RowStream *stream)
+{
+	if (stream->portal)
+		SPI_cursor_close(stream->portal);
+	stream->portal = NULL;
 }
 
 /*
- * The next row of project_id in rows (fetched in project order, the project in column 1),
- * from *next on; NULL after its last.  Rows of a project before it are passed over: its
- * account was not due when locked, so they wait for the next run.
+ * The next row of project_id in the stream, or NULL after its last.  Rows of a project before
+ * it are passed over: its account was not due when locked, so they wait for the next run.
+ * The row stays valid until the next call; the caller's memory context is kept.
  */
 static HeapTuple
-NextRowOfProject(SPITupleTable *rows, uint64 *next, int64 project_id)
+StreamRowOfProject(RowStream *stream, int64 project_id)
 {
 	bool		isnull;
 
-	while (*next < rows->numvals)
+	while (stream->portal)
 	{
-		HeapTuple	tuple = rows->vals[*next];
-		int64		project = DatumGetInt64(SPI_getbinval(tuple, rows->tupdesc, 1, &isnull));
+		HeapTuple	tuple;
+		int64		project;
 
+		if (stream->batch == NULL || stream->next == stream->batch->numvals)
+		{
+			MemoryContext cxt = CurrentMemoryContext;
+
+			if (stream->batch)
+				SPI_freetuptable(stream->batch);
+			SPI_cursor_fetch(stream->portal, true, STREAM_BATCH);
+			MemoryContextSwitchTo(cxt); /* (SPI returns in its own context) */
+			stream->batch = SPI_tuptable;
+			stream->next = 0;
+			if (stream->batch->numvals == 0)
+			{
+				StreamClose(stream);
+				return NULL;
+			}
+		}
+		tuple = stream->batch->vals[stream->next];
+		project = DatumGetInt64(SPI_getbinval(tuple, stream->batch->tupdesc, 1, &isnull));
 		if (project > project_id)
 			return NULL;
-		(*next)++;
+		stream->next++;
 		if (project == project_id)
 			return tuple;
 	}
@@ -382,12 +406,12 @@ KindColumn(HeapTuple tuple, TupleDesc desc, int col)
 static void
 TakeBookedHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 {
-	TupleDesc	desc = run->booked->tupdesc;
 	HeapTuple	tuple;
 	bool		isnull;
 
-	while ((tuple = NextRowOfProject(run->booked, &run->booked_next, project_id)) != NULL)
+	while ((tuple = StreamRowOfProject(&run->booked, project_id)) != NULL)
 	{
+		TupleDesc	desc = run->booked.batch->tupdesc;
 		int			i = PushHour(ph);
 		UsageHour  *h = &ph->items[i];
 
@@ -406,12 +430,13 @@ TakeBookedHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 static void
 TakeRolledUpHours(DeductionRun *run, int64 project_id, ProjectHours *ph)
 {
-	TupleDesc	desc = run->rolled_up->tupdesc;
 	HeapTuple	tuple;
 	bool		isnull;
 
-	while ((tuple = NextRowOfProject(run->rolled_up, &run->rolled_up_next, project_id)) != NULL)
+	while ((tuple = StreamRowOfProject(&run->rolled_up, project_id)) != NULL)
 	{
+		TupleDesc	desc = run->rolled_up.batch->tupdesc;
+
 		run->rolled_up_taken++;
 		AddUnits(ph,
 				 DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull)),
@@ -430,10 +455,9 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 	HeapTuple	tuple;
 	bool		isnull;
 
-	while ((tuple = NextResource(run)) != NULL)
+	while ((tuple = StreamRowOfProject(&run->resources, project_id)) != NULL)
 	{
-		TupleDesc	desc = run->fetched->tupdesc;
-		int64		project = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		TupleDesc	desc = run->resources.batch->tupdesc;
 		char	   *resource_id;
 		char	   *description;
 		int64		rate;
@@ -443,11 +467,6 @@ TakeResourceHours(DeductionRun *run, int64 project_id, TimestampTz deducted_unti
 		TimestampTz hour;
 		int64		usecs;
 
-		if (project > project_id)
-			break;
-		run->fetched_next++;
-		if (project < project_id)
-			continue;			/* its account was not due when locked: next run */
 		rate = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
 		from = Max(DatumGetTimestampTz(SPI_getbinval(tuple, desc, 3, &isnull)), deducted_until);
 		resource_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull));
@@ -602,22 +621,18 @@ DebitAccounts(DeductionRun *run)
 			 4, types, args, NULL, SPI_OK_UPDATE);
 }
 
-/* The active lots, in project and draw-down order, as ReadLots reads them. */
+/* The active lots, in project order, with the keys of the draw-down order, as ReadLots reads them. */
 #define LOTS_SELECT \
 	"SELECT l.project_id, l.transaction_id, l.remaining OPERATOR(credits.-) l.held, l.expires_at," \
-	"       credits._kind_mask(l.applies_to)" \
+	"       credits._kind_mask(l.applies_to), l.priority, l.kind = 'promotional', l.created_at" \
 	"  FROM credits.credit_lots l"
-#define LOTS_ORDER \
-	" ORDER BY l.project_id, l.priority, l.expires_at NULLS LAST, l.kind DESC, l.created_at," \
-	"          l.transaction_id"
 
 /*
- * Reads the active lots of the due projects (ndue of them, ids first to last, collected in
- * due_ids), after their accounts are locked (a refund or grant takes the account first), in
- * project and draw-down order: lowest priority, soonest expiry (none last), promotional before
- * paid, oldest.  When the due projects fill most of their id range, the lots of the whole range
- * are read, which costs less than joining the ids (the lots of projects not due are passed
- * over, NextRowOfProject); else only theirs.
+ * Opens the stream of the active lots of the due projects (ndue of them, ids first to last,
+ * collected in due_ids), after their accounts are locked (a refund or grant takes the account
+ * first), in project order (LotsOfProject puts each project's in draw-down order).  When the
+ * due projects fill most of their id range, the lots of the whole range are read, which costs
+ * less than joining the ids (the lots of projects not due are passed over); else only theirs.
  */
 static void
 ReadLots(DeductionRun *run, ArrayBuildState *due_ids, int64 first, int64 last, uint64 ndue)
@@ -631,18 +646,16 @@ ReadLots(DeductionRun *run, ArrayBuildState *due_ids, int64 first, int64 last, u
 	{
 		args[0] = Int64GetDatum(first);
 		args[1] = Int64GetDatum(last);
-		RunQuery(LOTS_SELECT " WHERE l.active AND l.project_id BETWEEN $1 AND $2" LOTS_ORDER,
-				 2, types, args, NULL, SPI_OK_SELECT);
+		StreamOpen(&run->lots, LOTS_SELECT " WHERE l.active AND l.project_id BETWEEN $1 AND $2"
+				   " ORDER BY l.project_id", 2, types, args, NULL);
 	}
 	else
 	{
 		types[0] = INT8ARRAYOID;
 		args[0] = makeArrayResult(due_ids, run->call_cxt);
-		RunQuery(LOTS_SELECT " JOIN unnest($1) AS d(project_id) ON d.project_id = l.project_id"
-				 " WHERE l.active" LOTS_ORDER,
-				 1, types, args, NULL, SPI_OK_SELECT);
+		StreamOpen(&run->lots, LOTS_SELECT " JOIN unnest($1) AS d(project_id) ON d.project_id = l.project_id"
+				   " WHERE l.active ORDER BY l.project_id", 1, types, args, NULL);
 	}
-	run->lots = SPI_tuptable;
 }
 
 /*
@@ -666,21 +679,27 @@ LotsOfProject(DeductionRun *run, int64 project_id, Credits balance, int *n)
 		*n = 1;
 		return lots;
 	}
-	while (run->lots && (tuple = NextRowOfProject(run->lots, &run->lots_next, project_id)) != NULL)
+	while ((tuple = StreamRowOfProject(&run->lots, project_id)) != NULL)
 	{
-		TupleDesc	desc = run->lots->tupdesc;
+		TupleDesc	desc = run->lots.batch->tupdesc;
+		Lot		   *lot;
 		Datum		expires;
 
 		if (*n == size)
 			lots = repalloc(lots, (size *= 2) * sizeof(Lot));
-		lots[*n].transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
-		lots[*n].left = DatumGetCredits(SPI_getbinval(tuple, desc, 3, &isnull));
+		lot = &lots[(*n)++];
+		lot->transaction_id = DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+		lot->left = DatumGetCredits(SPI_getbinval(tuple, desc, 3, &isnull));
 		expires = SPI_getbinval(tuple, desc, 4, &isnull);
-		lots[*n].expires_at = isnull ? DT_NOEND : DatumGetTimestampTz(expires);
-		lots[*n].kinds = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
-		lots[*n].drawn = 0;
-		(*n)++;
+		lot->expires = !isnull;
+		lot->expires_at = isnull ? DT_NOEND : DatumGetTimestampTz(expires);
+		lot->kinds = DatumGetInt32(SPI_getbinval(tuple, desc, 5, &isnull));
+		lot->priority = DatumGetInt32(SPI_getbinval(tuple, desc, 6, &isnull));
+		lot->promotional = DatumGetBool(SPI_getbinval(tuple, desc, 7, &isnull));
+		lot->created_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 8, &isnull));
+		lot->drawn = 0;
 	}
+	LotsSortForDrawDown(lots, *n);
 	return lots;
 }
 
@@ -865,30 +884,29 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 	 * 2. what they have booked, their rolled-up API usage and their billing resources, read
 	 * after the locks (the rows of accounts passed over are passed over too)
 	 */
-	RunQuery("SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units, r.kind"
-			 "  FROM credits.transactions t"
-			 "  LEFT JOIN credits.resources r ON r.project_id = t.project_id AND r.resource_id = t.resource_id"
-			 " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
-			 "   AND ($2::bigint IS NULL OR t.project_id = $2)"
-			 " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
-			 2, arg_types, args, nulls, SPI_OK_SELECT);
-	run.booked = SPI_tuptable;
-	RunQuery("SELECT u.project_id, u.usage_hour, u.resource_id,"
-			 "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units, r.kind"
-			 "  FROM credits.usage_rollup u"
-			 "  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id"
-			 " WHERE u.usage_hour < $1 AND ($2::bigint IS NULL OR u.project_id = $2)"
-			 " ORDER BY u.project_id",
-			 2, arg_types, args, nulls, SPI_OK_SELECT);
-	run.rolled_up = SPI_tuptable;
-	run.resources = SPI_cursor_open_with_args(
-		NULL,
-		"SELECT r.project_id, r.rate_per_hour, r.accrued_until, r.resource_id,"
-		"       credits._describe(r.kind, r.resource_id), r.kind"
-		"  FROM credits.resources r"
-		" WHERE r.accrued_until < $1 AND ($2::bigint IS NULL OR r.project_id = $2)"
-		" ORDER BY r.project_id",
-		2, arg_types, args, nulls, false, 0);
+	StreamOpen(&run.booked,
+			   "SELECT t.project_id, t.usage_hour, t.resource_id, t.transaction_id, t.accrued_units, r.kind"
+			   "  FROM credits.transactions t"
+			   "  LEFT JOIN credits.resources r ON r.project_id = t.project_id AND r.resource_id = t.resource_id"
+			   " WHERE t.status = 'accumulating' AND t.usage_hour < $1"
+			   "   AND ($2::bigint IS NULL OR t.project_id = $2)"
+			   " ORDER BY t.project_id, t.usage_hour, t.transaction_id",
+			   2, arg_types, args, nulls);
+	StreamOpen(&run.rolled_up,
+			   "SELECT u.project_id, u.usage_hour, u.resource_id,"
+			   "       credits._describe(coalesce(r.kind, 'api'), u.resource_id), u.units, r.kind"
+			   "  FROM credits.usage_rollup u"
+			   "  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id"
+			   " WHERE u.usage_hour < $1 AND ($2::bigint IS NULL OR u.project_id = $2)"
+			   " ORDER BY u.project_id",
+			   2, arg_types, args, nulls);
+	StreamOpen(&run.resources,
+			   "SELECT r.project_id, r.rate_per_hour, r.accrued_until, r.resource_id,"
+			   "       credits._describe(r.kind, r.resource_id), r.kind"
+			   "  FROM credits.resources r"
+			   " WHERE r.accrued_until < $1 AND ($2::bigint IS NULL OR r.project_id = $2)"
+			   " ORDER BY r.project_id",
+			   2, arg_types, args, nulls);
 	/* 3. project by project: the hours, oldest first, against the lots */
 	/*
 	 * (no trigger fires on the new hours, bulk_insert.h: the one INSERT trigger of
@@ -922,7 +940,10 @@ DeductEndedHours(FunctionCallInfo fcinfo, bool whole_charges)
 		Collect(&run, &run.oldest_hours, TimestampTzGetDatum(oldest_hour), TIMESTAMPTZOID);
 	}
 	BulkInsertClose(run.bulk);
-	SPI_cursor_close(run.resources);
+	StreamClose(&run.booked);
+	StreamClose(&run.rolled_up);
+	StreamClose(&run.lots);
+	StreamClose(&run.resources);
 	CompleteBookedHours(&run);
 	DeleteRolledUpHours(&run);
 	UpdateLots(&run);

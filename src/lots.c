@@ -24,6 +24,36 @@ LotKindOf(const char *kind)
 	return LOT_KIND_API;
 }
 
+/* Compares two lots in draw-down order (see lots.h): < 0 when a is drawn on first. */
+static int
+DrawDownCompare(const void *pa, const void *pb)
+{
+	const Lot  *a = pa;
+	const Lot  *b = pb;
+
+	if (a->priority != b->priority)
+		return a->priority < b->priority ? -1 : 1;
+	if (a->expires != b->expires)
+		return a->expires ? -1 : 1;
+	if (a->expires && a->expires_at != b->expires_at)
+		return a->expires_at < b->expires_at ? -1 : 1;
+	if (a->promotional != b->promotional)
+		return a->promotional ? -1 : 1;
+	if (a->created_at != b->created_at)
+		return a->created_at < b->created_at ? -1 : 1;
+	if (a->transaction_id != b->transaction_id)
+		return a->transaction_id < b->transaction_id ? -1 : 1;
+	return 0;
+}
+
+/* Sorts lots in draw-down order. */
+void
+LotsSortForDrawDown(Lot *lots, int n)
+{
+	if (n > 1)
+		qsort(lots, n, sizeof(Lot), DrawDownCompare);
+}
+
 /* Pays an hour of usage from the lots that may pay for it, in their order: see lots.h. */
 Credits
 LotsDraw(Lot *lots, int n, TimestampTz hour, int kind, Credits charge)

@@ -3,8 +3,9 @@
  *
  * A project's balance is made of lots.  An hour of usage of one kind is paid from the lots that
  * may pay for it (the kind is among theirs, and they had not expired when the hour began),
- * taken in the order the caller has sorted them (credits._lot_order: priority, soonest expiry,
- * promotional before paid, oldest); what they cannot cover is uncollected.
+ * taken in draw-down order (LotsSortForDrawDown; in SQL, credits._lot_queue): lowest priority,
+ * soonest expiry (none last), promotional before paid, oldest; what they cannot cover is
+ * uncollected.
  */
 #ifndef LOTS_H
 #define LOTS_H
@@ -25,10 +26,18 @@ typedef struct Lot
 	Credits		drawn;			/* what the hours drawn so far took */
 	TimestampTz expires_at;		/* DT_NOEND when it never expires */
 	int			kinds;			/* LOT_KIND_* bits */
+	/* the other keys of the draw-down order */
+	bool		expires;		/* has an expiry (expires_at is its own, not DT_NOEND) */
+	int			priority;
+	bool		promotional;	/* a grant (else paid) */
+	TimestampTz created_at;
 } Lot;
 
 /* The kind bit of a usage hour of a resource of kind ("instance", "volume"; else API). */
 extern int	LotKindOf(const char *kind);
+
+/* Sorts lots[0..n) in draw-down order. */
+extern void LotsSortForDrawDown(Lot *lots, int n);
 
 /*
  * Pays charge, an hour of usage of kind beginning at hour, from lots[0..n) in their order;
