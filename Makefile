@@ -40,7 +40,7 @@ REGRESS = \
 	ledger_accounts ledger_deposits ledger_events ledger_guards ledger_verify \
 	metering_instances metering_volumes metering_usage metering_deductions metering_runaway \
 	zero_balance auto_recharge burn_rate schedule roles hostile_api hostile_roles comments \
-	spending_limits spending_alerts volume_retention lots periodic_errors usage_days
+	spending_limits spending_alerts volume_retention lots periodic_errors usage_days id_lookups
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=test/conf/regress.conf \
                --load-extension=credits --encoding=UTF8
 

@@ -1904,6 +1904,15 @@ SELECT l.transaction_id, l.project_id, 'paid', l.amount, l.remaining, l.amount -
         WINDOW newer AS (PARTITION BY t.project_id ORDER BY t.completed_at DESC, t.transaction_id DESC
                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS l;
 
+-- The project of the transaction transaction_id (a deposit, auto-recharge, grant, expiry or
+-- refund), or null.  Calls about one transaction find it by its id alone: the one index that
+-- serves that lookup whatever the statistics say (asked by project as well, the planner may
+-- read every transaction of the project instead).
+CREATE FUNCTION credits._owner_of(transaction_id bigint) RETURNS bigint
+    LANGUAGE sql STABLE
+    RETURN (SELECT t.project_id FROM credits.transactions t
+             WHERE t.transaction_id = _owner_of.transaction_id AND t.type <> 'usage');
+
 -- Explains why a pending deposit could not be found: unknown, wrong project, or finished.
 CREATE OR REPLACE FUNCTION credits._raise_not_pending(project_id bigint, transaction_id bigint, verb text) RETURNS void
     LANGUAGE plpgsql STABLE AS $$
@@ -1933,12 +1942,14 @@ BEGIN
     PERFORM credits._require('transaction_id', transaction_id IS NULL);
     PERFORM credits._require_text('invoice_url', invoice_url, 2048);
 
-    UPDATE credits.transactions t
-       SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
-     WHERE t.transaction_id = complete_deposit.transaction_id AND t.project_id = complete_deposit.project_id
-       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
-    RETURNING t.amount INTO deposited;
-    IF NOT FOUND THEN
+    IF credits._owner_of(transaction_id) = project_id THEN
+        UPDATE credits.transactions t
+           SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
+         WHERE t.transaction_id = complete_deposit.transaction_id
+           AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
+        RETURNING t.amount INTO deposited;
+    END IF;
+    IF deposited IS NULL THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'complete');
     END IF;
 
@@ -1962,12 +1973,14 @@ BEGIN
     PERFORM credits._require('transaction_id', transaction_id IS NULL);
     PERFORM credits._require_text('reason', reason, 2000);
 
-    UPDATE credits.transactions t
-       SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
-     WHERE t.transaction_id = fail_deposit.transaction_id AND t.project_id = fail_deposit.project_id
-       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
-    RETURNING t.type INTO failed_type;
-    IF NOT FOUND THEN
+    IF credits._owner_of(transaction_id) = project_id THEN
+        UPDATE credits.transactions t
+           SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
+         WHERE t.transaction_id = fail_deposit.transaction_id
+           AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
+        RETURNING t.type INTO failed_type;
+    END IF;
+    IF failed_type IS NULL THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'fail');
     END IF;
     IF failed_type = 'auto_recharge' THEN
@@ -2003,11 +2016,12 @@ DECLARE
     t credits.transactions;
     lot credits.credit_lots;
 BEGIN
-    SELECT * INTO lot FROM credits.credit_lots l
-     WHERE l.transaction_id = _refundable_lot.transaction_id AND l.project_id = _refundable_lot.project_id
-       FOR UPDATE;
-    IF FOUND AND lot.kind = 'paid' THEN
-        RETURN lot;
+    IF credits._owner_of(transaction_id) = project_id THEN
+        SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = _refundable_lot.transaction_id
+           FOR UPDATE;
+        IF FOUND AND lot.kind = 'paid' THEN
+            RETURN lot;
+        END IF;
     END IF;
     SELECT * INTO t FROM credits.transactions x
      WHERE x.transaction_id = _refundable_lot.transaction_id AND x.type <> 'usage';
@@ -2105,17 +2119,19 @@ BEGIN
     PERFORM credits._require('transaction_id', transaction_id IS NULL);
     PERFORM credits._require_text('reason', reason, 2000);
     PERFORM FROM credits.accounts a WHERE a.project_id = _settle_refund.project_id FOR NO KEY UPDATE;
-    UPDATE credits.transactions t
-       SET status = CASE WHEN completed THEN 'completed' ELSE 'failed' END::credits.transaction_status,
-           completed_at = CASE WHEN completed THEN credits.now() END,
-           failed_at = CASE WHEN NOT completed THEN credits.now() END,
-           failure_reason = _settle_refund.reason
-     WHERE t.transaction_id = _settle_refund.transaction_id AND t.project_id = _settle_refund.project_id
-       AND t.type::text = 'refund' AND t.status = 'pending'
-    RETURNING t.* INTO refund;
-    IF NOT FOUND THEN
+    IF credits._owner_of(transaction_id) = project_id THEN
+        UPDATE credits.transactions t
+           SET status = CASE WHEN completed THEN 'completed' ELSE 'failed' END::credits.transaction_status,
+               completed_at = CASE WHEN completed THEN credits.now() END,
+               failed_at = CASE WHEN NOT completed THEN credits.now() END,
+               failure_reason = _settle_refund.reason
+         WHERE t.transaction_id = _settle_refund.transaction_id
+           AND t.type <> 'usage' AND t.type::text = 'refund' AND t.status = 'pending'
+        RETURNING t.* INTO refund;
+    END IF;
+    IF refund.transaction_id IS NULL THEN
         SELECT * INTO refund FROM credits.transactions t
-         WHERE t.transaction_id = _settle_refund.transaction_id AND t.type::text = 'refund';
+         WHERE t.transaction_id = _settle_refund.transaction_id AND t.type <> 'usage' AND t.type::text = 'refund';
         IF NOT FOUND OR refund.project_id <> project_id THEN
             RAISE EXCEPTION 'project % has no refund transaction %', project_id, transaction_id
                 USING ERRCODE = 'no_data_found';

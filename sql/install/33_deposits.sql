@@ -117,6 +117,15 @@ BEGIN
     RETURN id;
 END $$;
 
+-- The project of the transaction transaction_id (a deposit, auto-recharge, grant, expiry or
+-- refund), or null.  Calls about one transaction find it by its id alone: the one index that
+-- serves that lookup whatever the statistics say (asked by project as well, the planner may
+-- read every transaction of the project instead).
+CREATE FUNCTION credits._owner_of(transaction_id bigint) RETURNS bigint
+    LANGUAGE sql STABLE
+    RETURN (SELECT t.project_id FROM credits.transactions t
+             WHERE t.transaction_id = _owner_of.transaction_id AND t.type <> 'usage');
+
 -- Explains why a pending deposit could not be found: unknown, wrong project, or finished.
 CREATE FUNCTION credits._raise_not_pending(project_id bigint, transaction_id bigint, verb text) RETURNS void
     LANGUAGE plpgsql STABLE AS $$
@@ -147,12 +156,14 @@ BEGIN
     PERFORM credits._require('transaction_id', transaction_id IS NULL);
     PERFORM credits._require_text('invoice_url', invoice_url, 2048);
 
-    UPDATE credits.transactions t
-       SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
-     WHERE t.transaction_id = complete_deposit.transaction_id AND t.project_id = complete_deposit.project_id
-       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
-    RETURNING t.amount INTO deposited;
-    IF NOT FOUND THEN
+    IF credits._owner_of(transaction_id) = project_id THEN
+        UPDATE credits.transactions t
+           SET status = 'completed', completed_at = credits.now(), invoice_url = complete_deposit.invoice_url
+         WHERE t.transaction_id = complete_deposit.transaction_id
+           AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
+        RETURNING t.amount INTO deposited;
+    END IF;
+    IF deposited IS NULL THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'complete');
     END IF;
 
@@ -177,12 +188,14 @@ BEGIN
     PERFORM credits._require('transaction_id', transaction_id IS NULL);
     PERFORM credits._require_text('reason', reason, 2000);
 
-    UPDATE credits.transactions t
-       SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
-     WHERE t.transaction_id = fail_deposit.transaction_id AND t.project_id = fail_deposit.project_id
-       AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
-    RETURNING t.type INTO failed_type;
-    IF NOT FOUND THEN
+    IF credits._owner_of(transaction_id) = project_id THEN
+        UPDATE credits.transactions t
+           SET status = 'failed', failed_at = credits.now(), failure_reason = fail_deposit.reason
+         WHERE t.transaction_id = fail_deposit.transaction_id
+           AND t.type IN ('deposit', 'auto_recharge') AND t.status = 'pending'
+        RETURNING t.type INTO failed_type;
+    END IF;
+    IF failed_type IS NULL THEN
         PERFORM credits._raise_not_pending(project_id, transaction_id, 'fail');
     END IF;
     IF failed_type = 'auto_recharge' THEN

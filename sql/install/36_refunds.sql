@@ -35,11 +35,12 @@ DECLARE
     t credits.transactions;
     lot credits.credit_lots;
 BEGIN
-    SELECT * INTO lot FROM credits.credit_lots l
-     WHERE l.transaction_id = _refundable_lot.transaction_id AND l.project_id = _refundable_lot.project_id
-       FOR UPDATE;
-    IF FOUND AND lot.kind = 'paid' THEN
-        RETURN lot;
+    IF credits._owner_of(transaction_id) = project_id THEN
+        SELECT * INTO lot FROM credits.credit_lots l WHERE l.transaction_id = _refundable_lot.transaction_id
+           FOR UPDATE;
+        IF FOUND AND lot.kind = 'paid' THEN
+            RETURN lot;
+        END IF;
     END IF;
     SELECT * INTO t FROM credits.transactions x
      WHERE x.transaction_id = _refundable_lot.transaction_id AND x.type <> 'usage';
@@ -139,17 +140,19 @@ BEGIN
     PERFORM credits._require('transaction_id', transaction_id IS NULL);
     PERFORM credits._require_text('reason', reason, 2000);
     PERFORM FROM credits.accounts a WHERE a.project_id = _settle_refund.project_id FOR NO KEY UPDATE;
-    UPDATE credits.transactions t
-       SET status = CASE WHEN completed THEN 'completed' ELSE 'failed' END::credits.transaction_status,
-           completed_at = CASE WHEN completed THEN credits.now() END,
-           failed_at = CASE WHEN NOT completed THEN credits.now() END,
-           failure_reason = _settle_refund.reason
-     WHERE t.transaction_id = _settle_refund.transaction_id AND t.project_id = _settle_refund.project_id
-       AND t.type::text = 'refund' AND t.status = 'pending'
-    RETURNING t.* INTO refund;
-    IF NOT FOUND THEN
+    IF credits._owner_of(transaction_id) = project_id THEN
+        UPDATE credits.transactions t
+           SET status = CASE WHEN completed THEN 'completed' ELSE 'failed' END::credits.transaction_status,
+               completed_at = CASE WHEN completed THEN credits.now() END,
+               failed_at = CASE WHEN NOT completed THEN credits.now() END,
+               failure_reason = _settle_refund.reason
+         WHERE t.transaction_id = _settle_refund.transaction_id
+           AND t.type <> 'usage' AND t.type::text = 'refund' AND t.status = 'pending'
+        RETURNING t.* INTO refund;
+    END IF;
+    IF refund.transaction_id IS NULL THEN
         SELECT * INTO refund FROM credits.transactions t
-         WHERE t.transaction_id = _settle_refund.transaction_id AND t.type::text = 'refund';
+         WHERE t.transaction_id = _settle_refund.transaction_id AND t.type <> 'usage' AND t.type::text = 'refund';
         IF NOT FOUND OR refund.project_id <> project_id THEN
             RAISE EXCEPTION 'project % has no refund transaction %', project_id, transaction_id
                 USING ERRCODE = 'no_data_found';
