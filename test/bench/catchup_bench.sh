@@ -19,9 +19,9 @@
 # deducted project must have rewritten (its account's balance and the lot it draws on), timed
 # as two plain UPDATEs of every account and lot in a rolled-back transaction, per
 # resource-hour of the 1-hour shape; and the spread that this alone puts between the 1-hour
-# shape and the cheapest one.  The data
-# is loaded straight into the tables; each run's result is checked (every resource-hour
-# completed once, balances debited).  The extension must be installed.
+# shape and the cheapest one.  The data is loaded straight into the tables; each run's result
+# is checked (every resource-hour completed once, balances debited).  The extension must be
+# installed.
 set -euo pipefail
 projects=${1:-1000}
 resources=${2:-10}
