@@ -72,6 +72,22 @@ SELECT pg_temp.deduct(9000, 9099);
 SELECT * FROM pg_temp.lots(9002);
 SELECT * FROM credits.verify(9002);
 
+-- Two lots alike but for their age: the one created first pays first, even when its id is the
+-- later one (a transaction's created_at is when it began, its id is taken when the row is
+-- written, so concurrent grants can come out in either order).  Lots are listed by id.
+SET credits.clock = '2026-06-01 09:00+00';
+SELECT pg_temp.funded(9003, '5.00');
+SELECT credits.grant_credits(9003, '1.00', '2026-07-01 00:00+00', description => 'Created second') IS NOT NULL AS granted;
+SET credits.clock = '2026-06-01 08:30+00';
+SELECT credits.grant_credits(9003, '1.00', '2026-07-01 00:00+00', description => 'Created first') IS NOT NULL AS granted;
+SET credits.clock = '2026-06-01 09:00+00';
+SELECT credits.start_instance(9003, 'gpu-1', '1.50');
+SET credits.clock = '2026-06-01 10:00+00';
+SELECT pg_temp.deduct(9000, 9099);
+SELECT * FROM pg_temp.lots(9003);
+SELECT * FROM credits.verify(9003);
+SELECT credits.stop_instance(9003, 'gpu-1');
+
 --
 -- 2. Expiry: a lot pays for the hours that begin before its expires_at, even when they are
 --    deducted later; then one expiry transaction, dated expires_at, takes what is left.
