@@ -74,7 +74,7 @@ SELECT * FROM credits.verify(9002);
 
 -- Two lots alike but for their age: the one created first pays first, even when its id is the
 -- later one (a transaction's created_at is when it began, its id is taken when the row is
--- written, so concurrent grants can come out in either order).  Lots are listed by id.
+-- written, so concurrent grants can come out in either order).
 SET credits.clock = '2026-06-01 09:00+00';
 SELECT pg_temp.funded(9003, '5.00');
 SELECT credits.grant_credits(9003, '1.00', '2026-07-01 00:00+00', description => 'Created second') IS NOT NULL AS granted;
@@ -84,7 +84,12 @@ SET credits.clock = '2026-06-01 09:00+00';
 SELECT credits.start_instance(9003, 'gpu-1', '1.50');
 SET credits.clock = '2026-06-01 10:00+00';
 SELECT pg_temp.deduct(9000, 9099);
-SELECT * FROM pg_temp.lots(9003);
+-- The hour's 1.50: 1.00 from the grant created at 08:30, 0.50 from the one created at 09:00.
+SELECT t.description, t.created_at, l.transaction_id < max(l.transaction_id) OVER () AS lower_id,
+       l.remaining, l.state
+  FROM credits.lots l JOIN credits.transactions t USING (transaction_id)
+ WHERE l.project_id = 9003 AND l.kind = 'promotional' ORDER BY t.created_at;
+SELECT current_balance FROM credits.balance_overview WHERE project_id = 9003;
 SELECT * FROM credits.verify(9003);
 SELECT credits.stop_instance(9003, 'gpu-1');
 
