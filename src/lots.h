@@ -27,7 +27,8 @@ typedef struct Lot
 	TimestampTz expires_at;		/* DT_NOEND when it never expires */
 	int			kinds;			/* LOT_KIND_* bits */
 	/* the other keys of the draw-down order */
-	bool		expires;		/* has an expiry (expires_at is its own, not DT_NOEND) */
+	bool		expires;		/* has an expiry: one of 'infinity' (DT_NOEND too) still sorts
+								 * before none, as NULLS LAST does in SQL */
 	int			priority;
 	bool		promotional;	/* a grant (else paid) */
 	TimestampTz created_at;
