@@ -93,6 +93,21 @@ SELECT current_balance FROM credits.balance_overview WHERE project_id = 9003;
 SELECT * FROM credits.verify(9003);
 SELECT credits.stop_instance(9003, 'gpu-1');
 
+-- A lot that expires at 'infinity' has an expiry, so it pays before one that has none, also
+-- when it is the newer one.
+SET credits.clock = '2026-06-01 09:00+00';
+SELECT pg_temp.funded(9004, '5.00');
+SELECT credits.grant_credits(9004, '1.00', description => 'Never expires') IS NOT NULL AS granted;
+SELECT credits.grant_credits(9004, '1.00', 'infinity', description => 'Expires at infinity') IS NOT NULL AS granted;
+SELECT credits.start_instance(9004, 'gpu-1', '1.50');
+SET credits.clock = '2026-06-01 10:00+00';
+SELECT pg_temp.deduct(9000, 9099);
+SELECT t.description, l.expires_at, l.remaining, l.state
+  FROM credits.lots l JOIN credits.transactions t USING (transaction_id)
+ WHERE l.project_id = 9004 AND l.kind = 'promotional' ORDER BY l.transaction_id;
+SELECT * FROM credits.verify(9004);
+SELECT credits.stop_instance(9004, 'gpu-1');
+
 --
 -- 2. Expiry: a lot pays for the hours that begin before its expires_at, even when they are
 --    deducted later; then one expiry transaction, dated expires_at, takes what is left.
