@@ -74,3 +74,52 @@ SELECT type, status, count(*), sum(amount) FROM credits.transactions WHERE proje
  GROUP BY type, status ORDER BY type, status;
 SELECT balance FROM credits.accounts WHERE project_id = 9600;
 SELECT * FROM credits.verify(9600);
+
+-- What a project can still spend (available_balance, and every start, which checks it) looks up
+-- the resource of each hour of usage it has accrued by the resource's key: it never reads every
+-- resource the project ever had (a hash join did, whatever the project had accrued), with the
+-- statistics of the empty table or after ANALYZE.  Project 9900 ran 300 instances for half an
+-- hour on 2 November (deducted at 01:00), and runs one now; the rows of credits.resources each
+-- call reads are counted, by any scan of the table or its indexes (after a VACUUM, so that no
+-- index entry of a row version stopping the instances left behind is counted).
+SET credits.clock = '2026-11-02 00:00+00';
+SELECT pg_temp.funded(9900, '500.00');
+SELECT count(*) AS started FROM (SELECT credits.start_instance(9900, 'old-' || i, '0.10') FROM generate_series(1, 300) AS i) AS s;
+SET credits.clock = '2026-11-02 00:30+00';
+SELECT count(*) AS stopped FROM (SELECT credits.stop_instance(9900, 'old-' || i) FROM generate_series(1, 300) AS i) AS s;
+SET credits.clock = '2026-11-02 01:00:05+00';
+SELECT pg_temp.deduct(9900, 9900);
+SELECT credits.start_instance(9900, 'gpu-now', '1.00');
+SET credits.clock = '2026-11-02 01:30+00';
+VACUUM credits.resources;
+
+CREATE FUNCTION pg_temp.resource_rows_read(stmt text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    counts text := 'SELECT pg_stat_get_xact_tuples_returned(''credits.resources''::regclass)
+                           + pg_stat_get_xact_tuples_fetched(''credits.resources''::regclass)
+                           + (SELECT sum(pg_stat_get_xact_tuples_returned(i.indexrelid)) FROM pg_index i
+                               WHERE i.indrelid = ''credits.resources''::regclass)';
+    before bigint;
+    after bigint;
+BEGIN
+    EXECUTE counts INTO before;
+    EXECUTE stmt;
+    EXECUTE counts INTO after;
+    RETURN after - before;
+END $$;
+
+CREATE FUNCTION pg_temp.resource_reads() RETURNS TABLE (call text, resource_rows_read bigint) LANGUAGE sql AS $$
+    SELECT 'available_balance', pg_temp.resource_rows_read('SELECT credits.available_balance(9900)')
+    UNION ALL
+    SELECT 'start_instance', pg_temp.resource_rows_read('SELECT credits.start_instance(9900, ''gpu-next'', ''1.00'')')
+    UNION ALL
+    SELECT 'stop_instance', pg_temp.resource_rows_read('SELECT credits.stop_instance(9900, ''gpu-next'')');
+$$;
+
+SELECT * FROM pg_temp.resource_reads();
+ANALYZE credits.resources;
+SELECT * FROM pg_temp.resource_reads();
+-- (what it can spend: 500.00 less 300 half hours at 0.10 and gpu-now's 29 minutes 55 seconds
+-- at 1.00, 0.498611; gpu-next ran no time: the clock stood still)
+SELECT credits.available_balance(9900);
+SELECT * FROM credits.verify(9900);

@@ -39,18 +39,20 @@ SELECT l.project_id,
 -- Each project's usage accrued and not yet deducted as arrays in the deduction's order: oldest
 -- hour first, within an hour stored rows by id, then the others by resource id in byte order;
 -- each hour's row id (null while not stored), resource, description, start, kind bit and charge.
--- Read it with a project_id filter.
+-- Read it with a project_id filter.  (Each hour's resource is looked up by its key: a join
+-- would read every resource the project ever had, whatever it accrues.)
 CREATE VIEW credits._accrued_queue AS
 SELECT u.project_id,
        array_agg(u.transaction_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS ids,
        array_agg(u.resource_id ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS resource_ids,
        array_agg(u.description ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS descriptions,
        array_agg(u.usage_hour ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS hours,
-       array_agg(CASE r.kind WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
+       array_agg(CASE (SELECT r.kind FROM credits.resources r
+                        WHERE r.project_id = u.project_id AND r.resource_id = u.resource_id)
+                 WHEN 'instance' THEN 1 WHEN 'volume' THEN 2 ELSE 4 END
                  ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS kinds,
        array_agg(-u.amount ORDER BY u.usage_hour, u.transaction_id NULLS LAST, u.resource_id COLLATE "C") AS amounts
   FROM credits.usage_in_progress u
-  LEFT JOIN credits.resources r ON r.project_id = u.project_id AND r.resource_id = u.resource_id
  GROUP BY u.project_id;
 
 -- Each active lot with what usage may still take of it once the usage accrued and not yet
