@@ -59,14 +59,20 @@ CHECKPOINT;
 SQL
 }
 
+# The call a run times: credits.run_hourly_deductions() with DEDUCT=run, else the deduction.
+deduction_call() {
+  if [ "${DEDUCT:-}" = run ]; then echo "credits.run_hourly_deductions()"
+  else echo "credits._deduct_ended_hours(credits.hour_of(credits.now()), credits.now())"; fi
+}
+
 # deduct DB AFTER_HOURS -> "completed seconds": one deduction, in a new session as every run
 # is, at the hour boundary AFTER_HOURS after the start (+ 5 s).  DEDUCT=run times
 # credits.run_hourly_deductions() whole (with the per-run work of the other features: lot
 # expiry, spending checks); by default the deduction itself, credits._deduct_ended_hours, as
 # the run calls it.
 deduct() {
-  local call="credits._deduct_ended_hours(credits.hour_of(credits.now()), credits.now())"
-  [ "${DEDUCT:-}" = run ] && call="credits.run_hourly_deductions()"
+  local call
+  call=$(deduction_call)
   psql -d "$1" -At <<SQL | tail -2 | paste -sd' '
 SET credits.clock TO DEFAULT;
 SELECT set_config('credits.clock', ($start + $2 * interval '1 hour' + interval '5 seconds')::text, false);
@@ -80,8 +86,8 @@ SQL
 # FIRST + 2 hours after the start (+ 5 s), one after the other in one session, with
 # synchronous_commit off: what a run costs without its start and its wait for the disk
 deduct_warm() {
-  local call="credits._deduct_ended_hours(credits.hour_of(credits.now()), credits.now())"
-  [ "${DEDUCT:-}" = run ] && call="credits.run_hourly_deductions()"
+  local call
+  call=$(deduction_call)
   psql -d "$1" -At <<SQL | grep -v '^$' | paste -sd' ' | xargs -n2
 SET synchronous_commit = off;
 $(for k in 0 1 2; do cat <<ONE
@@ -109,12 +115,18 @@ SQL
 # writes DB -> seconds: every account's balance and every active lot rewritten once, as plain
 # UPDATEs (what every hourly run must write per project at the least), rolled back
 writes() {
+  local accounts="UPDATE credits.accounts SET balance = balance OPERATOR(credits.-) '0.01'"
+  local lots="UPDATE credits.credit_lots SET remaining = remaining OPERATOR(credits.-) '0.01',
+                                          used = used OPERATOR(credits.+) '0.01' WHERE active"
+  # (planned once first, so that the session's first look at the tables is not counted: a
+  # run's start is measured apart)
   psql -d "$1" -At <<SQL | tail -1
+EXPLAIN $accounts \g /dev/null
+EXPLAIN $lots \g /dev/null
 BEGIN;
 SELECT clock_timestamp() AS t0 \gset
-UPDATE credits.accounts SET balance = balance OPERATOR(credits.-) '0.01';
-UPDATE credits.credit_lots SET remaining = remaining OPERATOR(credits.-) '0.01', used = used OPERATOR(credits.+) '0.01'
- WHERE active;
+$accounts;
+$lots;
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 4);
 ROLLBACK;
 SQL
