@@ -59,45 +59,34 @@ CHECKPOINT;
 SQL
 }
 
-# The call a run times: credits.run_hourly_deductions() with DEDUCT=run, else the deduction.
-deduction_call() {
-  if [ "${DEDUCT:-}" = run ]; then echo "credits.run_hourly_deductions()"
-  else echo "credits._deduct_ended_hours(credits.hour_of(credits.now()), credits.now())"; fi
-}
-
-# deduct DB AFTER_HOURS -> "completed seconds": one deduction, in a new session as every run
-# is, at the hour boundary AFTER_HOURS after the start (+ 5 s).  DEDUCT=run times
+# deduction_sql AFTER_HOURS: SQL printing "completed seconds" of one deduction at the hour
+# boundary AFTER_HOURS after the start (+ 5 s).  DEDUCT=run times
 # credits.run_hourly_deductions() whole (with the per-run work of the other features: lot
 # expiry, spending checks); by default the deduction itself, credits._deduct_ended_hours, as
 # the run calls it.
-deduct() {
-  local call
-  call=$(deduction_call)
-  psql -d "$1" -At <<SQL | tail -2 | paste -sd' '
-SET credits.clock TO DEFAULT;
-SELECT set_config('credits.clock', ($start + $2 * interval '1 hour' + interval '5 seconds')::text, false);
-SELECT clock_timestamp() AS t0 \gset
+deduction_sql() {
+  local call="credits._deduct_ended_hours(credits.hour_of(credits.now()), credits.now())"
+  [ "${DEDUCT:-}" = run ] && call="credits.run_hourly_deductions()"
+  cat <<SQL
+SELECT set_config('credits.clock', ($start + $1 * interval '1 hour' + interval '5 seconds')::text, false) \\g /dev/null
+SELECT clock_timestamp() AS t0 \\gset
 SELECT $call;
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
 SQL
 }
 
+# deduct DB AFTER_HOURS -> "completed seconds": one deduction, in a new session as every run is
+deduct() {
+  deduction_sql "$2" | psql -d "$1" -At | paste -sd' '
+}
+
 # deduct_warm DB FIRST -> "completed seconds" three times: the deductions FIRST, FIRST + 1 and
-# FIRST + 2 hours after the start (+ 5 s), one after the other in one session, with
-# synchronous_commit off: what a run costs without its start and its wait for the disk
+# FIRST + 2 hours after the start, one after the other in one session, with synchronous_commit
+# off: what a run costs without its start and its wait for the disk
 deduct_warm() {
-  local call
-  call=$(deduction_call)
-  psql -d "$1" -At <<SQL | grep -v '^$' | paste -sd' ' | xargs -n2
-SET synchronous_commit = off;
-$(for k in 0 1 2; do cat <<ONE
-SELECT set_config('credits.clock', ($start + ($2 + $k) * interval '1 hour' + interval '5 seconds')::text, false) \\g /dev/null
-SELECT clock_timestamp() AS t0 \\gset
-SELECT $call;
-SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
-ONE
-done)
-SQL
+  { echo 'SET synchronous_commit = off;'
+    for k in 0 1 2; do deduction_sql $(($2 + k)); done
+  } | psql -d "$1" -At | paste -sd' ' | xargs -n2
 }
 
 # check DB NRESOURCES HOURS: every resource-hour completed once, every balance debited
