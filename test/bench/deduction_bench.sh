@@ -13,8 +13,8 @@
 # floors: one INSERT of a row per resource-hour into a bare table, and into a table with the
 # unique (hour, project, resource) index that makes each hour count once - the least any
 # design storing a usage row per resource-hour pays; and with it, every account locked and
-# rewritten with the lot it draws on first - the least any run that also keeps balances and
-# lots pays.
+# rewritten with the lot it draws on first: the writes of a run that also keeps balances and
+# lots, made as plain statements.
 #
 #   test/bench/deduction_bench.sh [PROJECTS] [HISTORY]
 #   LOTS=3 test/bench/deduction_bench.sh     # every project holds three credit lots (its deposit
@@ -152,11 +152,11 @@ psql -c 'CREATE TABLE naive.floor_bare (project_id bigint, resource_id text, usa
 floor_sql="SELECT project_id, resource_id, '2026-09-01 10:00+00', rate_per_hour FROM credits.resources"
 read -r _ bare_s <<<"$(timed "INSERT INTO naive.floor_bare $floor_sql; SELECT 0;" "$(run_at 1)")"
 read -r _ uniq_s <<<"$(timed "INSERT INTO naive.floor_unique $floor_sql; SELECT 0;" "$(run_at 1)")"
-# What a run must write besides its rows, at the least: every due account locked and its balance
-# rewritten, and the lot each draws on first (draw-down order, chosen beforehand) rewritten;
-# plain statements, planned first and timed in a transaction that is rolled back.  With the
-# unique-index INSERT, the least any run that stores a row per resource-hour and keeps balances
-# and lots pays.
+# What a run must write besides its rows: every due account locked and its balance rewritten,
+# and the lot each draws on first (draw-down order, chosen beforehand) rewritten; plain
+# statements, planned first and timed in a transaction that is rolled back.  With the
+# unique-index INSERT: a run's writes made as plain statements, without reading or computing
+# anything.
 lock_accounts="SELECT count(*) FROM (SELECT FROM credits.accounts ORDER BY project_id FOR NO KEY UPDATE) AS x"
 debit_accounts="UPDATE credits.accounts SET balance = balance OPERATOR(credits.-) '0.01'"
 draw_lots="UPDATE credits.credit_lots l SET remaining = l.remaining OPERATOR(credits.-) '0.01', used = l.used OPERATOR(credits.+) '0.01'
@@ -212,7 +212,7 @@ printf 'floor, bare INSERT of one row per resource-hour:                  %.0f r
 printf 'floor, the same INSERT with a unique (hour, project, resource) index: %.0f rows/s\n' "$(rate "$uniq_s")"
 printf 'set-based / row-by-row: %.2fx per resource-hour; the median run takes %.2fx the time of the bare INSERT, %.2fx of the INSERT with the unique index\n' \
   "$(echo "($(rate "$median_s")) / ($naive_n / $naive_s)" | bc -l)" "$(echo "$median_s / $bare_s" | bc -l)" "$(echo "$median_s / $uniq_s" | bc -l)"
-least_s=$(echo "$uniq_s + $writes_s" | bc -l)
-printf 'the least any run pays: the unique-index INSERT of its rows (%s s) and every account locked and rewritten with the lot it draws on first (%s s): %.2f s = %.0f resource-hours/s; the median run takes %.2fx that\n' \
-  "$uniq_s" "$writes_s" "$least_s" "$(rate "$least_s")" "$(echo "$median_s / $least_s" | bc -l)"
+plain_s=$(echo "$uniq_s + $writes_s" | bc -l)
+printf 'its writes as plain statements: the unique-index INSERT of its rows (%s s) and every account locked and rewritten with the lot it draws on first (%s s): %.2f s = %.0f resource-hours/s; the median run takes %.2fx that\n' \
+  "$uniq_s" "$writes_s" "$plain_s" "$(rate "$plain_s")" "$(echo "$median_s / $plain_s" | bc -l)"
 printf 'target >= 300000 resource-hours/s\n'
