@@ -2837,9 +2837,6 @@ CREATE OR REPLACE FUNCTION credits._hour_segments(rate_per_hour credits.credits,
     RETURNS TABLE (usage_hour timestamptz, units numeric)
     AS 'MODULE_PATHNAME', 'credits_hour_segments' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE ROWS 2;
 
--- The hour that API usage recorded in usage_hour counts in at time at: its own, unless the
--- project's deducted hours already take that hour in (before its deducted_until), then the
--- hour of at (src/unfolded_usage.c).  A deducted hour never changes.
 CREATE FUNCTION credits._api_usage_hour(project_id bigint, resource_id text, usage_hour timestamptz,
                                         at timestamptz) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'credits_api_usage_hour' LANGUAGE C STABLE STRICT PARALLEL SAFE;

@@ -178,23 +178,6 @@ SELECT usage_hour, credits._accrued_amount(units) AS rolled_up FROM credits.usag
 SET credits.clock = '2026-03-01 13:00+00';
 SELECT pg_temp.deduct();
 SELECT current_balance FROM balance_overview WHERE project_id = 5201;
--- The same for a product with no usage in the deducted hour: the run deducted every hour of
--- the project before 13:00, so a call of 12:59:59 committed after it counts in 13:00 too (a
--- new row in 12:00 would change a deducted hour, its day's usage summary and any statement
--- already read for it).
-SET credits.clock = '2026-03-01 12:59:59+00';
-SELECT record_usage(5201, 'api:embed', '0.30');
-SET credits.clock = '2026-03-01 13:00:10+00';
-SELECT deducted_until FROM credits.accounts WHERE project_id = 5201;
-SELECT run_balance_checks() >= 0 AS ran;
-SELECT usage_hour, credits._accrued_amount(units) AS rolled_up FROM credits.usage_rollup
- WHERE project_id = 5201 AND resource_id = 'api:embed';
-SET credits.clock = '2026-03-01 14:00+00';
-SELECT pg_temp.deduct();
-SELECT usage_hour, amount, status FROM transactions
- WHERE project_id = 5201 AND resource_id = 'api:embed' ORDER BY usage_hour;
-SELECT current_balance FROM balance_overview WHERE project_id = 5201;
-SELECT count(*) AS problems FROM credits.verify(5201);
 
 --
 -- record_usage_batch: element i is one record_usage call; all or nothing.

@@ -8,10 +8,9 @@
  * project's events only through the index usage_events_project, whatever the statistics say,
  * so a project's read costs what that project holds.
  *
- * An event whose hour the project's deducted hours already take in (its call committed after
- * the run that deducted that hour) belongs to the hour current when it is read or folded:
- * credits._api_usage_hour, written here once and called by the fold too, says which hour an
- * event counts in.
+ * An event whose hour was already deducted (its call committed after the deduction) belongs
+ * to the hour current when it is read or folded: credits._api_usage_hour, written here once
+ * and called by the fold too, says which hour an event counts in.
  *
  * A query over many projects (the overview of every project, the balance checks) calls it once
  * per project.  After a few calls in the same query it reads the whole table once instead,
@@ -24,6 +23,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -65,39 +65,47 @@ typedef struct UnfoldedState
 
 /*
  * The hour that API usage recorded for (project_id, resource_id, usage_hour) counts in, read
- * at time at: its own hour, unless the project's deducted hours already take that hour in (it
- * is before the account's deducted_until: a run has deducted it, whether or not that product
- * had usage in it), then the hour of at.  So a deducted hour never changes, and a day whose
- * usage is summed stays as summed.  One probe of the accounts' primary key.  (resource_id is
- * not needed to decide; it stays in the signature that verify() and the fold call.)
+ * at time at: its own hour, unless that hour of that product is already deducted (a completed
+ * usage transaction), then the hour of at.  One probe of the unique usage index.
  */
 static TimestampTz
 ApiUsageHour(int64 project_id, text *resource_id, TimestampTz usage_hour, TimestampTz at)
 {
-	Relation	accounts = table_open(CreditsRelid("accounts"), AccessShareLock);
-	Relation	index = index_open(CreditsRelid("accounts_pkey"), AccessShareLock);
-	AttrNumber	until_attnum = get_attnum(RelationGetRelid(accounts), "deducted_until");
-	TupleTableSlot *slot = table_slot_create(accounts, NULL);
+	static Oid	status_type = InvalidOid;
+	static Oid	completed = InvalidOid;
+	Relation	transactions = table_open(CreditsRelid("transactions"), AccessShareLock);
+	Relation	index = index_open(CreditsRelid("transactions_one_usage_per_hour"), AccessShareLock);
+	AttrNumber	status_attnum = get_attnum(RelationGetRelid(transactions), "status");
+	TupleTableSlot *slot = table_slot_create(transactions, NULL);
 	IndexScanDesc scan;
-	ScanKeyData key;
-	TimestampTz deducted_until = DT_NOBEGIN;
+	ScanKeyData keys[3];
+	bool		deducted = false;
 
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(project_id));
-	scan = index_beginscan(accounts, index, GetActiveSnapshot(), 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	/* (the label's OID, looked up again when the type is another: the extension was recreated) */
+	if (TupleDescAttr(RelationGetDescr(transactions), status_attnum - 1)->atttypid != status_type)
+	{
+		status_type = TupleDescAttr(RelationGetDescr(transactions), status_attnum - 1)->atttypid;
+		completed = DatumGetObjectId(DirectFunctionCall2(enum_in, CStringGetDatum("completed"),
+														 ObjectIdGetDatum(status_type)));
+	}
+	/* (the index is (usage_hour, project_id, resource_id), on usage rows only) */
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(usage_hour));
+	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(project_id));
+	ScanKeyInit(&keys[2], 3, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(resource_id));
+	keys[2].sk_collation = DEFAULT_COLLATION_OID;
+	scan = index_beginscan(transactions, index, GetActiveSnapshot(), 3, 0);
+	index_rescan(scan, keys, 3, NULL, 0);
+	while (!deducted && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
-		Datum		until = slot_getattr(slot, until_attnum, &isnull);
 
-		if (!isnull)
-			deducted_until = DatumGetTimestampTz(until);
+		deducted = DatumGetObjectId(slot_getattr(slot, status_attnum, &isnull)) == completed;
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, AccessShareLock);
-	table_close(accounts, AccessShareLock);
-	return usage_hour < deducted_until ? HourOf(at) : usage_hour;
+	table_close(transactions, AccessShareLock);
+	return deducted ? HourOf(at) : usage_hour;
 }
 
 PG_FUNCTION_INFO_V1(credits_api_usage_hour);

@@ -39,16 +39,15 @@ CREATE FUNCTION credits._billing_start(project_id bigint, at timestamptz) RETURN
     LANGUAGE sql STABLE
     RETURN greatest(at, credits._deducted_until(project_id));
 
--- The hour that API usage recorded in usage_hour counts in at time at: its own, unless the
--- project's deducted hours already take that hour in (before its deducted_until), then the
--- hour of at (src/unfolded_usage.c).  A deducted hour never changes.
+-- The hour that API usage recorded in usage_hour counts in at time at: its own, unless that
+-- hour of that product is already deducted, then the hour of at (src/unfolded_usage.c).
 CREATE FUNCTION credits._api_usage_hour(project_id bigint, resource_id text, usage_hour timestamptz,
                                         at timestamptz) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'credits_api_usage_hour' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- Moves every recorded API usage event into its hour's roll-up row.  An event whose hour was
--- already deducted for its project (its call committed after the deduction) goes to the
--- current hour instead: nothing is lost and no deducted hour changes.  The events are summed per (project,
+-- already deducted (its call committed after the deduction) goes to the current hour instead:
+-- nothing is lost and no completed hour changes.  The events are summed per (project,
 -- product, hour) before that test, so it probes the usage index once per group (tested per
 -- call, a fold of 200,000 calls of 10 projects took 1.1-2.3x as long).  Callers hold the
 -- periodic-run lock.

@@ -234,15 +234,20 @@ sub _book
 	$r->{live_from} = $upto;
 }
 
-# Where an unfolded API call is charged: its hour, or the current one when a run has already
-# deducted its project's hours past it, whether or not that product had usage then (README: a
-# late call is charged in the current hour; a deducted hour never changes).
+sub _hour_completed
+{
+	my ($self, $pid, $rid, $h) = @_;
+	my $r = $self->{rows}{$pid}{$rid}{$h};
+	return $r && $r->{status} eq 'completed';
+}
+
+# Where an unfolded API call is charged: its hour, or the current one when its hour was
+# already deducted (README: a late call is charged in the current hour).
 sub _api_hour
 {
 	my ($self, $ev) = @_;
 	my ($pid, $rid, $h) = @$ev;
-	my $until = $self->{acct}{$pid}{deducted_until};
-	return defined $until && $h < $until ? hour_of($self->{now}) : $h;
+	return $self->_hour_completed($pid, $rid, $h) ? hour_of($self->{now}) : $h;
 }
 
 sub _fold
@@ -1409,8 +1414,6 @@ sub op_run_hourly_deductions
 			$completed++;
 		}
 		$acct->{balance} = $bal;
-		# (its deducted hours now reach the run's hour boundary)
-		$acct->{deducted_until} = $cur if !defined $acct->{deducted_until} || $acct->{deducted_until} < $cur;
 		$self->_cut_off($pid) if $before > 0 && $bal == 0 && !$acct->{depleted};
 	}
 	$self->_expire_lots;
