@@ -3998,6 +3998,7 @@ BEGIN
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
     PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
+    PERFORM credits._unsum_late_usage();      -- usage summaries (61_usage_days.sql)
     SELECT * INTO deducted FROM credits._deduct_isolated(cur, at);
     PERFORM credits._expire_lots(cur, at);
     -- (the accrued usage of every project is worth computing only when one may recharge)
@@ -4761,7 +4762,9 @@ END $$;
 -- (each hour's rows are written with every other project's).  So each UTC day that a project
 -- has deducted whole is summed once, by resource, into credits.usage_days, by
 -- credits.run_usage_summaries() (a pg_cron job, credits.schedule_jobs): completed usage rows
--- never change, so a day's sums never do either.  Each project's summaries cover one range of
+-- never change, so a day's sums never do either, but for one case: a late API call can add a
+-- row to a deducted hour, and the hourly run then has its day summed again
+-- (credits._unsum_late_usage).  Each project's summaries cover one range of
 -- whole days, [summarized_from, summarized_until) in credits.usage_days_summarized; statements
 -- read those days from the summaries and every other hour from the usage rows, so a statement
 -- is the same with or without them.  credits.verify() checks each summary against its hours.
@@ -4833,12 +4836,45 @@ BEGIN
     END LOOP;
     RETURN summed;
 END $$;
+-- Has the summaries of every project whose roll-up holds API usage for a day they already
+-- cover summed again from that day (its rows deleted, its range cut back there): the
+-- deduction that follows completes that hour, which changes the day's sums.  (A call that
+-- committed after its hour was deducted, for a product with no usage in that hour, is charged
+-- in that hour, 41_usage_booking.sql.  Rare: only then is the summaries' lock taken, waiting
+-- for a run_usage_summaries call in progress.)  Called by run_hourly_deductions after the fold
+-- and before the deduction, under the periodic-run lock.
+CREATE FUNCTION credits._unsum_late_usage() RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM credits.usage_rollup u
+                     JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
+                    WHERE u.usage_hour < s.summarized_until) THEN
+        RETURN;
+    END IF;
+    LOCK TABLE credits.usage_days_summarized IN SHARE ROW EXCLUSIVE MODE;
+    WITH late AS (
+        SELECT s.project_id, s.summarized_from, date_trunc('day', min(u.usage_hour), 'UTC') AS day
+          FROM credits.usage_rollup u
+          JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
+         WHERE u.usage_hour < s.summarized_until
+         GROUP BY s.project_id, s.summarized_from),
+    unsummed AS (
+        DELETE FROM credits.usage_days d USING late l
+         WHERE d.project_id = l.project_id AND d.day >= l.day),
+    cut_back AS (
+        UPDATE credits.usage_days_summarized s SET summarized_until = l.day
+          FROM late l WHERE s.project_id = l.project_id AND l.day > l.summarized_from)
+    DELETE FROM credits.usage_days_summarized s USING late l
+     WHERE s.project_id = l.project_id AND l.day <= l.summarized_from;
+END $$;
+
 REVOKE ALL ON FUNCTION credits.run_usage_summaries(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION credits._unsum_late_usage() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION credits.run_usage_summaries(integer) TO credits_worker;
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_days', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.usage_days_summarized', '');
 COMMENT ON FUNCTION credits.run_usage_summaries(integer) IS 'sums each whole UTC day a project has deducted into credits.usage_days, which statements read, the oldest day first, at most max_days days per call; returns the project-days summed (hourly, credits_worker)';
-COMMENT ON TABLE credits.usage_days IS 'per project, UTC day and resource: what its completed usage took from the balance (amount, negative) and what the balance could not pay (uncollected); written once by run_usage_summaries';
+COMMENT ON TABLE credits.usage_days IS 'per project, UTC day and resource: what its completed usage took from the balance (amount, negative) and what the balance could not pay (uncollected); written by run_usage_summaries, and summed again from a day that a late API call adds to';
 COMMENT ON TABLE credits.usage_days_summarized IS 'per project: the whole days [summarized_from, summarized_until) summed in credits.usage_days';
 
 -- The jobs: name, cron schedule (UTC), command.

@@ -1,5 +1,6 @@
 \set ECHO none
 \ir test/sql/helpers.sql
+\ir test/sql/metering_helpers.sql
 \set ECHO all
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
@@ -101,6 +102,41 @@ SELECT s.summarized_until = :'summarized_until'::timestamptz + interval '1 day' 
 SELECT (SELECT amount FROM credits.statement(:p, '2000-01-01', '2100-01-01') WHERE line = 'closing_balance') = a.balance
            AS closes_at_balance
   FROM credits.accounts a WHERE a.project_id = :p;
+RESET credits.clock;
+
+-- A late API call into a summed day: a call that began before the deduction of its hour and
+-- committed after it, for a product with no usage in that hour, is charged in that hour (as
+-- metering_usage shows).  The next hourly run has the day summed again before it completes
+-- the hour, so the summary never disagrees with the hours (verify() proves each), and the
+-- statement of the day takes the call in.
+SELECT date_trunc('day', :'until'::timestamptz + interval '3 days', 'UTC') AS d \gset
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '10 hours')::text, false) IS NOT NULL AS clock_set;
+SELECT pg_temp.funded(9810, '100.00');
+SELECT credits.record_usage(9810, 'api:chat', '1.00');
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '1 day 5 minutes')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.run_hourly_deductions() > 0 AS deducted;
+SELECT credits.run_usage_summaries() > 0 AS summed;
+SELECT summarized_from = :'d' AS from_the_day, summarized_until = :'d'::timestamptz + interval '1 day' AS to_its_end
+  FROM credits.usage_days_summarized WHERE project_id = 9810;
+SELECT resource_id, amount FROM credits.usage_days WHERE project_id = 9810 ORDER BY resource_id;
+-- (the call's transaction began at 23:59:59 of the summed day)
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '23:59:59')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.record_usage(9810, 'api:embed', '0.40');
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '1 day 10 minutes')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.run_balance_checks() >= 0 AS folded;
+SELECT usage_hour - :'d'::timestamptz AS rolled_up_into, credits._accrued_amount(units) AS amount
+  FROM credits.usage_rollup WHERE project_id = 9810;
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '1 day 1 hour 5 minutes')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.run_hourly_deductions() > 0 AS deducted;
+SELECT usage_hour - :'d'::timestamptz AS hour, resource_id, amount, status FROM credits.transactions
+ WHERE project_id = 9810 AND type = 'usage' ORDER BY usage_hour, resource_id;
+SELECT count(*) AS summaries_left FROM credits.usage_days WHERE project_id = 9810;
+SELECT count(*) AS ranges_left FROM credits.usage_days_summarized WHERE project_id = 9810;
+SELECT count(*) AS problems FROM credits.verify(9810);
+SELECT credits.run_usage_summaries() > 0 AS summed_again;
+SELECT resource_id, amount FROM credits.usage_days WHERE project_id = 9810 ORDER BY resource_id;
+SELECT line, resource_id, amount FROM credits.statement(9810, :'d', :'d'::timestamptz + interval '1 day');
+SELECT count(*) AS problems FROM credits.verify(9810);
 RESET credits.clock;
 
 -- verify() proves each summary from its hours: clean, and a changed or missing summary shows.

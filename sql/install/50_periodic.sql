@@ -113,6 +113,7 @@ BEGIN
     cur := credits.hour_of(at);
     PERFORM credits._fold_usage_events(at);
     PERFORM credits._recount_late_usage();    -- spending totals (61_spending_controls.sql)
+    PERFORM credits._unsum_late_usage();      -- usage summaries (61_usage_days.sql)
     SELECT * INTO deducted FROM credits._deduct_isolated(cur, at);
     PERFORM credits._expire_lots(cur, at);
     -- (the accrued usage of every project is worth computing only when one may recharge)

@@ -4,7 +4,9 @@
 -- (each hour's rows are written with every other project's).  So each UTC day that a project
 -- has deducted whole is summed once, by resource, into credits.usage_days, by
 -- credits.run_usage_summaries() (a pg_cron job, credits.schedule_jobs): completed usage rows
--- never change, so a day's sums never do either.  Each project's summaries cover one range of
+-- never change, so a day's sums never do either, but for one case: a late API call can add a
+-- row to a deducted hour, and the hourly run then has its day summed again
+-- (credits._unsum_late_usage).  Each project's summaries cover one range of
 -- whole days, [summarized_from, summarized_until) in credits.usage_days_summarized; statements
 -- read those days from the summaries and every other hour from the usage rows, so a statement
 -- is the same with or without them.  credits.verify() checks each summary against its hours.
@@ -75,4 +77,36 @@ BEGIN
         summed := summed + cardinality(ids);
     END LOOP;
     RETURN summed;
+END $$;
+
+-- Has the summaries of every project whose roll-up holds API usage for a day they already
+-- cover summed again from that day (its rows deleted, its range cut back there): the
+-- deduction that follows completes that hour, which changes the day's sums.  (A call that
+-- committed after its hour was deducted, for a product with no usage in that hour, is charged
+-- in that hour, 41_usage_booking.sql.  Rare: only then is the summaries' lock taken, waiting
+-- for a run_usage_summaries call in progress.)  Called by run_hourly_deductions after the fold
+-- and before the deduction, under the periodic-run lock.
+CREATE FUNCTION credits._unsum_late_usage() RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM credits.usage_rollup u
+                     JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
+                    WHERE u.usage_hour < s.summarized_until) THEN
+        RETURN;
+    END IF;
+    LOCK TABLE credits.usage_days_summarized IN SHARE ROW EXCLUSIVE MODE;
+    WITH late AS (
+        SELECT s.project_id, s.summarized_from, date_trunc('day', min(u.usage_hour), 'UTC') AS day
+          FROM credits.usage_rollup u
+          JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
+         WHERE u.usage_hour < s.summarized_until
+         GROUP BY s.project_id, s.summarized_from),
+    unsummed AS (
+        DELETE FROM credits.usage_days d USING late l
+         WHERE d.project_id = l.project_id AND d.day >= l.day),
+    cut_back AS (
+        UPDATE credits.usage_days_summarized s SET summarized_until = l.day
+          FROM late l WHERE s.project_id = l.project_id AND l.day > l.summarized_from)
+    DELETE FROM credits.usage_days_summarized s USING late l
+     WHERE s.project_id = l.project_id AND l.day <= l.summarized_from;
 END $$;

@@ -99,7 +99,7 @@ COMMENT ON FUNCTION credits.configure_auto_recharge(bigint, boolean, credits.cre
 COMMENT ON FUNCTION credits.run_hourly_deductions() IS 'deducts every ended usage hour not yet deducted, exactly once; returns the usage transactions completed (hourly, credits_worker)';
 COMMENT ON FUNCTION credits.run_balance_checks() IS 'cuts off projects whose accrued usage used up their balance and starts due auto-recharges; returns the projects acted on (every minute, credits_worker)';
 COMMENT ON FUNCTION credits.run_usage_summaries(integer) IS 'sums each whole UTC day a project has deducted into credits.usage_days, which statements read, the oldest day first, at most max_days days per call; returns the project-days summed (hourly, credits_worker)';
-COMMENT ON TABLE credits.usage_days IS 'per project, UTC day and resource: what its completed usage took from the balance (amount, negative) and what the balance could not pay (uncollected); written once by run_usage_summaries';
+COMMENT ON TABLE credits.usage_days IS 'per project, UTC day and resource: what its completed usage took from the balance (amount, negative) and what the balance could not pay (uncollected); written by run_usage_summaries, and summed again from a day that a late API call adds to';
 COMMENT ON TABLE credits.usage_days_summarized IS 'per project: the whole days [summarized_from, summarized_until) summed in credits.usage_days';
 COMMENT ON FUNCTION credits.schedule_jobs() IS 'registers the two periodic runs as named pg_cron jobs (or says how, without pg_cron here)';
 COMMENT ON FUNCTION credits.unschedule_jobs() IS 'removes the pg_cron jobs that schedule_jobs registered';
