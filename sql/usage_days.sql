@@ -106,9 +106,11 @@ RESET credits.clock;
 
 -- A late API call into a summed day: a call that began before the deduction of its hour and
 -- committed after it, for a product with no usage in that hour, is charged in that hour (as
--- metering_usage shows).  The next hourly run has the day summed again before it completes
--- the hour, so the summary never disagrees with the hours (verify() proves each), and the
--- statement of the day takes the call in.
+-- the isolation spec metering_usage_vs_deduction shows).  The next hourly run has the day
+-- summed again before it completes the hour, so the summary never disagrees with the hours
+-- (verify() proves each), and the statement of the day takes the call in.  First the day is
+-- the first of the project's summed range (the range goes), then a later one (the range is
+-- cut back to it, the days before it stay summed).
 SELECT date_trunc('day', :'until'::timestamptz + interval '3 days', 'UTC') AS d \gset
 SELECT set_config('credits.clock', (:'d'::timestamptz + interval '10 hours')::text, false) IS NOT NULL AS clock_set;
 SELECT pg_temp.funded(9810, '100.00');
@@ -136,6 +138,31 @@ SELECT count(*) AS problems FROM credits.verify(9810);
 SELECT credits.run_usage_summaries() > 0 AS summed_again;
 SELECT resource_id, amount FROM credits.usage_days WHERE project_id = 9810 ORDER BY resource_id;
 SELECT line, resource_id, amount FROM credits.statement(9810, :'d', :'d'::timestamptz + interval '1 day');
+SELECT count(*) AS problems FROM credits.verify(9810);
+SELECT balance FROM credits.accounts WHERE project_id = 9810;
+-- The next day summed too: the range covers both days.
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '1 day 12 hours')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.record_usage(9810, 'api:chat', '2.00');
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '2 days 5 minutes')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.run_hourly_deductions() > 0 AS deducted;
+SELECT credits.run_usage_summaries() > 0 AS summed;
+SELECT summarized_until - summarized_from AS summed_range FROM credits.usage_days_summarized WHERE project_id = 9810;
+-- A late call into the second day: only that day's sums go, and the range ends where it begins.
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '1 day 23:30')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.record_usage(9810, 'api:image', '0.25');
+SELECT set_config('credits.clock', (:'d'::timestamptz + interval '2 days 1 hour 5 minutes')::text, false) IS NOT NULL AS clock_set;
+SELECT credits.run_hourly_deductions() > 0 AS deducted;
+SELECT summarized_from = :'d' AS from_the_first_day, summarized_until - summarized_from AS summed_range
+  FROM credits.usage_days_summarized WHERE project_id = 9810;
+SELECT day - :'d'::timestamptz AS day, resource_id, amount FROM credits.usage_days
+ WHERE project_id = 9810 ORDER BY day, resource_id;
+SELECT count(*) AS problems FROM credits.verify(9810);
+SELECT credits.run_usage_summaries() > 0 AS summed_again;
+SELECT day - :'d'::timestamptz AS day, resource_id, amount FROM credits.usage_days
+ WHERE project_id = 9810 ORDER BY day, resource_id;
+SELECT line, resource_id, amount FROM credits.statement(9810, :'d'::timestamptz + interval '1 day', :'d'::timestamptz + interval '2 days')
+ WHERE line IN ('opening_balance', 'usage', 'closing_balance');
+SELECT balance FROM credits.accounts WHERE project_id = 9810;
 SELECT count(*) AS problems FROM credits.verify(9810);
 RESET credits.clock;
 

@@ -79,28 +79,35 @@ BEGIN
     RETURN summed;
 END $$;
 
+-- The projects whose roll-up holds API usage for a day their summaries already cover, with
+-- where their summaries begin and the first such day.  (Each hourly run asks: the roll-up rows
+-- after every summed range, the last hour's nearly all, are passed over before the join.)
+CREATE FUNCTION credits._late_summed_days()
+    RETURNS TABLE (project_id bigint, summarized_from timestamptz, day timestamptz)
+    LANGUAGE sql STABLE AS $$
+    SELECT s.project_id, s.summarized_from, date_trunc('day', min(u.usage_hour), 'UTC')
+      FROM credits.usage_rollup u
+      JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
+     WHERE u.usage_hour < s.summarized_until
+       AND u.usage_hour < (SELECT max(x.summarized_until) FROM credits.usage_days_summarized x)
+     GROUP BY s.project_id, s.summarized_from;
+$$;
+
 -- Has the summaries of every project whose roll-up holds API usage for a day they already
 -- cover summed again from that day (its rows deleted, its range cut back there): the
 -- deduction that follows completes that hour, which changes the day's sums.  (A call that
 -- committed after its hour was deducted, for a product with no usage in that hour, is charged
 -- in that hour, 41_usage_booking.sql.  Rare: only then is the summaries' lock taken, waiting
--- for a run_usage_summaries call in progress.)  Called by run_hourly_deductions after the fold
--- and before the deduction, under the periodic-run lock.
+-- for a run_usage_summaries call in progress; the days are read again under it.)  Called by
+-- run_hourly_deductions after the fold and before the deduction, under the periodic-run lock.
 CREATE FUNCTION credits._unsum_late_usage() RETURNS void
     LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM credits.usage_rollup u
-                     JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
-                    WHERE u.usage_hour < s.summarized_until) THEN
+    IF NOT EXISTS (SELECT FROM credits._late_summed_days()) THEN
         RETURN;
     END IF;
     LOCK TABLE credits.usage_days_summarized IN SHARE ROW EXCLUSIVE MODE;
-    WITH late AS (
-        SELECT s.project_id, s.summarized_from, date_trunc('day', min(u.usage_hour), 'UTC') AS day
-          FROM credits.usage_rollup u
-          JOIN credits.usage_days_summarized s ON s.project_id = u.project_id
-         WHERE u.usage_hour < s.summarized_until
-         GROUP BY s.project_id, s.summarized_from),
+    WITH late AS (SELECT * FROM credits._late_summed_days()),
     unsummed AS (
         DELETE FROM credits.usage_days d USING late l
          WHERE d.project_id = l.project_id AND d.day >= l.day),
